@@ -1,0 +1,61 @@
+"""The ``ternbench`` command line: one sub-command per module, registered from data.
+
+Each module in ``COMMAND_MODULES`` has ``add_parser(subparsers)``, which adds its
+sub-command and sets ``func(args) -> int``. Heavy imports (torch, open_clip) happen
+inside the handlers so ``ternbench --help`` stays fast. User errors
+(``TernbenchError``) print one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from quant.errors import TernbenchError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "quant.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ternbench",
+        description="Evaluate and benchmark ternary (1.58-bit) CLIP models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # `ternbench` with no command runs the default job when `run` exists.
+        if "run" in sub_commands(parser):
+            args = parser.parse_args(["run", *(argv or [])])
+        else:
+            parser.print_help()
+            return 0
+    try:
+        return int(args.func(args) or 0)
+    except TernbenchError as e:
+        print(f"ternbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ternbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def sub_commands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Applying a config to a model: ``quantize_`` (post-training), ``prepare`` / ``convert`` (QAT).
+
+Weights are quantized through ``torch.nn.utils.parametrize`` on the parameter itself,
+so the bare Parameters open_clip uses outside nn.Linear (MultiheadAttention's
+``in_proj_weight``, ``visual.proj``, ``text_projection``) are covered, and every
+module keeps its ``.weight`` (open_clip reads ``c_fc.weight.dtype``). The model stays
+an ordinary open_clip model.
+
+What was quantized is recorded on the model as ``model.ternbench_quant``:
+``{"config": cfg.to_dict(), "params": {name: {"kind", "tower", "out_axis"}}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from quant.config import Int8Config, QuantConfig, TernaryConfig
+from quant.primitives import fake_quantize, ste
+from quant.targets import Target, select_targets
+
+QUANT_ATTR = "ternbench_quant"
+
+
+class FakeQuant(nn.Module):
+    """Parametrization: the quantized value in forward, gradients straight through to the latent weight."""
+
+    def __init__(self, cfg: QuantConfig, out_axis: int, name: str):
+        super().__init__()
+        self.cfg = cfg
+        self.out_axis = out_axis
+        self.param_name = name
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        w_q = fake_quantize(w, self.cfg, self.out_axis, self.param_name)
+        # Outside autograd return w_q itself: `w + (w_q - w)` is not bit-exact in floating point.
+        return ste(w, w_q) if torch.is_grad_enabled() and w.requires_grad else w_q
+
+    def extra_repr(self) -> str:
+        return f"{self.cfg.TYPE}, out_axis={self.out_axis}"
+
+
+def _split(name: str) -> tuple[str, str]:
+    owner, _, attr = name.rpartition(".")
+    return owner, attr
+
+
+def _record(model: nn.Module, cfg: QuantConfig, targets: list[Target], state: str) -> dict[str, Any]:
+    info = {
+        "config": cfg.to_dict(),
+        "state": state,
+        "params": {t.name: {"kind": t.kind, "tower": t.tower, "out_axis": t.out_axis} for t in targets},
+    }
+    model.__dict__[QUANT_ATTR] = info
+    return info
+
+
+def quant_info(model: nn.Module) -> dict[str, Any] | None:
+    """What ``quantize_``/``prepare`` recorded on the model, or None for a float model."""
+    return model.__dict__.get(QUANT_ATTR)
+
+
+def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
+    """Attach trainable fake-quantization (STE) to every targeted weight. Returns the targets.
+
+    Calling ``prepare`` on an already prepared model replaces the previous parametrizations
+    (TerViT's progressive schedule: 8-bit first, then ternary).
+    """
+    if quant_info(model) is not None and quant_info(model).get("state") == "prepared":
+        remove_fake_quant(model, keep_quantized=False)
+    targets = select_targets(model, cfg)
+    for t in targets:
+        owner, attr = _split(t.name)
+        mod = model.get_submodule(owner) if owner else model
+        parametrize.register_parametrization(mod, attr, FakeQuant(cfg, t.out_axis, t.name), unsafe=True)
+    _record(model, cfg, targets, "prepared")
+    return targets
+
+
+def remove_fake_quant(model: nn.Module, keep_quantized: bool) -> None:
+    """Drop the parametrizations; ``keep_quantized`` stores the quantized values as plain weights."""
+    info = quant_info(model)
+    if info is None:
+        return
+    for name in info["params"]:
+        owner, attr = _split(name)
+        mod = model.get_submodule(owner) if owner else model
+        if not parametrize.is_parametrized(mod, attr):
+            continue
+        with torch.no_grad():
+            # Computed outside autograd so the stored values are exactly scale * code.
+            value = getattr(mod, attr).detach().clone() if keep_quantized else None
+        parametrize.remove_parametrizations(mod, attr, leave_parametrized=False)
+        if value is not None:
+            with torch.no_grad():
+                getattr(mod, attr).copy_(value)
+    if not keep_quantized:
+        model.__dict__.pop(QUANT_ATTR, None)
+
+
+@torch.no_grad()
+def convert(model: nn.Module) -> dict[str, Any]:
+    """Freeze a prepared model: its weights become exactly the quantized values (packable)."""
+    info = quant_info(model)
+    if info is None or info.get("state") != "prepared":
+        raise ValueError("convert() needs a model prepared with quant.prepare(model, config)")
+    remove_fake_quant(model, keep_quantized=True)
+    info["state"] = "converted"
+    return info
+
+
+@torch.no_grad()
+def quantize_(model: nn.Module, cfg: QuantConfig) -> dict[str, Any]:
+    """Post-training quantization in place; returns the summary of what was quantized.
+
+    >>> quantize_(model, TernaryConfig(scope="ffn"))
+    """
+    if not isinstance(cfg, (TernaryConfig, Int8Config)):
+        raise TypeError(f"quantize_ takes a TernaryConfig or Int8Config, got {type(cfg).__name__}")
+    if quant_info(model) is not None and quant_info(model).get("state") == "converted":
+        raise ValueError("model is already quantized; quantize a fresh copy of the float model")
+    prepare(model, cfg)
+    info = convert(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_quant = sum(model.get_parameter(n).numel() for n in info["params"])
+    return {
+        "config": info["config"],
+        "n_tensors": len(info["params"]),
+        "n_params": n_params,
+        "n_quantized_params": n_quant,
+        "share_quantized": n_quant / max(n_params, 1),
+    }
