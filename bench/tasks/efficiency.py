@@ -1,0 +1,253 @@
+"""The ``efficiency`` task: speed, memory and size of one built model on one device.
+
+Latency of ``encode_image`` / ``encode_text`` at batch 1 and at a throughput batch
+(warm-up runs, then median and p90 of timed runs; ``torch.cuda.synchronize()`` around
+each timed call on GPU), images/s and texts/s, peak memory during inference (CUDA:
+``max_memory_allocated``; CPU: resident weight bytes + peak RSS growth sampled from
+``/proc/self/statm``), weight bytes in memory (parameters + buffers, packed buffers
+included), checkpoint bytes on disk, and the size statistics of the quantized weights
+(``bench.sizes``). Every ratio is written with the baseline it is relative to.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.sizes import size_stats
+from quant.errors import TernbenchError
+
+# Varied captions so the text encoder sees realistic token counts (not one padded word).
+_CAPTIONS = (
+    "a photo of a red circle on a dark background",
+    "a small blue square",
+    "a green triangle near the top left corner of the picture",
+    "a handwritten digit seven",
+    "an orange star",
+    "a photo of a cat sitting on a wooden table next to a window",
+)
+
+
+@dataclass(frozen=True)
+class EfficiencyConfig:
+    """How long to measure: ``batch`` is the throughput batch; ``repeats`` timed runs after ``warmup``."""
+
+    batch: int = 32
+    warmup: int = 2
+    repeats: int = 10
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch", 1), ("warmup", 0), ("repeats", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise TernbenchError(f"efficiency {name} must be an integer >= {low}, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int | None:
+    """Current resident set size of this process (Linux), or None where /proc is unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RssSampler:
+    """Samples RSS in a background thread; ``growth`` is the peak above the level at entry.
+
+    torch releases the GIL inside its kernels, so a 1 ms sampling thread sees the peaks of
+    the activations and workspaces allocated during a forward pass.
+    """
+
+    def __init__(self, interval_s: float = 0.001):
+        self.interval_s = interval_s
+        self.baseline = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.available = rss_bytes() is not None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes() or 0)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        if self.available:
+            self.baseline = self.peak = rss_bytes() or 0
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        else:
+            # Fallback without /proc: ru_maxrss (KiB on Linux) only ever grows, so growth is a lower bound.
+            self.baseline = self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, rss_bytes() or 0)
+        else:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer held by the model (shared storage counted once).
+
+    Buffers count too: packed ternary kernels keep their weights as uint8 buffers.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = (t.data_ptr(), t.nbytes)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.nbytes
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, warmup: int, repeats: int, device: str) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without needing numpy here."""
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _image_size(model: torch.nn.Module) -> tuple[int, int]:
+    size = getattr(getattr(model, "visual", None), "image_size", 224)
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def checkpoint_file(info: dict[str, Any]) -> Path | None:
+    """The checkpoint file a model was built from, when ``BuiltModel.info`` names one."""
+    ckpt = info.get("checkpoint")
+    if isinstance(ckpt, dict):
+        ckpt = ckpt.get("path")
+    if ckpt and Path(ckpt).is_file():
+        return Path(ckpt)
+    return None
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
+            cfg: EfficiencyConfig = EfficiencyConfig(), info: dict[str, Any] | None = None,
+            ) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
+    """Measure ``model`` on ``device``; returns (metrics, baselines, details)."""
+    info = info or {}
+    gen = torch.Generator().manual_seed(0)
+    h, w = _image_size(model)
+    images = {b: torch.randn(b, 3, h, w, generator=gen).to(device=device, dtype=dtype)
+              for b in (1, cfg.batch)}
+    captions = [_CAPTIONS[i % len(_CAPTIONS)] for i in range(cfg.batch)]
+    texts = {b: tokenizer(captions[:b]).to(device) for b in (1, cfg.batch)}
+
+    is_cuda = str(device).startswith("cuda")
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    metrics: dict[str, float] = {"throughput_batch": cfg.batch}
+    with RssSampler() as rss:
+        for kind, encode, inputs in (("image", model.encode_image, images), ("text", model.encode_text, texts)):
+            for b, name in ((1, "b1"), (cfg.batch, "bN")):
+                x = inputs[b]
+                times = time_calls(lambda enc=encode, x=x: enc(x), cfg.warmup, cfg.repeats, device)
+                metrics[f"{kind}_latency_{name}_ms"] = statistics.median(times) * 1e3
+                metrics[f"{kind}_latency_{name}_ms_p90"] = percentile(times, 90) * 1e3
+            metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
+
+    wbytes = weight_bytes(model)
+    metrics["weight_bytes"] = wbytes
+    if is_cuda:
+        metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        memory_how = "CUDA max_memory_allocated during the timed runs (weights included)"
+    else:
+        metrics["peak_memory_bytes"] = wbytes + rss.growth
+        memory_how = ("weight bytes in memory + peak RSS growth during the timed runs "
+                      + ("(sampled from /proc/self/statm)" if rss.available else "(ru_maxrss, a lower bound)"))
+
+    ckpt = checkpoint_file(info)
+    if ckpt is not None:
+        metrics["checkpoint_bytes"] = ckpt.stat().st_size
+
+    sizes = size_stats(model, dtype)
+    for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
+        if sizes.total.get(k) is not None:
+            metrics[k] = sizes.total[k]
+
+    baselines = {
+        "compression_vs_fp32": "the same parameters stored in fp32 (4 bytes each) / " + sizes.storage,
+        "compression_vs_fp16": "the same parameters stored in fp16 (2 bytes each) / " + sizes.storage,
+        "bits_per_weight": "stored bits / all parameters; " + sizes.storage,
+        "share_ternary": "ternary parameters / all parameters",
+        "sparsity": "zeros / ternary parameters",
+        "peak_memory_bytes": memory_how,
+        "images_per_s": f"throughput batch {cfg.batch}, median latency",
+        "texts_per_s": f"throughput batch {cfg.batch}, median latency",
+    }
+    details = {
+        "config": {"batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats},
+        "dtype": str(dtype).replace("torch.", ""),
+        "image_size": [h, w],
+        "rss_growth_bytes": rss.growth if not is_cuda else None,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "size_source": sizes.source,
+        "layers": sizes.layers,
+    }
+    return metrics, baselines, details
+
+
+def run(ctx) -> Any:
+    """The ``efficiency`` task function (see bench.tasks)."""
+    from bench.tasks import TaskResult
+
+    cfg = ctx.efficiency or EfficiencyConfig()
+    metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info)
+    return TaskResult(metrics=metrics, main_metric="image_latency_b1_ms", baselines=baselines, details=details)
