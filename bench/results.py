@@ -97,10 +97,10 @@ class Cell:
     dataset: str | None
     task: str
     device: str = "cpu"
+    model_id: str = ""  # the results folder of the model; default: a safe id of ``model``
 
-    @property
-    def model_id(self) -> str:
-        return safe_id(self.model)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_id", safe_id(self.model_id or self.model))
 
     @property
     def dataset_id(self) -> str:

@@ -1,0 +1,161 @@
+"""bench.results: cell paths, atomic records, schema upgrades, provenance, load -> DataFrame."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import results
+from bench.results import Cell, ResultsError
+
+
+def _record(cell: Cell, metrics=None, error=None, main="acc1", dataset=None):
+    dataset = dataset if dataset is not None else (
+        {"name": cell.dataset, "group": "mini", "split": "test", "version": 1, "n_samples": 10}
+        if cell.dataset else None)
+    model = {"spec": cell.model, "arch": "ternbench-tiny", "pretrained": None, "variant": "fp32",
+             "precision": "fp32", "quant_config": None, "checkpoint_sha256": None, "random_weights": True}
+    return results.make_record(cell, model=model, dataset=dataset, metrics=metrics, main_metric=main,
+                               error=error, prov={"device": "cpu-test", "date": "2026-01-01T00:00:00+00:00"})
+
+
+def test_safe_id_is_deterministic_and_distinguishes_replaced_characters():
+    assert results.safe_id("ternbench-tiny@fp16") == "ternbench-tiny@fp16"
+    a, b = results.safe_id("ViT-B-32:openai"), results.safe_id("ViT-B-32_openai")
+    assert a != b and "/" not in a and ":" not in a
+    assert results.safe_id("ViT-B-32:openai") == a
+    long = results.safe_id("x" * 300)
+    assert len(long) < 100
+
+
+def test_cell_paths(tmp_path):
+    c = Cell("ternbench-tiny@fp16", "wds/mini/shapes", "zeroshot_classification")
+    assert c.path(tmp_path) == tmp_path / "ternbench-tiny@fp16" / "wds_mini_shapes-" \
+        f"{results.safe_id('wds/mini/shapes').rsplit('-', 1)[1]}__zeroshot_classification.json"
+    eff_cpu = Cell("m", None, "efficiency", "cpu")
+    eff_gpu = Cell("m", None, "efficiency", "cuda:1")
+    assert eff_cpu.path(tmp_path).name == "efficiency-cpu__efficiency.json"
+    assert eff_gpu.path(tmp_path).name == "efficiency-cuda__efficiency.json"
+    assert Cell("ViT-B-32:openai", None, "efficiency", model_id="ViT-B-32_openai@fp32").model_id == \
+        "ViT-B-32_openai@fp32"
+
+
+def test_write_read_roundtrip_and_nan_becomes_null(tmp_path):
+    c = Cell("m", "wds/mini/colors", "zeroshot_classification")
+    path = results.write(tmp_path, c, _record(c, {"acc1": 0.5, "acc5": float("nan")}))
+    text = path.read_text()
+    assert "NaN" not in text  # strict JSON
+    rec = results.read(path)
+    assert rec["schema_version"] == results.SCHEMA_VERSION
+    assert rec["metrics"] == {"acc1": 0.5, "acc5": None}
+    assert rec["status"] == "ok" and results.is_done(path) == "ok"
+    # no temporary files left behind by the atomic write
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_error_record(tmp_path):
+    c = Cell("m", "wds/vtab/cifar10", "zeroshot_classification")
+    path = results.write(tmp_path, c, _record(c, error="DatasetUnavailable: not here"))
+    rec = results.read(path)
+    assert rec["status"] == "error" and rec["error"].startswith("DatasetUnavailable")
+    assert results.is_done(path) == "error"
+
+
+def test_read_bad_files(tmp_path):
+    bad = tmp_path / "m" / "x__zeroshot_classification.json"
+    bad.parent.mkdir()
+    bad.write_text("{not json")
+    with pytest.raises(ResultsError, match="not a readable JSON"):
+        results.read(bad)
+    assert results.is_done(bad) is None
+    bad.write_text(json.dumps({"schema_version": 99, "status": "ok"}))
+    with pytest.raises(ResultsError, match="newer than this ternbench"):
+        results.read(bad)
+    bad.write_text(json.dumps({"schema_version": 1, "status": "ok"}))
+    with pytest.raises(ResultsError, match="missing model, task, metrics"):
+        results.read(bad)
+    bad.write_text(json.dumps([1, 2]))
+    with pytest.raises(ResultsError, match="JSON object"):
+        results.read(bad)
+    with pytest.raises(ResultsError, match="no such result"):
+        results.read(tmp_path / "absent.json")
+
+
+def test_old_clip_benchmark_json_is_upgraded(tmp_path):
+    # The format clip_benchmark's CLI writes (schema version 0 for us).
+    old = {"dataset": "wds/flickr8k", "model": "ViT-B-32", "pretrained": "openai", "task": "zeroshot_retrieval",
+           "metrics": {"image_retrieval_recall@1": 0.4, "text_retrieval_recall@1": 0.6}, "language": "en"}
+    p = tmp_path / "old" / "flickr8k.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps(old))
+    rec = results.read(p)
+    assert rec["schema_version"] == 1
+    assert rec["model"]["spec"] == "ViT-B-32:openai"
+    assert rec["main_metric"] == "mean_recall@1"
+    assert rec["metrics"]["mean_recall@1"] == pytest.approx(0.5)
+    df = results.load(tmp_path)
+    assert df.loc[0, "main_value"] == pytest.approx(0.5)
+
+
+def test_upgrade_registry_is_used(monkeypatch):
+    # A future schema bump only adds an upgrader; reading walks the chain.
+    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(results.UPGRADERS, 1, lambda r: {**r, "schema_version": 2, "upgraded": True})
+    rec = results.upgrade({"schema_version": 1, "x": 1})
+    assert rec == {"schema_version": 2, "x": 1, "upgraded": True}
+
+
+def test_load_dataframe(tmp_path):
+    cells = [
+        (Cell("a@fp32", "wds/mini/shapes", "zeroshot_classification"), {"acc1": 0.25, "acc5": 0.75}, None),
+        (Cell("a@fp32", "wds/mini/captions", "zeroshot_retrieval"),
+         {"image_retrieval_recall@1": 0.1, "text_retrieval_recall@1": 0.3, "mean_recall@1": 0.2}, None),
+        (Cell("a@fp32", None, "efficiency"), {"image_latency_b1_ms": 3.5, "weight_bytes": 100}, None),
+        (Cell("b@q-all", "wds/vtab/cifar10", "zeroshot_classification"), None, "no data"),
+    ]
+    mains = ["acc1", "mean_recall@1", "image_latency_b1_ms", "acc1"]
+    for (c, m, err), main in zip(cells, mains):
+        results.write(tmp_path, c, _record(c, m, err, main=main))
+    (tmp_path / "a@fp32" / ".x.json.tmp").write_text("partial")  # a crashed atomic write
+    df = results.load(tmp_path)
+    assert len(df) == 4
+    assert list(df.columns[: len(results.BASE_COLUMNS)]) == list(results.BASE_COLUMNS)
+    for m in results.ACCURACY_METRICS + results.EFFICIENCY_METRICS:
+        assert m in df.columns
+    row = df[df.dataset == "wds/mini/shapes"].iloc[0]
+    assert row.main_value == 0.25 and row.acc5 == 0.75 and math.isnan(row.mAP)
+    assert row.model_id == "a@fp32" and row.status == "ok" and row.device == "cpu-test"
+    eff = df[df.task == "efficiency"].iloc[0]
+    assert eff.dataset == "efficiency" and eff.weight_bytes == 100
+    err = df[df.status == "error"].iloc[0]
+    assert err.error == "no data" and math.isnan(err.main_value)
+    assert df["mean_recall@1"].dtype.kind == "f"
+
+
+def test_load_strict_and_lenient(tmp_path):
+    c = Cell("a", "wds/mini/shapes", "zeroshot_classification")
+    results.write(tmp_path, c, _record(c, {"acc1": 1.0}))
+    (tmp_path / "a" / "broken__x.json").write_text("{")
+    with pytest.raises(ResultsError, match="broken__x.json"):
+        results.load(tmp_path)
+    with pytest.warns(UserWarning, match="broken__x.json"):
+        df = results.load(tmp_path, strict=False)
+    assert len(df) == 1
+    with pytest.raises(ResultsError, match="does not exist"):
+        results.load(tmp_path / "nope")
+
+
+def test_load_empty_dir_has_columns(tmp_path):
+    df = results.load(tmp_path)
+    assert len(df) == 0 and "acc1" in df.columns and "model_id" in df.columns
+
+
+def test_provenance_fields():
+    prov = results.provenance("cpu", seed=3, command=["ternbench", "run"])
+    assert set(prov) >= {"packages", "git_rev", "device", "torch_threads", "seed", "date", "command"}
+    assert prov["seed"] == 3 and prov["command"] == "ternbench run"
+    assert prov["packages"]["torch"] and prov["packages"]["clip_benchmark"] and prov["packages"]["numpy"]
+    assert isinstance(prov["torch_threads"], int) and prov["torch_threads"] >= 1
+    assert prov["git_rev"] is None or len(prov["git_rev"].split("+")[0]) == 40
