@@ -1,0 +1,53 @@
+"""Reading a results directory for the report and the check.
+
+Wraps ``bench.results.load`` (one DataFrame row per cell) and adds, from each cell's JSON
+record, what the DataFrame does not carry but the report shows: whether a model runs with
+random weights, its quant config, and the provenance of every cell (for the footer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports.errors import ReportInputError
+
+
+@dataclass
+class ResultSet:
+    """A loaded results directory: the cells as a DataFrame plus their raw records."""
+
+    root: Path
+    df: pd.DataFrame
+    records: list[dict[str, Any]]
+
+
+def load_results(results_dir: str | os.PathLike) -> ResultSet:
+    """Load every cell under ``results_dir``; a missing or empty directory is a ReportInputError."""
+    from bench import results as bench_results
+
+    root = Path(results_dir)
+    if not root.exists():
+        raise ReportInputError(
+            f"results directory {root} does not exist; produce one with `ternbench run --out {root}`")
+    if not root.is_dir():
+        raise ReportInputError(f"{root} is a file, not a results directory (RESULTS/<model-id>/<cell>.json)")
+    df = bench_results.load(root)
+    if df.empty:
+        raise ReportInputError(
+            f"results directory {root} holds no result files (*.json); run `ternbench run --out {root}` first")
+    records = [bench_results.read(p) for p in df["path"]]
+    df = df.copy()
+    df["random_weights"] = [bool((r.get("model") or {}).get("random_weights")) for r in records]
+    df["quant_config"] = [
+        json.dumps(q, sort_keys=True) if (q := (r.get("model") or {}).get("quant_config")) else ""
+        for r in records
+    ]
+    df["checkpoint_sha256"] = [(r.get("model") or {}).get("checkpoint_sha256") or "" for r in records]
+    df["git_rev"] = [(r.get("provenance") or {}).get("git_rev") or "" for r in records]
+    return ResultSet(root, df, records)

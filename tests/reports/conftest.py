@@ -1,0 +1,91 @@
+"""Fixtures for the reports tests: results directories in the results contract's format.
+
+``write_cell`` writes one cell with bench.results' own record builder (so the JSON is exactly
+what the runner writes); ``synthetic_results`` is a small hand-built sweep with a failed and a
+missing cell. The real tiny pipeline (``pipeline_results``) runs bench.runner once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+MAIN_METRIC = {"zeroshot_classification": "acc1", "zeroshot_retrieval": "mean_recall@1"}
+
+
+def write_cell(root: Path, spec: str, *, dataset: str | None = None, group: str | None = None,
+               task: str = "zeroshot_classification", value: float | None = None, n: int | None = 100,
+               metrics: dict | None = None, error: str | None = None, device: str = "Test CPU (2 cores)",
+               variant: str | None = None, arch: str = "ternbench-tiny", pretrained: str | None = "mini",
+               date: str = "2026-11-22T10:00:00+00:00", quant_config: dict | None = None,
+               random_weights: bool = False, command: str = "ternbench run --test") -> Path:
+    from bench import results as R
+
+    variant = variant or (spec.split("@", 1)[1] if "@" in spec else "fp32")
+    precision = variant if variant in ("fp16", "bf16") else "fp32"
+    cell = R.Cell(spec, dataset, task if dataset else "efficiency", "cpu")
+    model = {"spec": spec, "arch": arch, "pretrained": pretrained, "variant": variant, "precision": precision,
+             "quant_config": quant_config, "checkpoint_sha256": None, "random_weights": random_weights}
+    ds = None if dataset is None else {"name": dataset, "group": group, "split": "test", "version": "1",
+                                       "n_samples": n}
+    metrics = dict(metrics or {})
+    main = None
+    if dataset is not None:
+        main = MAIN_METRIC[task]
+        if value is not None:
+            metrics[main] = value
+    prov = {"packages": {"torch": "2.14.1", "ternbench": "0.1.0"}, "git_rev": "abc123", "device": device,
+            "device_type": "cpu", "torch_threads": 2, "seed": 0, "date": date, "command": command}
+    record = R.make_record(cell, model=model, dataset=ds, metrics=metrics if error is None else {},
+                           main_metric=main, error=error, prov=prov)
+    return R.write(root, cell, record)
+
+
+def eff(lat: float, ckpt: float, comp: float, share: float = 0.0, sparsity: float = 0.0) -> dict:
+    return {"image_latency_b1_ms": lat, "text_latency_b1_ms": lat / 2, "image_latency_bN_ms": lat * 8,
+            "peak_memory_bytes": ckpt * 1.5, "checkpoint_bytes": ckpt, "weight_bytes": ckpt,
+            "compression_vs_fp32": comp, "compression_vs_fp16": comp / 2, "share_ternary": share,
+            "sparsity": sparsity, "bits_per_weight": 32 / comp}
+
+
+# (spec, dataset, group, task, value, n) of the synthetic sweep.
+SYNTHETIC_ACC = {
+    "tiny@fp16": {"wds/mini/shapes": 0.80, "wds/mini/colors": 0.90, "wds/mini/captions": 0.50,
+                  "wds/vtab/cifar10": 0.70},
+    "tiny@fp32": {"wds/mini/shapes": 0.81, "wds/mini/colors": 0.90, "wds/mini/captions": 0.51,
+                  "wds/vtab/cifar10": 0.70},
+    "tiny@q-all": {"wds/mini/shapes": 0.40, "wds/mini/colors": 0.88, "wds/mini/captions": 0.30},
+    "tiny@q-ffn": {"wds/mini/shapes": 0.78, "wds/mini/colors": 0.89, "wds/mini/captions": 0.49,
+                   "wds/vtab/cifar10": 0.69},
+}
+DATASETS = {"wds/mini/shapes": ("mini", "zeroshot_classification", 400),
+            "wds/mini/colors": ("mini", "zeroshot_classification", 400),
+            "wds/mini/captions": ("retrieval", "zeroshot_retrieval", 100),
+            "wds/vtab/cifar10": ("natural", "zeroshot_classification", 10000)}
+SYNTHETIC_EFF = {"tiny@fp16": eff(10.0, 2e6, 2.0), "tiny@fp32": eff(12.0, 4e6, 1.0),
+                 "tiny@q-all": eff(5.0, 2.5e5, 16.0, 0.99, 0.6), "tiny@q-ffn": eff(8.0, 1e6, 4.0, 0.6, 0.5)}
+
+
+def build_synthetic(root: Path, *, scale: dict | None = None, device: str = "Test CPU (2 cores)",
+                    missing_cifar_for: str = "tiny@q-ffn") -> Path:
+    """The synthetic sweep: q-all fails on cifar10 (dataset not available), q-ffn lacks it."""
+    scale = scale or {}
+    for spec, accs in SYNTHETIC_ACC.items():
+        qc = {"method": "absmean"} if spec.split("@")[1].startswith("q-") else None
+        for ds, (group, task, n) in DATASETS.items():
+            if spec == missing_cifar_for and ds == "wds/vtab/cifar10":
+                continue
+            if ds not in accs:
+                write_cell(root, spec, dataset=ds, group=group, task=task, n=n, device=device, quant_config=qc,
+                           error="DatasetUnavailable: wds/vtab/cifar10 not found under /data")
+                continue
+            write_cell(root, spec, dataset=ds, group=group, task=task, n=n, device=device, quant_config=qc,
+                       value=accs[ds] * scale.get((spec, ds), 1.0))
+        write_cell(root, spec, metrics=SYNTHETIC_EFF[spec], device=device, quant_config=qc)
+    return root
+
+
+@pytest.fixture
+def synthetic_results(tmp_path) -> Path:
+    return build_synthetic(tmp_path / "results")
