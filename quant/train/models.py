@@ -1,0 +1,142 @@
+"""Building the student and the teacher of a training run from a model spec.
+
+Spec forms, tried in this order:
+
+1. a training checkpoint of ours (``run/final.pt``, ``run/checkpoint-000100.pt``) or a run folder:
+   the architecture is rebuilt from the checkpoint and its weights loaded (a QAT student comes
+   back with its quantized values);
+2. ``ARCH`` (random init from the current torch seed) or ``ARCH:FILE`` with an open_clip
+   state-dict checkpoint file;
+3. anything else (``ARCH:TAG``, ``hf-hub:...``, a packed ternary checkpoint): engineer A's
+   ``bench.models.build_model``, which owns pretrained tags such as ``ternbench-tiny:mini``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quant.errors import TernbenchError, did_you_mean
+
+
+class ModelSpecError(TernbenchError, ValueError):
+    """A model spec that names nothing this machine can build."""
+
+
+@dataclass
+class LoadedClip:
+    """An open_clip model with what feeding it needs."""
+
+    model: nn.Module
+    transform: Any
+    tokenizer: Any
+    arch: str
+    spec: str
+
+
+def _open_clip():
+    import open_clip
+
+    from bench.embedded import register
+
+    register()
+    return open_clip
+
+
+def val_transform(model: nn.Module):
+    """open_clip's evaluation preprocessing for ``model`` (resize, center crop, normalize)."""
+    open_clip = _open_clip()
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                     resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"),
+                                     fill_color=cfg.get("fill_color", 0))
+
+
+def _from_arch(arch: str, pretrained: str | None, spec: str, device: str) -> LoadedClip:
+    open_clip = _open_clip()
+    model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    return LoadedClip(model, val_transform(model), open_clip.get_tokenizer(arch), arch, spec)
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """A run folder's final checkpoint, else its newest step checkpoint, else None."""
+    if (path / "final.pt").is_file():
+        return path / "final.pt"
+    steps = sorted(path.glob("checkpoint-*.pt"))
+    return steps[-1] if steps else None
+
+
+def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
+    from quant import prepare
+    from quant.apply import convert
+    from quant.train.config import TrainConfig
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_json(ckpt["config"])
+    loaded = _from_arch(ckpt["arch"], None, spec, device)
+    if cfg.qat is not None:
+        phase = cfg.qat.int8_config() if ckpt["step"] < cfg.qat.int8_steps else cfg.qat.ternary_config()
+        prepare(loaded.model, phase)
+    state = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
+    loaded.model.load_state_dict(state)
+    if cfg.qat is not None:
+        convert(loaded.model)
+    return loaded
+
+
+def is_train_checkpoint(path: Path) -> bool:
+    return path.suffix == ".pt" and path.is_file() or (path.is_dir() and find_checkpoint(path) is not None)
+
+
+def load_clip(spec: str, device: str = "cpu") -> LoadedClip:
+    """Build the model a spec names (see the module docstring), in train mode, on ``device``."""
+    loaded = _load(spec, device)
+    loaded.model.to(device).train()
+    return loaded
+
+
+def _load(spec: str, device: str) -> LoadedClip:
+    path = Path(spec).expanduser()
+    if path.is_dir() and find_checkpoint(path) is not None:
+        return _from_train_checkpoint(find_checkpoint(path), spec, device)
+    if path.suffix == ".pt" and path.is_file():
+        try:
+            return _from_train_checkpoint(path, spec, device)
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise ModelSpecError(f"{path} is not a ternbench training checkpoint ({e}); for an open_clip "
+                                 f"state dict use ARCH:{path}") from None
+    open_clip = _open_clip()
+    archs = open_clip.list_models()
+    arch, _, pretrained = spec.partition(":")
+    if arch in archs and (not pretrained or Path(pretrained).expanduser().is_file()):
+        return _from_arch(arch, str(Path(pretrained).expanduser()) if pretrained else None, spec, device)
+    try:
+        from bench.models import build_model, parse_spec
+    except ImportError:
+        build_model = None
+    if build_model is not None:
+        built = build_model(parse_spec(spec), device=device)
+        arch = (built.info or {}).get("arch") or arch
+        return LoadedClip(built.model, built.preprocess, built.tokenizer, arch, spec)
+    if arch not in archs:
+        raise ModelSpecError(f"unknown model {spec!r}: not a file, and {arch!r} is not an open_clip "
+                             f"architecture{did_you_mean(arch, archs)}")
+    raise ModelSpecError(f"cannot resolve pretrained weights {pretrained!r} for {arch}: give a checkpoint file "
+                         f"({arch}:/path/to/weights.safetensors)")
+
+
+def embed_dim(model: nn.Module) -> int:
+    """Width of the joint embedding space (what ``encode_image`` returns)."""
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    if isinstance(proj, nn.Linear):
+        return int(proj.out_features)
+    out = getattr(getattr(model, "visual", None), "output_dim", None)
+    if out is None:
+        raise ModelSpecError(f"cannot tell the embedding width of {type(model).__name__}")
+    return int(out)

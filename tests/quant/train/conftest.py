@@ -1,0 +1,66 @@
+"""Tiny synthetic image-text shards in clip_benchmark's webdataset layout, written per test session."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def _png(rgb, seed: int) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.clip(np.array(rgb)[None, None, :] + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_classification(root: Path, n_per_class: int = 8, n_shards: int = 2, split: str = "train") -> Path:
+    """``root/{split}/{i}.tar`` with png+cls samples, plus classnames and templates."""
+    import webdataset as wds
+
+    names = list(COLORS)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / "classnames.txt").write_text("\n".join(names) + "\n")
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of {c}.\na {c} square.\n")
+    samples = [(c, k) for k in range(n_per_class) for c in range(len(names))]
+    per = -(-len(samples) // n_shards)
+    for s in range(n_shards):
+        with wds.TarWriter(str(root / split / f"{s}.tar")) as w:
+            for j, (c, k) in enumerate(samples[s * per:(s + 1) * per]):
+                w.write({"__key__": f"s{s}_{j:05d}", "png": _png(COLORS[names[c]], 1000 * c + k),
+                         "cls": str(c).encode()})
+    (root / split / "nshards.txt").write_text(f"{n_shards}\n")
+    return root
+
+
+def write_captions(root: Path, n: int = 12) -> Path:
+    """``root/train/0.tar`` with png+txt samples, several captions per image."""
+    import webdataset as wds
+
+    names = list(COLORS)
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    with wds.TarWriter(str(root / "train" / "0.tar")) as w:
+        for i in range(n):
+            c = names[i % len(names)]
+            w.write({"__key__": f"{i:05d}", "png": _png(COLORS[c], 5000 + i),
+                     "txt": f"a {c} picture\nsomething {c}\n".encode()})
+    (root / "train" / "nshards.txt").write_text("1\n")
+    (root / "dataset_type.txt").write_text("retrieval\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def color_data(tmp_path_factory) -> Path:
+    return write_classification(tmp_path_factory.mktemp("colors"))
+
+
+@pytest.fixture(scope="session")
+def caption_data(tmp_path_factory) -> Path:
+    return write_captions(tmp_path_factory.mktemp("captions"))
