@@ -1,0 +1,173 @@
+"""bench.models: spec parsing, building every source, variants, offline errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bench import models
+from bench.models import ModelSpecError, build_model, parse_spec, register_pretrained, register_variant
+
+
+def test_parse_forms(tmp_path):
+    s = parse_spec("ViT-B-32:openai@q-all")
+    assert (s.source, s.arch, s.pretrained, s.variant) == ("openclip", "ViT-B-32", "openai", "q-all")
+    s = parse_spec("ViT-B-32")
+    assert (s.pretrained, s.variant) == (None, "fp32")
+    # open_clip normalises tags (lower case, '-' -> '_'); so do we.
+    assert parse_spec("ViT-B-32:LAION2B-S34B-B79K").pretrained == "laion2b_s34b_b79k"
+    s = parse_spec("hf-hub:timm/some-repo@fp16")
+    assert (s.source, s.hub_id, s.variant) == ("hf-hub", "timm/some-repo", "fp16")
+    ckpt = tmp_path / "w@1.pt"
+    ckpt.write_bytes(b"x")
+    s = parse_spec(f"ternbench-tiny:{ckpt}@bf16")
+    assert (s.source, s.arch, s.path, s.variant) == ("checkpoint", "ternbench-tiny", str(ckpt), "bf16")
+    assert "/" not in s.model_id and s.model_id.endswith("@bf16")
+
+
+@pytest.mark.parametrize("spec, fragments", [
+    ("ViT-B-23", ["unknown open_clip architecture 'ViT-B-23'", "did you mean 'ViT-B-32'", "ViT-L-14"]),
+    ("ViT-B-32:opnai", ["unknown pretrained tag 'opnai'", "did you mean 'openai'", "laion2b_s34b_b79k"]),
+    ("ViT-B-32@q-al", ["unknown variant 'q-al'", "did you mean 'q-all'", "q-ffn", "fp16"]),
+    ("ternbench-tiny:nope", ["unknown pretrained tag 'nope'", "random weights"]),
+    ("ViT-B-32:/no/such/file.pt", ["does not exist", "/no/such/file.pt"]),
+    ("missing.safetensors", ["does not exist", "ARCH:/path"]),
+    ("hf-hub:noslash", ["hf-hub:ORG/REPO"]),
+    ("", ["empty model spec"]),
+])
+def test_parse_errors(spec, fragments):
+    with pytest.raises(ModelSpecError) as e:
+        parse_spec(spec)
+    for f in fragments:
+        assert f in str(e.value)
+
+
+def test_plain_state_dict_needs_arch(tmp_path, tiny_model):
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(path))
+    with pytest.raises(ModelSpecError, match=r"say which architecture it is: ARCH:"):
+        parse_spec(str(path))
+
+
+def test_random_weights_build(tiny_inputs):
+    b = build_model("ternbench-tiny")
+    assert b.info["random_weights"] is True and b.info["checkpoint"] is None
+    assert b.info["precision"] == "fp32" and b.precision == torch.float32
+    assert not b.model.training
+    images, _ = tiny_inputs
+    with torch.no_grad():
+        feats = b.model.encode_text(b.tokenizer(["a red square"]))
+    assert feats.shape == (1, 128)
+    # The val transform produces the model's input size.
+    from PIL import Image
+
+    x = b.preprocess(Image.new("RGB", (64, 48), (255, 0, 0)))
+    assert x.shape == (3, 32, 32)
+
+
+def test_local_checkpoint_pt_and_registered_tag(tmp_path, tiny_model, tiny_inputs):
+    images, tokens = tiny_inputs
+    with torch.no_grad():
+        ref = tiny_model.encode_image(images)
+    pt = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny_model.state_dict(), "epoch": 3}, pt)
+    b = build_model(f"ternbench-tiny:{pt}")
+    assert b.info["random_weights"] is False
+    assert b.info["checkpoint"] == str(pt) and len(b.info["checkpoint_sha256"]) == 64
+    with torch.no_grad():
+        assert torch.equal(b.model.encode_image(images), ref)
+
+    st = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(st))
+    register_pretrained("ternbench-tiny", "unit-test-tag", lambda: st)
+    try:
+        assert "unit-test-tag" in models.valid_tags("ternbench-tiny")
+        b = build_model("ternbench-tiny:unit-test-tag@q-ffn")
+        assert b.info["pretrained"] == "unit-test-tag" and b.info["random_weights"] is False
+        assert b.info["quant_config"]["scope"] == "ffn"
+        # Q-FFN leaves attention exactly as loaded.
+        name = "visual.transformer.resblocks.0.attn.in_proj_weight"
+        assert torch.equal(b.model.get_parameter(name), tiny_model.get_parameter(name))
+        name = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+        assert b.model.get_parameter(name).unique().numel() <= 3
+    finally:
+        models._PRETRAINED.pop(("ternbench-tiny", "unit-test-tag"))
+
+
+def test_pickled_object_is_refused(tmp_path, tiny_model):
+    import argparse
+
+    # Any pickled class instance (here argparse.Namespace, as old training scripts saved) is refused.
+    pt = tmp_path / "evil.pt"
+    torch.save({"state_dict": tiny_model.state_dict(), "args": argparse.Namespace(lr=0.1)}, pt)
+    with pytest.raises(ModelSpecError, match="weights_only=True"):
+        build_model(f"ternbench-tiny:{pt}")
+
+
+def test_wrong_architecture_checkpoint(tmp_path, tiny_model):
+    pt = tmp_path / "tiny.pt"
+    torch.save(tiny_model.state_dict(), pt)
+    with pytest.raises(ModelSpecError, match="cannot load open_clip checkpoint"):
+        build_model(f"ViT-S-32:{pt}")
+
+
+def test_uncached_tag_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_cached_tag_file", lambda cfg: (None, ["<test cache>"]))
+    t = time.perf_counter()
+    with pytest.raises(ModelSpecError, match=r"not cached .*downloads are off"):
+        build_model("ViT-B-32:openai")
+    assert time.perf_counter() - t < 5
+
+
+def test_uncached_hub_repo_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelSpecError, match="not in the Hugging Face cache"):
+        build_model("hf-hub:ternbench-test/does-not-exist")
+
+
+def test_fp16_and_bf16_variants(tiny_inputs):
+    images, tokens = tiny_inputs
+    for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        b = build_model(f"ternbench-tiny@{name}")
+        assert b.precision == dtype and b.info["precision"] == name
+        assert b.model.visual.conv1.weight.dtype == dtype
+        with torch.no_grad():
+            assert b.model.encode_image(images.to(b.precision)).dtype == dtype
+
+
+def test_quantizing_twice_is_an_error():
+    spec = parse_spec("ternbench-tiny@q-all")
+    model = build_model("ternbench-tiny@q-ffn").model
+    with pytest.raises(ModelSpecError, match="already quantized"):
+        models.VARIANTS["q-all"].builder(model, models.BuildContext(spec, "cpu"))
+
+
+def test_register_variant_registry():
+    calls = []
+
+    def builder(model, ctx):
+        calls.append(ctx.spec.variant)
+        with torch.no_grad():
+            model.logit_scale.fill_(1.0)
+
+    register_variant("unit-test-variant", builder, "sets logit_scale to 1")
+    try:
+        with pytest.raises(ModelSpecError, match="already registered"):
+            register_variant("unit-test-variant", builder, "again")
+        b = build_model("ternbench-tiny@unit-test-variant")
+        assert calls == ["unit-test-variant"] and b.model.logit_scale.item() == 1.0
+        assert "unit-test-variant" in models.list_variants()
+    finally:
+        models.VARIANTS.pop("unit-test-variant")
+    with pytest.raises(ModelSpecError, match="unknown precision"):
+        register_variant("x", builder, "d", precision="int3")
+
+
+def test_missing_plugins_are_skipped(monkeypatch):
+    monkeypatch.setattr(models, "_plugins_loaded", False)
+    monkeypatch.setattr(models, "VARIANT_PLUGINS", ("ternbench_no_such_plugin.variants",))
+    models.load_plugins()  # no error: a plugin that does not exist yet is skipped
