@@ -15,6 +15,7 @@ import sys
 from quant.errors import TernbenchError
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "reports.cli",
     "quant.cli",
 )
 
