@@ -182,8 +182,13 @@ def _caption_samples(seed: int, split: str, sizes: MiniSizes) -> Iterator[Sample
     replace = split == "train" or n > len(_COMBOS)
     for idx in rng.choice(len(_COMBOS), size=n, replace=replace):
         shape, color, size, position = _COMBOS[idx]
-        scene = render.random_scene(rng, shape, color, radius=_SIZE_RADIUS[size], center=_position(position, size))
-        yield {"png": render.png_bytes(render.render(scene, rng)), "txt": "\n".join(captions_for(*_COMBOS[idx]))}
+        scene = render.random_scene(
+            rng, shape, color, radius=_SIZE_RADIUS[size], center=_position(position, size)
+        )
+        yield {
+            "png": render.png_bytes(render.render(scene, rng)),
+            "txt": "\n".join(captions_for(*_COMBOS[idx])),
+        }
 
 
 # --- the registry of generated datasets --------------------------------------------------------
@@ -237,7 +242,7 @@ def default_root() -> Path:
 
 def get(name: str) -> MiniDataset:
     """A mini dataset by short (``shapes``) or full (``wds/mini/shapes``) name."""
-    short = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    short = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     if short not in MINI:
         raise UnknownDatasetError(
             f"unknown mini dataset {name!r}{did_you_mean(name, list(MINI) + list(MINI_NAMES))}; "
@@ -252,7 +257,12 @@ def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def _identity(ds: MiniDataset, seed: int, sizes: MiniSizes) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, "name": ds.full_name, "seed": seed, "sizes": asdict(sizes)}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "name": ds.full_name,
+        "seed": seed,
+        "sizes": asdict(sizes),
+    }
 
 
 def is_current(ds: MiniDataset, folder: Path, seed: int, sizes: MiniSizes) -> bool:
@@ -337,7 +347,9 @@ def prepare_mini(
         probe = tempfile.mkdtemp(prefix=".write-test-", dir=root)
         os.rmdir(probe)
     except OSError as e:
-        raise TernbenchError(f"cannot write the mini suite to {root}: {e.strerror or e}; pass a writable --root") from None
+        raise TernbenchError(
+            f"cannot write the mini suite to {root}: {e.strerror or e}; pass a writable --root"
+        ) from None
     for ds in selected:
         target = root / ds.dir_name
         if not force and is_current(ds, target, seed, sizes):

@@ -72,7 +72,7 @@ class DatasetEntry:
     @property
     def short_name(self) -> str:
         """The name without clip_benchmark's ``wds/`` route prefix: ``vtab/cifar10``."""
-        return self.name[len(_WDS_PREFIX):]
+        return self.name[len(_WDS_PREFIX) :]
 
     @property
     def dir_name(self) -> str:
@@ -159,7 +159,7 @@ class Registry:
         return None
 
     def _unknown_message(self, name: str, *, suites: bool) -> str:
-        valid = list(self.entries) + [n[len(_WDS_PREFIX):] for n in self.entries]
+        valid = list(self.entries) + [n[len(_WDS_PREFIX) :] for n in self.entries]
         kinds = "dataset"
         if suites:
             valid += list(self.suites)
@@ -224,7 +224,9 @@ def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RegistryError(f"dataset registry {path} does not exist (expected the repo's datasets.yaml)") from None
+        raise RegistryError(
+            f"dataset registry {path} does not exist (expected the repo's datasets.yaml)"
+        ) from None
     loader = _LineLoader(text)
     loader.name = str(path)
     try:
@@ -255,7 +257,8 @@ class _Checker:
         for key, line in data.key_lines.items():
             if key not in TOP_KEYS:
                 raise self.fail(
-                    line, f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}"
+                    line,
+                    f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}",
                 )
         for key in TOP_KEYS:
             if key not in data:
@@ -274,7 +277,9 @@ class _Checker:
 
     def entry(self, raw: Any, line: int, index: int) -> DatasetEntry:
         if not isinstance(raw, _LineDict):
-            raise self.fail(line, f"dataset entry #{index + 1} must be a mapping with keys {', '.join(REQUIRED_KEYS)}")
+            raise self.fail(
+                line, f"dataset entry #{index + 1} must be a mapping with keys {', '.join(REQUIRED_KEYS)}"
+            )
         label = f"entry {raw.get('name', f'#{index + 1}')!r}"
         for key, kline in raw.key_lines.items():
             if key not in ENTRY_KEYS:
@@ -382,7 +387,8 @@ def parse_registry(path: str | os.PathLike) -> Registry:
         entry = check.entry(raw, line, index)
         if entry.name in entries:
             raise check.fail(
-                entry.line, f"dataset {entry.name!r} is defined twice (first at line {entries[entry.name].line})"
+                entry.line,
+                f"dataset {entry.name!r} is defined twice (first at line {entries[entry.name].line})",
             )
         entries[entry.name] = entry
     if not entries:
@@ -401,10 +407,14 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     try:
         mtime = p.stat().st_mtime_ns
     except FileNotFoundError:
-        raise RegistryError(f"dataset registry {p} does not exist (expected the repo's datasets.yaml)") from None
+        raise RegistryError(
+            f"dataset registry {p} does not exist (expected the repo's datasets.yaml)"
+        ) from None
     return _cached(p.resolve(), mtime)
 
 
-def resolve(names_or_suites: str | Iterable[str], path: str | os.PathLike | None = None) -> list[DatasetEntry]:
+def resolve(
+    names_or_suites: str | Iterable[str], path: str | os.PathLike | None = None
+) -> list[DatasetEntry]:
     """Dataset entries for names and suites of the default registry (suites expanded, no repeats)."""
     return load_registry(path).resolve(names_or_suites)

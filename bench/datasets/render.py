@@ -91,7 +91,10 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, rotation: float)
     cos, sin = math.cos(rotation), math.sin(rotation)
     for i, outline in enumerate(OUTLINES[shape]):
         pts = [
-            ((cx + radius * (x * cos - y * sin)) * _SUPERSAMPLE, (cy + radius * (x * sin + y * cos)) * _SUPERSAMPLE)
+            (
+                (cx + radius * (x * cos - y * sin)) * _SUPERSAMPLE,
+                (cy + radius * (x * sin + y * cos)) * _SUPERSAMPLE,
+            )
             for x, y in outline
         ]
         draw.polygon(pts, fill=255 if i == 0 else 0)  # later outlines cut holes
@@ -138,13 +141,20 @@ def png_bytes(image: Image.Image) -> bytes:
     """
     rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     h, w, _ = rgb.shape
-    raw = np.concatenate([np.zeros((h, 1), dtype=np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter 0 per row
+    raw = np.concatenate(
+        [np.zeros((h, 1), dtype=np.uint8), rgb.reshape(h, w * 3)], axis=1
+    )  # filter 0 per row
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def random_scene(
