@@ -8,9 +8,12 @@ spec, per-tensor shapes and a content hash.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +54,269 @@ def is_packed_file(path: str | os.PathLike) -> bool:
     """
     meta = read_header(path).get("__metadata__") or {}
     return meta.get("format") == FORMAT_NAME
+
+# ----------------------------------------------------------------------------- helpers
+
+FLOAT_DTYPES = {"fp16": "float16", "fp32": "float32"}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    if name not in FLOAT_DTYPES:
+        raise CheckpointError(f"unknown float dtype {name!r}; valid: {', '.join(FLOAT_DTYPES)}")
+    return getattr(torch, FLOAT_DTYPES[name])
+
+
+def ternary_codes(weight, granularity: str, group_size: int, out_axis: int = 0, name: str = "weight"):
+    """Recover ``(trits int8, scale fp32)`` from a weight that holds exactly ``scale * trits``.
+
+    Inside one granule every non-zero has the same magnitude ``s``; anything else means
+    the weight was changed after quantization, which would make the file silently wrong.
+    """
+    import torch
+
+    from quant.primitives import from_out_first, granules, scale_shape, to_out_first
+
+    w2d = to_out_first(weight.detach(), out_axis).float()
+    g = granules(w2d, granularity, group_size, name)
+    s = g.abs().amax(dim=1, keepdim=True)
+    mags = g.abs()
+    if not torch.all((mags == 0) | (mags == s)):
+        n_bad = int(((mags != 0) & (mags != s)).any(dim=1).sum())
+        raise CheckpointError(
+            f"{name}: not ternary ({n_bad} of {g.shape[0]} {granularity} granule(s) hold more than one "
+            "non-zero magnitude); was the weight changed after quant.quantize_ / quant.convert?"
+        )
+    trits = from_out_first(torch.sign(g).reshape(w2d.shape), weight.shape, out_axis).to(torch.int8)
+    return trits, s.reshape(scale_shape(tuple(w2d.shape), granularity, group_size))
+
+
+def _tensor_sha256(t) -> str:
+    import torch
+
+    b = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(b).hexdigest()
+
+
+def _content_hash(per_tensor: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(per_tensor):
+        h.update(f"{k}={per_tensor[k]}\n".encode())
+    return h.hexdigest()
+
+
+def _ternary_params(model) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(quant config dict, {name: param info}) of a quantized model; errors say what to do."""
+    from quant.apply import quant_info
+
+    info = quant_info(model)
+    if info is None:
+        raise CheckpointError("the model is not quantized: run quant.quantize_(model, quant.preset('q-all')) "
+                              "first (a packed checkpoint holds ternary weights)")
+    if info.get("state") != "converted":
+        raise CheckpointError(f"the model is {info.get('state')!r}, not converted: call quant.convert(model) "
+                              "to freeze its ternary weights before saving")
+    if info["config"].get("type") != "ternary":
+        raise CheckpointError(f"packed checkpoints hold ternary weights; this model has {info['config'].get('type')!r} "
+                              "weights (quantize with a TernaryConfig)")
+    return info["config"], info["params"]
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float_dtype: str = "fp16",
+                force: bool = False, arch: str | None = None, spec: str | None = None) -> Path:
+    """Write a quantized model as one packed safetensors file (atomically). Returns the path.
+
+    ``float_dtype``: dtype of every non-ternary tensor and of the scales (``fp16`` | ``fp32``;
+    ``fp32`` makes the loaded model's outputs bit-identical). ``arch``: the open_clip
+    architecture, needed only for a model not built by ``bench.models.build_model``.
+    """
+    from safetensors.torch import save_file
+
+    from quant.fileio import atomic_path
+    from quant.origin import origin_of
+    from quant.packing import get_format, pack
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: a packed checkpoint must end in .safetensors (e.g. {path.with_suffix('.safetensors')})")
+    if path.exists() and not force:
+        raise CheckpointError(f"{path} already exists; choose another path or overwrite it with force=True (--force)")
+    fmt = get_format(packing)
+    dtype = _torch_dtype(float_dtype)
+    qcfg, params = _ternary_params(model)
+    origin = origin_of(model, arch)
+
+    state = model.state_dict()
+    tensors: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    for name, meta in params.items():
+        w = state.pop(name)
+        trits, scale = ternary_codes(w, qcfg["granularity"], qcfg["group_size"], meta["out_axis"], name)
+        tensors[f"{name}.qdata"] = pack(trits, packing, name=name)
+        tensors[f"{name}.scale"] = scale.to(dtype).contiguous()
+        entries[name] = {"shape": list(w.shape), "n": w.numel(), "out_axis": meta["out_axis"],
+                         "kind": meta["kind"], "tower": meta["tower"]}
+    for name, t in state.items():
+        if name in tensors:
+            raise CheckpointError(f"tensor name {name!r} collides with a packed tensor name")
+        t = t.detach().cpu()
+        tensors[name] = (t.to(dtype) if t.is_floating_point() else t).contiguous()
+    hashes = {k: _tensor_sha256(v) for k, v in tensors.items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "packing": fmt.name,
+        "float_dtype": float_dtype,
+        "arch": origin["arch"],
+        "model_cfg": json.dumps(origin["model_cfg"], sort_keys=True),
+        "preprocess_cfg": json.dumps(origin["preprocess_cfg"], sort_keys=True),
+        "tokenizer": origin["tokenizer"],
+        "source_spec": spec or origin["spec"],
+        "random_weights": json.dumps(bool(origin["random_weights"])),
+        "quant_config": json.dumps(qcfg, sort_keys=True),
+        "ternary": json.dumps(entries, sort_keys=True),
+        "tensor_sha256": json.dumps(hashes, sort_keys=True),
+        "content_sha256": _content_hash(hashes),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a packed file (JSON fields parsed); validates format and version."""
+    path = Path(path)
+    header = read_header(path)
+    raw = header.get("__metadata__") or {}
+    if raw.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a ternbench packed checkpoint (no format={FORMAT_NAME!r} in its "
+                              "metadata); write one with `ternbench quantize ... --out FILE.safetensors`")
+    version = raw.get("format_version")
+    if not (version or "").isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        raise CheckpointError(f"{path}: unknown format version {version!r}; this ternbench reads "
+                              f"{', '.join(map(str, SUPPORTED_VERSIONS))} (a newer ternbench wrote it?)")
+    meta: dict[str, Any] = dict(raw)
+    for key in ("model_cfg", "preprocess_cfg", "random_weights", "quant_config", "ternary", "tensor_sha256"):
+        if key not in raw:
+            raise CheckpointError(f"{path}: metadata field {key!r} is missing (corrupted file)")
+        try:
+            meta[key] = json.loads(raw[key])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({e})") from None
+    meta["format_version"] = int(version)
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    expected, actual = 8 + n + end, path.stat().st_size
+    if actual < expected:
+        raise CheckpointError(f"{path}: truncated file: {actual} bytes, the header describes {expected}")
+    meta["file_bytes"] = actual
+    return meta
+
+
+def _arch_name(meta: dict[str, Any]) -> str:
+    """An open_clip model name whose config is exactly the stored one (registered if needed)."""
+    import open_clip
+
+    arch, cfg = meta["arch"], meta["model_cfg"]
+    if open_clip.get_model_config(arch) == cfg:
+        return arch
+    name = f"{arch}-packed-{hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]}"
+    if open_clip.get_model_config(name) is None:
+        # open_clip keeps a registered config in memory, so the file can go at once.
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / f"{name}.json"
+            f.write_text(json.dumps(cfg))
+            open_clip.add_model_config(f)
+    return name
+
+
+def load_packed(path: str | os.PathLike, device: str = "cpu"):
+    """Rebuild the model of a packed file with no network and no original weights (eval mode).
+
+    Every tensor is checked against its sha256, every ternary tensor against its shape
+    and trit codes; any problem is a ``CheckpointError`` naming the file and tensor.
+    """
+    import open_clip
+    import torch
+    from safetensors import safe_open
+
+    from quant.apply import QUANT_ATTR
+    from quant.origin import record_origin
+    from quant.packing import PackingError, unpack
+    from quant.primitives import dequantize, scale_shape
+
+    path = Path(path)
+    meta = read_metadata(path)
+    qcfg, entries = meta["quant_config"], meta["ternary"]
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for malformed data
+        raise CheckpointError(f"{path}: cannot read tensors ({e})") from None
+    hashes = meta["tensor_sha256"]
+    if set(hashes) != set(tensors):
+        diff = sorted(set(hashes) ^ set(tensors))
+        raise CheckpointError(f"{path}: tensors {diff[:5]} are missing or unexpected (corrupted file)")
+    for k, t in tensors.items():
+        if _tensor_sha256(t) != hashes[k]:
+            raise CheckpointError(f"{path}: tensor {k!r} does not match its sha256 (corrupted file)")
+    if _content_hash(hashes) != meta["content_sha256"]:
+        raise CheckpointError(f"{path}: content hash mismatch (corrupted metadata)")
+
+    state: dict[str, Any] = {}
+    for name, e in entries.items():
+        q, s = tensors.pop(f"{name}.qdata"), tensors.pop(f"{name}.scale")
+        shape = torch.Size(e["shape"])
+        if shape.numel() != e["n"] or len(shape) < 2:
+            raise CheckpointError(f"{path}: tensor {name!r}: shape {list(shape)} does not hold {e['n']} weights")
+        w2d = (shape[e["out_axis"]], shape.numel() // shape[e["out_axis"]])
+        want = scale_shape(w2d, qcfg["granularity"], qcfg["group_size"])
+        if tuple(s.shape) != tuple(want):
+            raise CheckpointError(f"{path}: tensor {name!r}: scale has shape {list(s.shape)}, expected {list(want)}")
+        try:
+            trits = unpack(q, e["n"], meta["packing"], name=name).reshape(shape)
+        except PackingError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+        state[name] = dequantize(trits, s, qcfg["granularity"], qcfg["group_size"], e["out_axis"], torch.float32)
+    state.update(tensors)
+
+    name = _arch_name(meta)
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # open_clip warns "initialized randomly"; the weights come next
+    try:
+        model = open_clip.create_model(name, device="cpu")
+    finally:
+        logger.setLevel(level)
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise CheckpointError(f"{path}: tensor {k!r} has shape {list(v.shape)}, the {meta['arch']} "
+                                  f"architecture expects {list(own[k].shape)}")
+        if k in own and v.is_floating_point():
+            state[k] = v.to(own[k].dtype)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match the stored {meta['arch']} config: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict(state, strict=True)
+    if meta["preprocess_cfg"]:
+        open_clip.set_model_preprocess_cfg(model, meta["preprocess_cfg"])
+    model.__dict__[QUANT_ATTR] = {
+        "config": qcfg,
+        "state": "converted",
+        "params": {n: {"kind": e["kind"], "tower": e["tower"], "out_axis": e["out_axis"]} for n, e in entries.items()},
+    }
+    record_origin(model, meta["arch"], meta["model_cfg"], preprocess_cfg=meta["preprocess_cfg"],
+                  spec=meta["source_spec"], random_weights=meta["random_weights"], tokenizer=name)
+    model.__dict__["ternbench_packed"] = {k: meta[k] for k in ("packing", "float_dtype", "content_sha256",
+                                                                "format_version", "file_bytes")}
+    return model.to(device).eval()
