@@ -17,6 +17,7 @@ from quant.errors import TernbenchError
 COMMAND_MODULES: tuple[str, ...] = (
     "reports.cli",
     "quant.cli",
+    "bench.cli_datasets",
 )
 
 
