@@ -73,7 +73,7 @@ def _availability(entry, data_root: str | None) -> tuple[str, str]:
         except TernbenchError:
             return "unknown", "embedded, but the mini generator does not know it"
         target = mini.dataset_dir(entry.name)
-        if mini.is_current(ds, target, 0, mini.MiniSizes()):
+        if mini.is_current(ds, target, 0, mini.DEFAULT_SIZES):
             return "prepared", str(target)
         return "on first use", f"generated into {target} on first use"
     detail = entry.hf_url or ""

@@ -55,6 +55,9 @@ class MiniSizes:
                 raise TernbenchError(f"MiniSizes.{key} must be an integer >= 1, got {value!r}")
 
 
+DEFAULT_SIZES = MiniSizes()
+
+
 @dataclass(frozen=True)
 class MiniDataset:
     """One generated dataset: its labels, prompts and a sample generator per split."""
@@ -339,7 +342,7 @@ def prepare_mini(
     Datasets already written with the same generator version, seed and sizes are kept (unless
     ``force``); others are written to a temporary folder and renamed into place.
     """
-    sizes = sizes or MiniSizes()
+    sizes = sizes or DEFAULT_SIZES
     root = Path(root if root is not None else default_root()).expanduser()
     selected = [get(n) for n in (names if names is not None else MINI)]
     try:
