@@ -107,7 +107,7 @@ class Cell:
         if self.dataset is None:
             # Efficiency depends on the hardware, so each device type keeps its own cell.
             return f"{EFFICIENCY}-{device_type(self.device)}"
-        return safe_id(self.dataset)
+        return dataset_id(self.dataset)
 
     @property
     def cell_id(self) -> str:
@@ -119,6 +119,13 @@ class Cell:
 
     def label(self) -> str:
         return f"{self.model} {self.dataset or EFFICIENCY + '@' + device_type(self.device)} {self.task}"
+
+
+def dataset_id(name: str) -> str:
+    """``wds/vtab/cifar10`` -> ``wds_vtab-cifar10`` (clip_benchmark's Hugging Face folder naming)."""
+    if name.startswith("wds/"):
+        name = "wds_" + name[len("wds/"):].replace("/", "-")
+    return safe_id(name)
 
 
 def device_type(device: str) -> str:

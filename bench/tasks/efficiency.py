@@ -5,8 +5,9 @@ Latency of ``encode_image`` / ``encode_text`` at batch 1 and at a throughput bat
 each timed call on GPU), images/s and texts/s, peak memory during inference (CUDA:
 ``max_memory_allocated``; CPU: resident weight bytes + peak RSS growth sampled from
 ``/proc/self/statm``), weight bytes in memory (parameters + buffers, packed buffers
-included), checkpoint bytes on disk, and the size statistics of the quantized weights
-(``bench.sizes``). Every ratio is written with the baseline it is relative to.
+included), checkpoint bytes on disk, and the storage statistics of ``quant.stats``
+(share ternary, sparsity, bits per weight, compression vs fp32 / fp16). Every ratio is
+written with the baseline it is relative to.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 import torch
 
-from bench.sizes import size_stats
 from quant.errors import TernbenchError
 
 # Varied captions so the text encoder sees realistic token counts (not one padded word).
@@ -177,6 +177,25 @@ def checkpoint_file(info: dict[str, Any]) -> Path | None:
     return None
 
 
+_LAYER_KEYS = ("name", "kind", "tower", "params", "sparsity", "bits_per_weight", "bytes_packed")
+
+
+def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]:
+    """``quant.stats`` of the model as it would be stored, and a sentence saying how.
+
+    Quantized models: ternary tensors packed (base-3, 1.6 bits) plus scales, every other tensor
+    in fp16 (the packed checkpoint format). Float models: stored at their own precision, so an
+    fp32 model compresses 1x vs fp32 and an fp16 one 2x.
+    """
+    import quant
+
+    if quant.quant_info(model) is not None:
+        return quant.stats(model, packing="base3", float_dtype="fp16"), (
+            "packed checkpoint: ternary weights base-3 (1.6 bits) + scales, other tensors fp16")
+    own = "fp32" if dtype == torch.float32 else "fp16"  # bf16 takes the same 2 bytes as fp16
+    return quant.stats(model, float_dtype=own), f"every weight at the model's own precision ({own} bytes)"
+
+
 @torch.no_grad()
 def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
             cfg: EfficiencyConfig = EfficiencyConfig(), info: dict[str, Any] | None = None,
@@ -217,15 +236,15 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     if ckpt is not None:
         metrics["checkpoint_bytes"] = ckpt.stat().st_size
 
-    sizes = size_stats(model, dtype)
+    sizes, storage = storage_stats(model, dtype)
     for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
         if sizes.total.get(k) is not None:
             metrics[k] = sizes.total[k]
 
     baselines = {
-        "compression_vs_fp32": "the same parameters stored in fp32 (4 bytes each) / " + sizes.storage,
-        "compression_vs_fp16": "the same parameters stored in fp16 (2 bytes each) / " + sizes.storage,
-        "bits_per_weight": "stored bits / all parameters; " + sizes.storage,
+        "compression_vs_fp32": "the same parameters stored in fp32 (4 bytes each) / " + storage,
+        "compression_vs_fp16": "the same parameters stored in fp16 (2 bytes each) / " + storage,
+        "bits_per_weight": "stored bits / all parameters; " + storage,
         "share_ternary": "ternary parameters / all parameters",
         "sparsity": "zeros / ternary parameters",
         "peak_memory_bytes": memory_how,
@@ -238,8 +257,9 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "image_size": [h, w],
         "rss_growth_bytes": rss.growth if not is_cuda else None,
         "checkpoint": str(ckpt) if ckpt else None,
-        "size_source": sizes.source,
-        "layers": sizes.layers,
+        "storage": storage,
+        "bytes_packed": sizes.total.get("bytes_packed"),
+        "layers": [{k: row.get(k) for k in _LAYER_KEYS} for row in sizes.layers if row.get("ternary")],
     }
     return metrics, baselines, details
 

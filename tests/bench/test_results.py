@@ -32,8 +32,8 @@ def test_safe_id_is_deterministic_and_distinguishes_replaced_characters():
 
 def test_cell_paths(tmp_path):
     c = Cell("ternbench-tiny@fp16", "wds/mini/shapes", "zeroshot_classification")
-    assert c.path(tmp_path) == tmp_path / "ternbench-tiny@fp16" / "wds_mini_shapes-" \
-        f"{results.safe_id('wds/mini/shapes').rsplit('-', 1)[1]}__zeroshot_classification.json"
+    assert c.path(tmp_path) == tmp_path / "ternbench-tiny@fp16" / "wds_mini-shapes__zeroshot_classification.json"
+    assert results.dataset_id("wds/vtab/cifar10") == "wds_vtab-cifar10"
     eff_cpu = Cell("m", None, "efficiency", "cpu")
     eff_gpu = Cell("m", None, "efficiency", "cuda:1")
     assert eff_cpu.path(tmp_path).name == "efficiency-cpu__efficiency.json"
