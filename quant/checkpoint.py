@@ -309,7 +309,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu"):
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.load_state_dict(state, strict=True)
     if meta["preprocess_cfg"]:
-        open_clip.set_model_preprocess_cfg(model, meta["preprocess_cfg"])
+        # JSON made open_clip's tuples (size, mean, std) lists; give them back as tuples.
+        pp = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess_cfg"].items()}
+        open_clip.set_model_preprocess_cfg(model, pp)
     model.__dict__[QUANT_ATTR] = {
         "config": qcfg,
         "state": "converted",
