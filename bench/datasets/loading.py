@@ -113,8 +113,9 @@ def _probe(host: str, port: int, timeout: float, epoch: int) -> str | None:
     return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
-def hf_unreachable_reason(timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+def hf_unreachable_reason(timeout: float | None = None) -> str | None:
     """Why Hugging Face cannot be used now, or None when it can (offline flag, then a TCP probe)."""
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if hf_offline():
         return "HF_HUB_OFFLINE is set"
     proxy = _proxy_address()
