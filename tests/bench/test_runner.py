@@ -1,0 +1,259 @@
+"""bench.runner: the whole sweep on the tiny model and a tiny generated suite (real builder and
+metrics), resume after an interruption, sharding, overwrite strategies, every bad input."""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+
+import pytest
+import torch
+
+from bench import results, runner
+from bench.runner import Shard, SweepConfig, SweepError, plan, run_sweep
+from bench.tasks.efficiency import EfficiencyConfig
+from quant.errors import TernbenchError
+
+TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2)
+SIZES = dict(train=4, test=16, retrieval_test=12, shard_size=8)
+DATASETS = ("wds/mini/shapes", "mini/captions", "wds/vtab/cifar10")  # the last has no data here
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared test machine; results do not depend on it
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory):
+    from bench.datasets.mini import MiniSizes, prepare_mini
+
+    return prepare_mini(tmp_path_factory.mktemp("mini"), sizes=MiniSizes(**SIZES),
+                        names=["shapes", "colors", "captions"])
+
+
+def _cfg(out, mini_root, **kw):
+    base = dict(models=("ternbench-tiny", "ternbench-tiny@q-ffn"), datasets=DATASETS, out=str(out),
+                data_root=str(mini_root), device="cpu", batch_size=8, efficiency=TINY_EFF, progress=False,
+                command=("pytest",))
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+class _Counter:
+    """Counts task runs per cell label by wrapping the registered task functions."""
+
+    def __init__(self, monkeypatch, fail_on: str | None = None, interrupt_after: int | None = None):
+        from bench.tasks import efficiency, zeroshot
+
+        self.calls: collections.Counter = collections.Counter()
+        self.n = 0
+        for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval"), (efficiency, "run")):
+            monkeypatch.setattr(mod, attr, self._wrap(getattr(mod, attr), interrupt_after))
+
+    def _wrap(self, fn, interrupt_after):
+        def wrapped(ctx):
+            if interrupt_after is not None and self.n >= interrupt_after:
+                raise KeyboardInterrupt  # what Ctrl-C does in the middle of a sweep
+            self.n += 1
+            name = ctx.entry.name if ctx.entry is not None else "efficiency"
+            self.calls[(ctx.model_info["model_id"], name)] += 1
+            return fn(ctx)
+        return wrapped
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, mini_root):
+    out = tmp_path_factory.mktemp("results")
+    lines: list[str] = []
+    summary = run_sweep(_cfg(out, mini_root), echo=lines.append)
+    return out, summary, lines
+
+
+def test_full_sweep(swept):
+    out, summary, lines = swept
+    # 2 models x (efficiency + 3 datasets)
+    assert summary.n_all_cells == 8 and summary.ran == 8 and summary.skipped == 0
+    assert sorted(summary.failed) == sorted(
+        f"{m}/wds_vtab-cifar10__zeroshot_classification" for m in ("ternbench-tiny@fp32", "ternbench-tiny@q-ffn"))
+    assert summary.random_weights == ["ternbench-tiny", "ternbench-tiny@q-ffn"]
+    assert any("RANDOM WEIGHTS" in line for line in lines)
+    assert sum(line.startswith("[") for line in lines) == 8  # one summary line per cell
+
+    df = results.load(out)
+    assert len(df) == 8
+    ok = df[df.status == "ok"]
+    assert len(ok) == 6
+    cls = ok[ok.task == "zeroshot_classification"]
+    assert set(cls.dataset) == {"wds/mini/shapes"}
+    assert ((cls.acc1 >= 0) & (cls.acc1 <= 1)).all() and (cls.main_metric == "acc1").all()
+    assert (cls.n_samples == SIZES["test"]).all()
+    ret = ok[ok.task == "zeroshot_retrieval"].iloc[0]
+    assert ret.main_metric == "mean_recall@1" and 0 <= ret["mean_recall@1"] <= 1
+    assert ret["mean_recall@10"] >= ret["mean_recall@1"]
+    eff = ok[ok.task == "efficiency"].set_index("variant")
+    for v in ("fp32", "q-ffn"):
+        assert eff.loc[v, "image_latency_b1_ms"] > 0 and eff.loc[v, "images_per_s"] > 0
+        assert eff.loc[v, "image_latency_bN_ms_p90"] >= eff.loc[v, "image_latency_bN_ms"]
+        assert eff.loc[v, "peak_memory_bytes"] >= eff.loc[v, "weight_bytes"] > 0
+        assert eff.loc[v, "throughput_batch"] == TINY_EFF.batch
+    assert eff.loc["fp32", "share_ternary"] == 0 and math.isclose(eff.loc["fp32", "compression_vs_fp32"], 1.0)
+    assert 0 < eff.loc["q-ffn", "share_ternary"] < 1  # MLPs only; the token embedding dominates the tiny model
+    assert eff.loc["q-ffn", "compression_vs_fp16"] > 1 and 0 < eff.loc["q-ffn", "sparsity"] < 1
+
+    err = df[df.status == "error"]
+    assert all("not available" in e and "--data-root" in e for e in err.error)
+
+    rec = results.read(next(p for p in df.path if "q-ffn" in p and "shapes" in p))
+    assert rec["model"]["variant"] == "q-ffn" and rec["model"]["quant_config"]["scope"] == "ffn"
+    assert rec["model"]["precision"] == "fp32" and rec["model"]["random_weights"] is True
+    assert rec["dataset"] == {"name": "wds/mini/shapes", "group": "mini", "split": "test", "version": 1,
+                              "n_samples": SIZES["test"]}
+    assert rec["provenance"]["command"] == "pytest" and rec["provenance"]["seed"] == 0
+    assert rec["timings"]["total_s"] > 0 and "build_model_s" in rec["timings"]
+    eff_rec = results.read(out / "ternbench-tiny@q-ffn" / "efficiency-cpu__efficiency.json")
+    assert set(eff_rec["baselines"]) >= {"compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes"}
+
+
+def test_resume_recomputes_only_failed_cells(swept, mini_root, monkeypatch):
+    out, _, _ = swept
+    before = {p: p.stat().st_mtime_ns for p in results.iter_result_files(out)}
+    counter = _Counter(monkeypatch)
+    summary = run_sweep(_cfg(out, mini_root), echo=lambda s: None)
+    # missing (default): the 6 finished cells are kept; the 2 failed ones are tried again
+    assert summary.skipped == 6 and summary.ran == 2 and len(summary.failed) == 2
+    assert sum(counter.calls.values()) == 0  # the retried cells fail while loading data, before the task
+    after = {p: p.stat().st_mtime_ns for p in results.iter_result_files(out)}
+    changed = {p.name for p in after if after[p] != before[p]}
+    assert changed == {"wds_vtab-cifar10__zeroshot_classification.json"}
+
+    never = run_sweep(_cfg(out, mini_root, overwrite="never"), echo=lambda s: None)
+    assert never.ran == 0 and never.skipped == 8 and len(never.failed) == 2
+
+
+def test_interrupt_then_resume_loses_nothing_and_computes_nothing_twice(tmp_path, mini_root, monkeypatch):
+    cfg = _cfg(tmp_path, mini_root, datasets=("wds/mini/shapes", "wds/mini/colors", "wds/mini/captions"))
+    first = _Counter(monkeypatch, interrupt_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, echo=lambda s: None)
+    done = results.load(tmp_path)
+    assert len(done) == 3 and (done.status == "ok").all()  # finished cells are on disk
+    monkeypatch.undo()
+    second = _Counter(monkeypatch)
+    summary = run_sweep(cfg, echo=lambda s: None)
+    assert summary.skipped == 3 and summary.ran == 5 and summary.ok
+    both = first.calls + second.calls
+    assert len(both) == 8 and set(both.values()) == {1}  # every cell computed exactly once
+    assert len(results.load(tmp_path)) == 8
+
+
+def test_overwrite_always_recomputes(tmp_path, mini_root, monkeypatch):
+    cfg = _cfg(tmp_path, mini_root, models=("ternbench-tiny",), datasets=("wds/mini/colors",),
+               tasks=("zeroshot_classification",))
+    run_sweep(cfg, echo=lambda s: None)
+    counter = _Counter(monkeypatch)
+    run_sweep(_cfg(tmp_path, mini_root, models=("ternbench-tiny",), datasets=("wds/mini/colors",),
+                   tasks=("zeroshot_classification",), overwrite="always"), echo=lambda s: None)
+    assert sum(counter.calls.values()) == 1
+
+
+def test_model_that_fails_to_build_fails_its_cells_only(tmp_path, mini_root, monkeypatch):
+    from bench import models as bm
+
+    real = bm.build_model
+
+    def build(spec, device="cpu"):
+        if spec.variant == "q-attn":
+            raise RuntimeError("simulated build failure")
+        return real(spec, device=device)
+
+    monkeypatch.setattr(bm, "build_model", build)
+    summary = run_sweep(_cfg(tmp_path, mini_root, models=("ternbench-tiny@q-attn", "ternbench-tiny"),
+                             datasets=("wds/mini/colors",), tasks=("zeroshot_classification",)),
+                        echo=lambda s: None)
+    df = results.load(tmp_path).set_index("variant")
+    assert df.loc["q-attn", "status"] == "error" and "simulated build failure" in df.loc["q-attn", "error"]
+    assert df.loc["fp32", "status"] == "ok"
+    assert summary.failed == ["ternbench-tiny@q-attn/wds_mini-colors__zeroshot_classification"]
+
+
+# --- sharding ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_cells", [0, 1, 5, 17])
+def test_shard_select_partitions(n_cells):
+    cells = list(range(n_cells))
+    for count in range(1, 7):
+        parts = [Shard(i, count).select(cells) for i in range(1, count + 1)]
+        assert sum(parts, []) == cells  # every cell exactly once, in order
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_plan_shards_cover_the_grid(tmp_path, mini_root):
+    models = ("ternbench-tiny", "ternbench-tiny@q-all", "ternbench-tiny@fp16")
+    full = plan(_cfg(tmp_path, mini_root, models=models, datasets=("mini",)))
+    assert full.n_all_cells == 3 * (1 + 4) and len(full.cells) == full.n_all_cells
+    for n in (2, 3, 4):
+        parts = [plan(_cfg(tmp_path, mini_root, models=models, datasets=("mini",), shard=f"{i}/{n}")).cells
+                 for i in range(1, n + 1)]
+        flat = [c for p in parts for c in p]
+        assert flat == full.cells
+    assert len({c.path(tmp_path) for c in full.cells}) == len(full.cells)
+
+
+# --- bad input: all said before any work starts ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(models=("ternbench-tinyy",)), r"unknown open_clip architecture 'ternbench-tinyy'.*did you mean 'ternbench-tiny'"),
+    (dict(models=("ternbench-tiny@q-fn",)), r"unknown variant 'q-fn'.*did you mean 'q-ffn'.*valid: fp32"),
+    (dict(models=("ViT-B-32:opnai",)), r"unknown pretrained tag 'opnai'.*did you mean 'openai'"),
+    (dict(datasets=("wds/mini/shape",)), r"unknown dataset or suite 'wds/mini/shape'.*did you mean 'wds/mini/shapes'"),
+    (dict(datasets=("clip42",)), r"unknown dataset or suite 'clip42'.*did you mean 'clip41'"),
+    (dict(tasks=("zeroshot_clasification",)), r"unknown task.*did you mean 'zeroshot_classification'.*valid: auto"),
+    (dict(tasks=("zeroshot_retrieval",), datasets=("wds/mini/shapes",)), r"applies to none of the datasets"),
+    (dict(datasets=()), r"no datasets given"),
+    (dict(models=()), r"no models given"),
+    (dict(overwrite="sometimes"), r"unknown --overwrite 'sometimes'.*valid: missing, always, never"),
+    (dict(shard="0/4"), r"between 1 and 4 \(shards are numbered 1..N\)"),
+    (dict(shard="5/4"), r"between 1 and 4"),
+    (dict(shard="1-4"), r"--shard takes I/N"),
+    (dict(batch_size=0), r"--batch-size must be a positive integer"),
+    (dict(num_workers=-1), r"--num-workers"),
+    (dict(device="gpu"), r"unknown --device 'gpu'.*valid: auto, cpu, cuda"),
+    (dict(data_root="/nonexistent/data"), r"--data-root '/nonexistent/data' is not a directory"),
+])
+def test_bad_input(tmp_path, mini_root, kw, match):
+    out = tmp_path / "out"
+    with pytest.raises(TernbenchError, match=match):
+        plan(_cfg(out, mini_root, **kw))
+    assert not out.exists()  # nothing was started
+
+
+def test_cuda_requested_without_gpu(tmp_path, mini_root):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SweepError, match="no CUDA device is available here; use --device cpu"):
+        plan(_cfg(tmp_path, mini_root, device="cuda"))
+
+
+def test_unwritable_out_said_at_start(tmp_path, mini_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SweepError, match=r"results directory .*file/results.* is not writable.*--out"):
+        plan(_cfg(blocker / "results", mini_root))
+    if os.geteuid() != 0:  # root can write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(SweepError, match="not writable"):
+            plan(_cfg(ro, mini_root))
+
+
+def test_efficiency_only_needs_no_datasets(tmp_path, mini_root):
+    p = plan(_cfg(tmp_path, mini_root, datasets=(), tasks=("efficiency",)))
+    assert [c.task for c in p.cells] == ["efficiency", "efficiency"]
+    assert runner.OVERWRITE == ("missing", "always", "never")
