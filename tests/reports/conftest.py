@@ -89,3 +89,64 @@ def build_synthetic(root: Path, *, scale: dict | None = None, device: str = "Tes
 @pytest.fixture
 def synthetic_results(tmp_path) -> Path:
     return build_synthetic(tmp_path / "results")
+
+
+# --- the real tiny pipeline -------------------------------------------------------------------
+
+PIPELINE_MODELS = ("ternbench-tiny@fp32", "ternbench-tiny@q-all")
+PIPELINE_DATASETS = ("wds/mini/shapes", "wds/mini/captions", "wds/vtab/cifar10")
+# The cell deleted after the sweep, as an interrupted run would leave it: a missing cell.
+PIPELINE_MISSING = ("ternbench-tiny@q-all", "wds/mini/captions", "zeroshot_retrieval")
+
+
+@pytest.fixture(scope="session")
+def pipeline_results(tmp_path_factory) -> Path:
+    """Results of a real sweep: bench.runner on the embedded tiny model over a small generated mini
+    suite (fp32 and q-all), plus wds/vtab/cifar10, which is not available offline (a failed cell
+    per model), with one finished cell then deleted (a missing cell). Read-only: copy to modify."""
+    runner = pytest.importorskip("bench.runner", reason="bench.runner (the sweep runner) is not available")
+    from bench.datasets.mini import MiniSizes, prepare_mini
+    from bench.results import Cell
+    from bench.tasks.efficiency import EfficiencyConfig
+
+    base = tmp_path_factory.mktemp("pipeline")
+    # 16 test images per class set and 12 retrieval images (recall@10 needs at least 10).
+    data = prepare_mini(base / "data", sizes=MiniSizes(train=1, test=16, retrieval_test=12),
+                        names=["shapes", "captions"])
+    out = base / "results"
+    cfg = runner.SweepConfig(models=PIPELINE_MODELS, datasets=PIPELINE_DATASETS, out=str(out), data_root=str(data),
+                             batch_size=64, efficiency=EfficiencyConfig(batch=2, warmup=0, repeats=2),
+                             progress=False, command=("ternbench", "run", "--test-pipeline"))
+    summary = runner.run_sweep(cfg, echo=lambda line: None)
+    assert len(summary.written) == len(PIPELINE_MODELS) * (len(PIPELINE_DATASETS) + 1)
+    model, dataset, task = PIPELINE_MISSING
+    Cell(model, dataset, task).path(out).unlink()
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_report(pipeline_results, tmp_path_factory) -> Path:
+    from reports import render_report
+
+    return render_report(pipeline_results, tmp_path_factory.mktemp("report") / "report.html")
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run ``ternbench ARGS`` through bench.cli.main with only the reports commands registered
+    (other engineers' command modules are not needed, and may not exist yet)."""
+    import bench.cli
+
+    monkeypatch.setattr(bench.cli, "COMMAND_MODULES", ("reports.cli",))
+    return bench.cli.main
+
+
+@pytest.fixture
+def cell_writer():
+    """``write_cell`` (test modules cannot import conftest under --import-mode=importlib)."""
+    return write_cell
+
+
+@pytest.fixture
+def synthetic_builder():
+    return build_synthetic
