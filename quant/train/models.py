@@ -59,6 +59,10 @@ def val_transform(model: nn.Module):
 def _from_arch(arch: str, pretrained: str | None, spec: str, device: str) -> LoadedClip:
     open_clip = _open_clip()
     model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    from quant.origin import record_origin
+
+    # The origin (architecture + open_clip config) is what quant.save_packed stores to rebuild it offline.
+    record_origin(model, arch, open_clip.get_model_config(arch), spec=spec, random_weights=pretrained is None)
     return LoadedClip(model, val_transform(model), open_clip.get_tokenizer(arch), arch, spec)
 
 
@@ -83,13 +87,10 @@ def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
         prepare(loaded.model, phase)
     state = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
     loaded.model.load_state_dict(state)
+    loaded.model.__dict__["ternbench_origin"]["random_weights"] = False
     if cfg.qat is not None:
         convert(loaded.model)
     return loaded
-
-
-def is_train_checkpoint(path: Path) -> bool:
-    return path.suffix == ".pt" and path.is_file() or (path.is_dir() and find_checkpoint(path) is not None)
 
 
 def load_clip(spec: str, device: str = "cpu") -> LoadedClip:

@@ -1,0 +1,92 @@
+"""Does QAT with distillation recover what post-training ternarization loses? (issue 5's benchmark)
+
+Trains (or loads from the cache) the embedded teacher ``ternbench-tiny:mini`` and its QAT+KD
+students, then scores fp32 / PTQ q-ffn / PTQ q-all / QAT+KD q-ffn / QAT+KD q-all on every mini
+test set with clip_benchmark's metrics, and prints one row per model (main metric per dataset,
+their mean, the drop against fp32, and the wall times), plus a JSON line per row.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_qat_mini.py
+    python benchmarks/bench_qat_mini.py --teacher steps=300 lr=1e-3 --student steps=100
+
+``--teacher`` / ``--student`` override recipe fields (their cache key changes with them, so an
+override trains new models instead of reusing the cached ones). ``TERNBENCH_CACHE`` picks the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" or value in ("null",) else value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", nargs="*", default=[], metavar="KEY=VALUE", help="teacher recipe overrides")
+    parser.add_argument("--student", nargs="*", default=[], metavar="KEY=VALUE", help="student recipe overrides")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from bench.datasets.mini import prepare_mini
+    from quant import load_packed, preset, quantize_
+    from quant.train import embedded
+    from quant.train.evaluate import MINI_NAMES, evaluate_mini, mean_main
+    from quant.train.models import load_clip
+
+    embedded.TEACHER_RECIPE.update(_overrides(args.teacher))
+    embedded.STUDENT_RECIPE.update(_overrides(args.student))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    root = prepare_mini()
+    progress = not args.quiet
+
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    teacher_file = embedded.teacher_path(root, device, progress)
+    times["teacher"] = time.perf_counter() - t
+    student_files = {}
+    for variant in embedded.STUDENTS:
+        t = time.perf_counter()
+        student_files[variant] = embedded.student_path(variant, root, device, progress)
+        times[variant] = time.perf_counter() - t
+
+    teacher = load_clip(f"{embedded.TEACHER_ARCH}:{teacher_file}", device)
+    models = {"fp32": (teacher.model, "")}
+    for name in ("q-ffn", "q-all"):
+        m = copy.deepcopy(teacher.model)
+        quantize_(m, preset(name))
+        models[f"PTQ {name}"] = (m, "")
+    for variant, path in student_files.items():
+        models[f"QAT+KD {variant[4:]}"] = (load_packed(path, device=device), variant)
+
+    rows = []
+    for label, (model, variant) in models.items():
+        t = time.perf_counter()
+        scores = evaluate_mini(model.to(device), teacher.transform, teacher.tokenizer, root, device=device)
+        rows.append({"model": label, **{n: scores[n]["value"] for n in MINI_NAMES}, "mean": mean_main(scores),
+                     "eval_s": time.perf_counter() - t, "train_s": times.get(variant or ("teacher" if label == "fp32" else ""))})
+    base = rows[0]["mean"]
+    header = f"{'model':<16}" + "".join(f"{n:>10}" for n in (*MINI_NAMES, "mean", "vs fp32", "train s", "eval s"))
+    print(header)
+    for r in rows:
+        train_s = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        print(f"{r['model']:<16}" + "".join(f"{100 * r[n]:>10.1f}" for n in (*MINI_NAMES, "mean"))
+              + f"{100 * (r['mean'] - base):>+10.1f}{train_s:>10}{r['eval_s']:>10.1f}")
+    for r in rows:
+        print(json.dumps({**r, "drop_points": 100 * (base - r["mean"]), "device": device,
+                          "threads": torch.get_num_threads()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

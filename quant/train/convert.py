@@ -1,0 +1,48 @@
+"""A trained QAT student -> a packed ternary checkpoint (quant's format), ready for ``ternbench run``.
+
+The training checkpoint holds the latent (float) weights under fake quantization; rebuilding it
+with :func:`quant.train.models.load_clip` applies ``quant.convert`` (weights become exactly
+scale * trit), and ``quant.save_packed`` writes the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quant.errors import TernbenchError
+
+
+class ConvertError(TernbenchError, ValueError):
+    """A run or checkpoint that cannot become a packed ternary file."""
+
+
+def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", float_dtype: str = "fp16",
+                force: bool = False, source_spec: str | None = None) -> Path:
+    """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints."""
+    import torch
+
+    from quant import quant_info, save_packed
+    from quant.train.config import TrainConfig
+    from quant.train.loop import load_checkpoint
+    from quant.train.models import find_checkpoint, load_clip
+
+    run = Path(run)
+    ckpt = find_checkpoint(run) if run.is_dir() else run
+    if ckpt is None or not ckpt.is_file():
+        raise ConvertError(f"no training checkpoint at {run} (looked for final.pt and checkpoint-*.pt); "
+                           "give a `ternbench train qat` run folder or checkpoint file")
+    cfg = TrainConfig.from_json(load_checkpoint(ckpt)["config"])
+    if cfg.qat is None:
+        raise ConvertError(f"{ckpt} is a {cfg.kind} run: its weights are float, there is nothing ternary to pack. "
+                           "Train a student with `ternbench train qat`, or quantize post-training with "
+                           "`ternbench quantize`")
+    if cfg.qat.int8_steps and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] < cfg.qat.int8_steps:
+        raise ConvertError(f"{ckpt} is still in the 8-bit phase of the progressive schedule "
+                           f"(ternary from step {cfg.qat.int8_steps}); convert a later checkpoint")
+    loaded = load_clip(str(ckpt))
+    if (quant_info(loaded.model) or {}).get("state") != "converted":
+        raise ConvertError(f"{ckpt}: the student did not convert to ternary weights")
+    model = loaded.model.eval()
+    if source_spec:
+        model.__dict__["ternbench_origin"]["spec"] = source_spec
+    return save_packed(model, out, packing=packing, float_dtype=float_dtype, force=force)
