@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reports.cli",
     "quant.cli",
     "bench.cli_datasets",
+    "bench.cli_run",
 )
 
 

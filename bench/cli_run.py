@@ -1,0 +1,119 @@
+"""The ``ternbench run`` sub-command: argument parsing, the default grid, the closing summary.
+
+All the work is in `bench.runner`; this module turns arguments into a `SweepConfig`, prints
+where the results went and what to run next, renders the report (unless ``--no-report``) and
+chooses the exit code: 0 all cells ok, 1 some cell failed, 2 bad input (before any work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", help="sweep models x datasets x tasks into a results directory (resumable)",
+        description="Evaluate models on datasets (zero-shot classification / retrieval with clip_benchmark's "
+                    "metrics) and measure their efficiency. One JSON per cell in --out; rerunning resumes. "
+                    "With no arguments: the embedded tiny model in fp32, fp16, q-ffn, q-attn and q-all on the "
+                    "embedded mini suite (offline).")
+    p.add_argument("--models", "-m", nargs="+", metavar="SPEC",
+                   help="model specs: ARCH[:PRETRAINED][@VARIANT], hf-hub:ORG/REPO[@VARIANT], or a packed "
+                        ".safetensors (default: ternbench-tiny in fp32 fp16 q-ffn q-attn q-all)")
+    p.add_argument("--datasets", "-d", nargs="+", metavar="NAME",
+                   help="dataset names or suites from datasets.yaml, e.g. mini, clip41, vtab, wds/vtab/cifar10 "
+                        "(default: mini)")
+    p.add_argument("--tasks", "-t", nargs="+", default=["auto"], metavar="TASK",
+                   help="auto (each dataset's own task + efficiency once per model), zeroshot_classification, "
+                        "zeroshot_retrieval, efficiency (default: auto)")
+    p.add_argument("--out", "-o", default="results", metavar="DIR", help="results directory (default: results/)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder holding datasets in clip_benchmark's webdataset layout (wds_<name>/)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where shards streamed from Hugging Face are cached (default: the ternbench cache)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="evaluation batch size (default: 64)")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N", help="data loader workers (default: 0)")
+    p.add_argument("--overwrite", default="missing", metavar="WHEN",
+                   help="missing: compute cells without a result or whose last attempt failed (resume, default); "
+                        "always: recompute every cell; never: leave every existing result file alone")
+    p.add_argument("--shard", default="1/1", metavar="I/N",
+                   help="run only part I of N of the cell list (1-based), e.g. $((SLURM_ARRAY_TASK_ID+1))/4")
+    p.add_argument("--seed", type=int, default=0, help="torch seed set before each model and cell (default: 0)")
+    g = p.add_argument_group("efficiency")
+    g.add_argument("--throughput-batch", type=int, default=32, metavar="N",
+                   help="batch size of the throughput measurement (default: 32)")
+    g.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed warm-up calls (default: 2)")
+    g.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls; median and p90 (default: 10)")
+    r = p.add_argument_group("report")
+    r.add_argument("--no-report", action="store_true", help="do not render the HTML report at the end")
+    r.add_argument("--report-out", metavar="FILE", help="where the report goes (default: next to DIR, report.html)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one summary line per cell only)")
+    p.set_defaults(func=_run)
+
+
+def _config(args: argparse.Namespace):
+    from bench import defaults
+    from bench.runner import Shard, SweepConfig
+    from bench.tasks.efficiency import EfficiencyConfig
+
+    notes = []
+    models, datasets = args.models, args.datasets
+    if not models:
+        grid = defaults.default_grid()
+        models = grid.models
+        notes.append(grid.note)
+    if not datasets and not (set(args.tasks) == {"efficiency"}):
+        datasets = defaults.DATASETS
+    cfg = SweepConfig(
+        models=tuple(models), datasets=tuple(datasets or ()), tasks=tuple(args.tasks), out=args.out,
+        data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
+        num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
+        efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats),
+        progress=not args.no_progress, command=tuple(["ternbench", *sys.argv[1:]]),
+    )
+    return cfg, notes
+
+
+def _render_report(out: Path, target: str | None) -> Path | None:
+    try:
+        from reports import render_report
+    except ImportError:
+        return None
+    path = Path(target) if target else out.resolve().parent / "report.html"
+    try:
+        return render_report(out, path, "html")
+    except Exception as e:  # the sweep's results are safe on disk; a report problem must not hide them
+        print(f"ternbench run: could not render the report ({type(e).__name__}: {e}); "
+              f"run `ternbench report {out}` to retry", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.runner import plan, run_sweep
+
+    cfg, notes = _config(args)
+    p = plan(cfg)  # every bad input is reported here, before any work
+    for note in notes:
+        print(note)
+    summary = run_sweep(p)
+    n_ok = summary.n_shard_cells - len(summary.failed)
+    print(f"\n{n_ok} of {summary.n_shard_cells} cells ok ({summary.ran} computed now, {summary.skipped} kept); "
+          f"results in {summary.out}/")
+    if summary.failed:
+        print(f"{len(summary.failed)} cells failed (their errors are in the result files):")
+        for cid in summary.failed[:10]:
+            print(f"  {cid}")
+        if len(summary.failed) > 10:
+            print(f"  ... and {len(summary.failed) - 10} more")
+    if summary.random_weights:
+        print("note: random weights (no trained checkpoint): " + ", ".join(summary.random_weights))
+    report = None if args.no_report else _render_report(summary.out, args.report_out)
+    if report is not None:
+        print(f"report: {report}")
+    print("next: ternbench report "
+          f"{summary.out} --out report.html   (leaderboard), or load it in Python: "
+          f"bench.results.load({str(summary.out)!r})")
+    return 1 if summary.failed else 0

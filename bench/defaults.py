@@ -1,0 +1,44 @@
+"""The default sweep: the embedded mini suite x the embedded model ``ternbench-tiny`` in the paper's
+variants (fp32, fp16, Q-FFN, Q-ATTN, Q-ALL).
+
+The model list is data computed at run time: when the training plugin has registered the trained
+tag ``ternbench-tiny:mini`` the grid uses it (plus the QAT students ``@qat-q-ffn`` / ``@qat-q-all``
+when those variants are registered); otherwise the tiny model runs with random weights and the
+grid says so plainly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMBEDDED_ARCH = "ternbench-tiny"
+TRAINED_TAG = "mini"
+VARIANTS = ("fp32", "fp16", "q-ffn", "q-attn", "q-all")  # fp16: the paper's baseline precision
+QAT_VARIANTS = ("qat-q-ffn", "qat-q-all")
+DATASETS = ("mini",)
+OUT = "results"
+
+
+@dataclass(frozen=True)
+class DefaultGrid:
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    trained: bool
+    note: str
+
+
+def default_grid() -> DefaultGrid:
+    """The default models and datasets, using trained weights when they are registered."""
+    from bench import models as bm
+
+    bm.load_plugins()
+    trained = TRAINED_TAG in bm.valid_tags(EMBEDDED_ARCH)
+    base = f"{EMBEDDED_ARCH}:{TRAINED_TAG}" if trained else EMBEDDED_ARCH
+    variants = list(VARIANTS) + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else [])
+    models = tuple(f"{base}@{v}" for v in variants)
+    if trained:
+        note = f"default grid: {base} (trained on the mini suite) in {len(models)} variants x the mini suite"
+    else:
+        note = (f"default grid: {EMBEDDED_ARCH} with RANDOM WEIGHTS (no trained {base}:{TRAINED_TAG} is "
+                f"registered) in {len(models)} variants x the mini suite; accuracies are chance level")
+    return DefaultGrid(models, DATASETS, trained, note)
