@@ -139,7 +139,7 @@ class Registry:
         """The dataset names a suite expands to (nested suites flattened)."""
         if suite not in self.suites:
             raise UnknownDatasetError(
-                f"unknown suite {suite!r}{did_you_mean(suite, self.suites)}; "
+                f"unknown suite {suite!r}{suggest(suite, self.suites)}; "
                 f"suites in {self.path}: {', '.join(self.suites)}"
             )
         return list(dict.fromkeys(self._expand(suite)))
@@ -166,9 +166,18 @@ class Registry:
             kinds = "dataset or suite"
         listed = f"suites: {', '.join(self.suites)}; " if suites else ""
         return (
-            f"unknown {kinds} {name!r}{did_you_mean(name, valid)}; {listed}"
+            f"unknown {kinds} {name!r}{suggest(name, valid)}; {listed}"
             f"datasets: {', '.join(self.entries)} (see `ternbench datasets list`, defined in {self.path})"
         )
+
+
+def suggest(value: Any, valid: Iterable[str]) -> str:
+    """`did_you_mean`, but a value that differs only in case ('map' for 'mAP') is matched first."""
+    valid = list(valid)
+    folded = {v.lower(): v for v in valid}
+    if isinstance(value, str) and value.lower() in folded:
+        return f" (did you mean {folded[value.lower()]!r}?)"
+    return did_you_mean(str(value), valid)
 
 
 # --- reading the YAML with line numbers -------------------------------------------------------
@@ -258,7 +267,7 @@ class _Checker:
             if key not in TOP_KEYS:
                 raise self.fail(
                     line,
-                    f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}",
+                    f"unknown top-level key {key!r}{suggest(key, TOP_KEYS)}; valid: {', '.join(TOP_KEYS)}",
                 )
         for key in TOP_KEYS:
             if key not in data:
@@ -285,7 +294,7 @@ class _Checker:
             if key not in ENTRY_KEYS:
                 raise self.fail(
                     kline,
-                    f"{label}: unknown key {key!r}{did_you_mean(key, ENTRY_KEYS)}; valid keys: {', '.join(ENTRY_KEYS)}",
+                    f"{label}: unknown key {key!r}{suggest(key, ENTRY_KEYS)}; valid keys: {', '.join(ENTRY_KEYS)}",
                 )
         missing = [k for k in REQUIRED_KEYS if k not in raw]
         if missing:
@@ -305,7 +314,7 @@ class _Checker:
             if value not in valid:
                 raise self.fail(
                     at(key),
-                    f"{label}: unknown {what} {value!r}{did_you_mean(str(value), valid)}; valid: {', '.join(valid)}",
+                    f"{label}: unknown {what} {value!r}{suggest(value, valid)}; valid: {', '.join(valid)}",
                 )
             return value
 
@@ -321,7 +330,7 @@ class _Checker:
             if metric not in metrics:
                 raise self.fail(
                     at("also_metrics"),
-                    f"{label}: unknown metric {metric!r} in also_metrics{did_you_mean(str(metric), metrics)}; "
+                    f"{label}: unknown metric {metric!r} in also_metrics{suggest(metric, metrics)}; "
                     f"valid for {task}: {', '.join(metrics)}",
                 )
         group = choice("group", GROUPS, "group")
@@ -362,7 +371,7 @@ class _Checker:
                     continue
                 raise self.fail(
                     mline,
-                    f"suite {sname!r}: unknown member {member!r}{did_you_mean(str(member), valid)} "
+                    f"suite {sname!r}: unknown member {member!r}{suggest(member, valid)} "
                     "(members are dataset names as in 'datasets', or other suites)",
                 )
         for sname in suites:

@@ -98,6 +98,7 @@ def test_resolve_expands_dedups_keeps_order_and_accepts_short_names():
         ("minii", "mini"),
         ("wds/vtab/cifar1O", "wds/vtab/cifar10"),
         ("clip40", "clip41"),
+        ("ImageNet1K", "imagenet1k"),
     ],
 )
 def test_unknown_names_say_did_you_mean(name, suggestion):
