@@ -35,6 +35,7 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "bytes": _bytes,
     "share": lambda v: f"{100 * v:.1f}%",
     "int": lambda v: f"{int(v)}",
+    "bits": lambda v: f"{v:.2f}",
 }
 
 
@@ -82,6 +83,7 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
                title="baseline image latency / this image latency (batch 1)"),
         Column("peak_memory_bytes", "Peak memory", "bytes", "lower"),
         Column("checkpoint_bytes", "Checkpoint", "bytes", "lower", title="size on disk"),
+        Column("bits_per_weight", "Bits/weight", "bits", "lower", title="stored bits per parameter"),
         Column("compression_vs_fp32", "Compression vs fp32", "x", "higher"),
         Column("compression_vs_fp16", "Compression vs fp16", "x", "higher"),
         Column("share_ternary", "Share ternary", "share", "higher", title="fraction of parameters that are ternary"),

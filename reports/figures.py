@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -130,11 +130,40 @@ def delta_bars(lb: Leaderboard, cell_table: pd.DataFrame) -> Figure:
     return Figure(key, title, uri, alt=f"{title}: {len(variants)} variants x {len(datasets)} datasets")
 
 
+# Size axes, best first: (column, label, scale). Checkpoint bytes exist only for models loaded
+# from a file; stored bits per weight exist for every model (size / parameters, so within one
+# architecture it is proportional to the checkpoint size).
+SIZE_AXES: tuple[tuple[str, str, float], ...] = (
+    ("checkpoint_bytes", "Checkpoint size (MB)", 1e6),
+    ("bits_per_weight", "Stored bits per weight", 1.0),
+)
+
+
+def size_axis(lb: Leaderboard) -> tuple[str, str, float, str]:
+    """The size column to plot: the first of SIZE_AXES that every variant with an average has."""
+    t = lb.table[lb.table["avg"].notna()]
+    for col, label, scale in SIZE_AXES:
+        if col in t and len(t) and t[col].notna().all():
+            note = "" if col == SIZE_AXES[0][0] else (
+                f"Checkpoint size is recorded only for models loaded from a checkpoint file, so size is shown "
+                f"as {label.lower()} (proportional to checkpoint size within one architecture).")
+            return col, label, scale, note
+    col, label, scale = SIZE_AXES[0]
+    return col, label, scale, ""
+
+
+def _with_note(fig: Figure, note: str) -> Figure:
+    if not note or fig.data_uri is None:
+        return fig
+    return replace(fig, reason=" ".join(x for x in (note, fig.reason) if x))
+
+
 def all_figures(lb: Leaderboard, cell_table: pd.DataFrame) -> list[Figure]:
     """Every figure of the report; any failure to draw becomes a Figure with a reason."""
+    size_col, size_label, size_scale, size_note = size_axis(lb)
     makers = [
-        ("size", lambda: _scatter(lb, "size", "Accuracy against checkpoint size", "checkpoint_bytes",
-                                  "Checkpoint size (MB)", 1e6, pareto=True)),
+        ("size", lambda: _with_note(_scatter(lb, "size", "Accuracy against checkpoint size", size_col,
+                                             size_label, size_scale, pareto=True), size_note)),
         ("latency", lambda: _scatter(lb, "latency", "Accuracy against latency", "image_latency_b1_ms",
                                      "Image latency at batch 1 (ms)", 1.0, pareto=True)),
         ("delta-bars", lambda: delta_bars(lb, cell_table)),

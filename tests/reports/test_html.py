@@ -1,0 +1,176 @@
+"""The HTML leaderboard, from results produced by the real tiny pipeline (bench.runner)."""
+
+from __future__ import annotations
+
+import base64
+import math
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from reports import render_report
+from reports.loading import load_results
+
+
+class Page(HTMLParser):
+    """Collects tables (header and row cells with attributes and text), images, scripts, links."""
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.tables: dict[str, dict] = {}
+        self.imgs: list[dict] = []
+        self.scripts = 0
+        self.urls: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self._table = self._cell = self._row = None
+        self._in_head = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        for k in ("src", "href"):
+            if k in a:
+                self.urls.append(a[k])
+        if tag == "script":
+            self.scripts += 1
+        elif tag == "img":
+            self.imgs.append(a)
+        elif tag == "table":
+            self._table = self.tables.setdefault(a.get("id", f"t{len(self.tables)}"), {"head": [], "rows": []})
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "tbody":
+            self._in_head = False
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            (self._table["head"] if self._in_head else self._table["rows"]).append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = {"attrs": a, "text": ""}
+            self._row.append(self._cell)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self._cell = None
+        elif tag == "table":
+            self._table = self._row = None
+            self._in_head = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def _lb_values(page: Page) -> dict[str, dict[str, str]]:
+    """model id -> {column key: data-value} from the leaderboard table."""
+    out = {}
+    for row in page.tables["leaderboard"]["rows"]:
+        cells = {c["attrs"]["data-key"]: c for c in row}
+        out[cells["model_id"]["attrs"]["data-value"]] = {k: c["attrs"]["data-value"] for k, c in cells.items()}
+    return out
+
+
+def _num(s: str) -> float:
+    return float(s) if s != "" else math.nan
+
+
+def test_report_from_the_tiny_pipeline(pipeline_results, pipeline_report):
+    html = pipeline_report.read_text(encoding="utf-8")
+    page = Page(html)
+    df = load_results(pipeline_results).df
+    models = sorted(df["model_id"].unique())
+    assert len(models) == 2
+
+    # Leaderboard: one row per variant, every number equal to the one computed with pandas.
+    lb = _lb_values(page)
+    assert sorted(lb) == models
+    acc = df[df["task"].isin(("zeroshot_classification", "zeroshot_retrieval"))]
+    ok = acc[acc["status"] == "ok"]
+    per_ds = ok.groupby("dataset")["model_id"].nunique()
+    common = per_ds[per_ds == len(models)].index
+    assert list(common) == ["wds/mini/shapes"]  # captions is missing for q-all, cifar10 failed for both
+    eff = df[df["task"] == "efficiency"].set_index("model_id")
+    fp32 = "ternbench-tiny@fp32"
+    for m in models:
+        expected_avg = ok[(ok["model_id"] == m) & ok["dataset"].isin(common)]["main_value"].mean()
+        assert _num(lb[m]["avg"]) == pytest.approx(expected_avg, abs=1e-12)
+        for metric in ("image_latency_b1_ms", "text_latency_b1_ms", "checkpoint_bytes", "peak_memory_bytes",
+                       "bits_per_weight",
+                       "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity"):
+            v = eff.at[m, metric]
+            assert _num(lb[m][metric]) == pytest.approx(v, rel=1e-12) if pd.notna(v) else lb[m][metric] == ""
+        assert _num(lb[m]["speedup"]) == pytest.approx(
+            eff.at[fp32, "image_latency_b1_ms"] / eff.at[m, "image_latency_b1_ms"], rel=1e-12)
+        assert lb[m]["baseline"] == fp32  # no fp16 run: fp32 is the baseline ...
+    q_avg = ok[(ok["model_id"] == "ternbench-tiny@q-all") & ok["dataset"].isin(common)]["main_value"].mean()
+    f_avg = ok[(ok["model_id"] == fp32) & ok["dataset"].isin(common)]["main_value"].mean()
+    assert _num(lb["ternbench-tiny@q-all"]["delta_pts"]) == pytest.approx((q_avg - f_avg) * 100, abs=1e-9)
+    assert "no fp16 run exists, so fp32 is the baseline" in html  # ... and the report says so
+    assert "random weights" in html.lower()  # untrained embedded model: said plainly
+
+    # Per-dataset table: every dataset x variant, failed and missing cells as such (never 0).
+    pd_rows = {r[0]["text"]: r for r in page.tables["per-dataset"]["rows"]}
+    assert set(pd_rows) == {"wds/mini/shapes", "wds/mini/captions", "wds/vtab/cifar10"}
+    head = [c["text"] for c in page.tables["per-dataset"]["head"][0]][3:]
+    for ds, row in pd_rows.items():
+        for m, cell in zip(head, row[3:]):
+            rec = df[(df["model_id"] == m) & (df["dataset"] == ds)]
+            if rec.empty:
+                assert cell["attrs"]["class"] == "missing" and cell["text"].strip() == "missing"
+            elif rec.iloc[0]["status"] == "error":
+                assert cell["attrs"]["class"] == "error" and cell["text"].strip() == "error"
+                assert "not available" in cell["attrs"]["title"]  # the error message travels with the cell
+                assert cell["attrs"]["data-value"] == ""
+            else:
+                assert _num(cell["attrs"]["data-value"]) == pytest.approx(rec.iloc[0]["main_value"], abs=1e-12)
+    problems = page.tables["problems"]["rows"]
+    assert len(problems) == 3  # two failed cifar10 cells and the missing captions cell
+    assert any("not available" in r[4]["text"] for r in problems)
+    assert any(r[3]["text"] == "missing" and r[0]["text"] == "ternbench-tiny@q-all" for r in problems)
+
+    # Figures: three, each an SVG image (the data exists for all of them).
+    svgs = [i for i in page.imgs if i["src"].startswith("data:image/svg+xml;base64,")]
+    assert len(svgs) == 3
+    for img in svgs:
+        assert b"<svg" in base64.b64decode(img["src"].split(",", 1)[1])
+
+    # Self-contained: no URL outside the page; provenance footer from the records.
+    assert all(u.startswith("data:") for u in page.urls)
+    assert "--test-pipeline" in html and "torch" in html and "Git revision" in html
+
+
+def test_results_strings_cannot_inject_markup(tmp_path, cell_writer):
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    root = tmp_path / "r"
+    cell_writer(root, "m@fp32", dataset=f"wds/{evil}", group="mini", value=0.5, device=evil,
+                command=f"ternbench run {evil}")
+    cell_writer(root, f"m{evil}@q-all", variant="q-all", dataset=f"wds/{evil}", group="mini",
+                error=f"boom {evil}")
+    html = render_report(root, tmp_path / "r.html").read_text()
+    page = Page(html)
+    assert page.scripts == 1  # only the report's own sorting script
+    assert "img" not in page.tags  # no figure can be drawn here; and no injected <img>
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(" in html  # shown, escaped
+    md = render_report(root, tmp_path / "r.md", "md").read_text()
+    assert "<script>" not in md and "<img" not in md
+
+
+def test_figure_that_cannot_be_drawn_becomes_a_sentence(tmp_path, synthetic_results):
+    import shutil
+
+    root = tmp_path / "r"
+    shutil.copytree(synthetic_results, root)
+    for f in root.glob("*/efficiency*.json"):
+        f.unlink()
+    html = render_report(root, tmp_path / "r.html").read_text()
+    page = Page(html)
+    assert len(page.imgs) == 1  # only the per-dataset difference bars
+    assert "Not drawn: no variant has both an average accuracy and checkpoint size" in html
+    assert "Not drawn: no variant has both an average accuracy and image latency" in html
+    lb = _lb_values(page)
+    assert all(v["checkpoint_bytes"] == "" for v in lb.values())  # absent, not 0
