@@ -312,8 +312,16 @@ def write_dataset(ds: MiniDataset, folder: Path, seed: int, sizes: MiniSizes) ->
     return counts
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` onto ``target``, replacing an outdated one."""
+def _replace_dir(tmp: Path, target: Path, is_done: Callable[[Path], bool]) -> None:
+    """Move the finished ``tmp`` onto ``target``, replacing an outdated one.
+
+    Several processes may prepare the suite at once (a sweep and a training run): when another
+    one has meanwhile put a complete, current dataset in place, ours is dropped and theirs kept,
+    so a reader of their folder is never disturbed.
+    """
+    if is_done(target):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -322,10 +330,13 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     try:
         os.replace(tmp, target)
     except OSError:
-        # Another process finished the same dataset first: keep theirs.
+        # Only a race is acceptable here: the target reappeared, complete, from another process.
+        if not is_done(target):
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_mini(
@@ -363,7 +374,7 @@ def prepare_mini(
         try:
             tmp.chmod(0o755)  # mkdtemp makes it private; the finished dataset is for everyone
             counts = write_dataset(ds, tmp, seed, sizes)
-            _replace_dir(tmp, target)
+            _replace_dir(tmp, target, lambda p, ds=ds: not force and is_current(ds, p, seed, sizes))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -194,3 +194,24 @@ def test_bad_inputs(tmp_path):
     ):
         mini.prepare_mini(blocker / "sub", sizes=TINY)
     assert mini.dataset_dir("wds/mini/digits", tmp_path) == tmp_path / "wds_mini-digits"
+
+
+def test_concurrent_prepare_keeps_the_first_complete_dataset(tmp_path, monkeypatch):
+    """Two processes preparing at once: the one finishing second drops its copy."""
+    sizes = dataclasses.replace(TINY, train=2, test=2)
+    write = mini.write_dataset
+    theirs: list[Path] = []
+
+    def write_while_another_process_finishes(ds, folder, seed, sizes_):
+        counts = write(ds, folder, seed, sizes_)
+        other = Path(mini.tempfile.mkdtemp(dir=tmp_path))
+        write(ds, other, seed, sizes_)
+        mini.os.replace(other, tmp_path / ds.dir_name)  # the other process wins the race
+        theirs.append(tmp_path / ds.dir_name / "test" / "0.tar")
+        return counts
+
+    monkeypatch.setattr(mini, "write_dataset", write_while_another_process_finishes)
+    mini.prepare_mini(tmp_path, sizes=sizes, names=["colors"])
+    inode = theirs[0].stat().st_ino
+    assert [p.name for p in tmp_path.iterdir()] == ["wds_mini-colors"]
+    assert (tmp_path / "wds_mini-colors" / "test" / "0.tar").stat().st_ino == inode  # theirs, untouched
