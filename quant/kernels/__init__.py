@@ -1,0 +1,23 @@
+"""quant.kernels: fast ternary inference (W1.58A8 and W1.58A16) on CPU and CUDA.
+
+- ``reference``: slow pure-torch ground truth for every kernel;
+- ``base``: the kernel interface and the backend registry (auto by device, fallback);
+- ``cpu`` / ``cuda``: the device kernels;
+- ``modules``: TernaryLinear, TernaryMultiheadAttention, TernaryPatchEmbed, TernaryEmbedding;
+- ``swap``: ``accelerate_(model, backend, activations)``;
+- ``variants``: the ``q-*-a8`` model variants for ``bench.models``.
+"""
+
+from quant.kernels.base import KernelUnavailableWarning, select_kernel
+from quant.kernels.modules import (
+    TernaryEmbedding,
+    TernaryLinear,
+    TernaryMultiheadAttention,
+    TernaryPatchEmbed,
+)
+from quant.kernels.swap import accelerate_, resident_weight_bytes
+
+__all__ = [
+    "KernelUnavailableWarning", "TernaryEmbedding", "TernaryLinear", "TernaryMultiheadAttention",
+    "TernaryPatchEmbed", "accelerate_", "resident_weight_bytes", "select_kernel",
+]

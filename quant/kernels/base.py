@@ -1,0 +1,125 @@
+"""The kernel interface and the backend registry (data, not if/elif).
+
+A *kernel* owns one ternary weight prepared for one device (in whatever layout its
+matmul wants) and computes ``x @ W.T * scales + bias`` from it. A *backend* names one
+kernel class per activation mode: ``int8`` (W1.58A8, per-token absmax activations) or
+``float`` (W1.58A16, activations stay in the model's float dtype).
+
+Backends: ``reference`` (any device, slow, the ground truth), ``cpu`` and ``cuda``
+(registered by ``cpu.py`` / ``cuda.py``). ``select_kernel`` picks by device for
+``auto`` and falls back to the reference, with a warning, where a kernel is unavailable.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import torch
+
+from quant.errors import QuantConfigError, did_you_mean
+from quant.kernels.reference import ternary_linear_reference
+
+ACTIVATIONS = ("int8", "float")
+
+
+class KernelUnavailableWarning(UserWarning):
+    """A fast kernel cannot run here; the slow reference is used instead."""
+
+
+class Kernel:
+    """One prepared ternary weight ``(N, K)``: ``trits`` int8 and per-output-channel ``w_scale``.
+
+    Subclasses set ``name`` and may override ``unavailable_reason`` (None when usable).
+    ``linear(x2d, bias)`` takes ``(M, K)`` floats and returns ``(M, N)`` in ``x2d.dtype``.
+    ``nbytes()`` is the weight memory the kernel holds outside module buffers.
+    """
+
+    name: ClassVar[str] = "reference"
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        self.activations = activations
+        self.out_features, self.in_features = trits.shape
+        self.device = trits.device
+        self._trits = trits.contiguous()
+        self._w_scale = w_scale.float().contiguous()
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        return None
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return ternary_linear_reference(x2d, self._trits, self._w_scale, bias, self.activations)
+
+    def trits(self) -> torch.Tensor:
+        """The int8 trits ``(N, K)`` back (exact), for ``.weight`` and for moving devices."""
+        return self._trits
+
+    def w_scale(self) -> torch.Tensor:
+        return self._w_scale
+
+    def nbytes(self) -> int:
+        return self._trits.nbytes + self._w_scale.nbytes
+
+
+class DequantKernel(Kernel):
+    """W1.58A16 on any device: int8 trits in memory, dequantized into the float matmul per call.
+
+    Holds 1 byte a weight instead of 4 (fp32) or 2 (fp16); costs one pass over the weight
+    a call. The fake-quant presets (float weights) are the fast-but-large W1.58A16 form.
+    """
+
+    name = "dequant"
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        return None if activations == "float" else "the dequant kernel has float activations only"
+
+
+BACKENDS: dict[str, dict[str, type[Kernel]]] = {
+    "reference": {"int8": Kernel, "float": Kernel},
+}
+BACKEND_CHOICES = ("auto", "cpu", "cuda", "reference")
+
+
+def register_backend(name: str, activations: str, cls: type[Kernel]) -> None:
+    """Make ``cls`` the kernel of backend ``name`` for ``activations``."""
+    BACKENDS.setdefault(name, {})[activations] = cls
+
+
+def _check(kind: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise QuantConfigError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}{did_you_mean(value, valid)}")
+
+
+def select_kernel(backend: str, device: torch.device | str, activations: str) -> type[Kernel]:
+    """The kernel class for ``backend`` (``auto``: the device's own) and ``activations``.
+
+    Falls back to the reference kernel with a :class:`KernelUnavailableWarning` saying why.
+    """
+    _check("backend", backend, BACKEND_CHOICES)
+    _check("activations", activations, ACTIVATIONS)
+    _load_backends()
+    device = torch.device(device)
+    name = device.type if backend == "auto" else backend
+    cls = BACKENDS.get(name, {}).get(activations)
+    if cls is None:
+        reason = f"no {name!r} kernel is registered for {activations} activations"
+    else:
+        reason = cls.unavailable_reason(device, activations)
+    if reason is None:
+        return cls
+    warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: {reason}; "
+                  "using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
+    return BACKENDS["reference"][activations]
+
+
+_backends_loaded = False
+
+
+def _load_backends() -> None:
+    # The device modules register themselves; imported lazily so `import quant` stays light.
+    global _backends_loaded
+    if not _backends_loaded:
+        _backends_loaded = True
+        from quant.kernels import cpu, cuda  # noqa: F401

@@ -1,0 +1,101 @@
+"""CPU W1.58A8 kernel: per-token int8 activations on FBGEMM's u8 x s8 GEMM (AVX2 / AVX512).
+
+Why FBGEMM and not ``torch._int_mm``: on CPUs without AVX512-VNNI (this project's build
+machine is AVX2 only) ``torch._int_mm`` takes a slow generic path (~10x slower than fp32
+sgemm, measured), while FBGEMM's dynamic quantized linear runs a packed AVX2 int8 GEMM.
+
+FBGEMM quantizes activations per *tensor* (asymmetric uint8). To get BitNet's per-*token*
+quantization exactly, we quantize per token ourselves to integer codes in [-127, 127]
+(held as floats) and append one sentinel row holding -127 and 128: FBGEMM then picks
+``scale = (128 - -127) / 255 = 1`` and ``zero_point = 127``, so its own quantization is
+the identity on our codes and its int32 accumulation is the exact integer product. The
+weight's per-channel scale is FBGEMM's weight scale; the per-token scale and the bias
+are applied after, in one ``addcmul``. Ternary weights cannot saturate FBGEMM's 16-bit
+pair sums (|255 * 1 + 255 * 1| < 32767), so ``reduce_range`` is off.
+
+Weights: FBGEMM's packed int8 copy only (1 byte a weight); the trits come back exactly
+with ``linear_unpack``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from quant.kernels.base import DequantKernel, Kernel, register_backend
+from quant.kernels.reference import EPS, QMAX
+
+
+def fbgemm_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+class FbgemmKernel(Kernel):
+    """W1.58A8 on the CPU through ``quantized::linear_dynamic`` (see module docstring)."""
+
+    name = "cpu"
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        n, k = trits.shape
+        self.activations = activations
+        self.out_features, self.in_features = n, k
+        self.device = trits.device
+        # An all-zero channel has scale 0; FBGEMM needs a positive scale (its trits are 0 anyway).
+        scales = w_scale.double().clamp_min(1e-30).contiguous()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch deprecates quantized tensors; the kernel is still there
+            qw = torch._make_per_channel_quantized_tensor(
+                trits.contiguous(), scales, torch.zeros(n, dtype=torch.long), 0)
+            prev = torch.backends.quantized.engine
+            torch.backends.quantized.engine = "fbgemm"
+            try:
+                self._packed = torch.ops.quantized.linear_prepack(qw, None)
+            finally:
+                torch.backends.quantized.engine = prev
+        self._w_scale = w_scale.float().contiguous()
+        sentinel = torch.zeros(k)
+        sentinel[0], sentinel[1] = -QMAX, QMAX + 1
+        self._sentinel = sentinel
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        if device.type != "cpu":
+            return f"the FBGEMM kernel runs on the CPU, not {device.type}"
+        if not fbgemm_available():
+            return f"this torch has no FBGEMM engine (engines: {torch.backends.quantized.supported_engines})"
+        return None
+
+    def int_matmul(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes (M, K)`` integer-valued floats in [-127, 127] times the trits, times ``w_scale``."""
+        m, k = codes.shape
+        buf = torch.empty(m + 1, k)
+        buf[:m].copy_(codes)
+        buf[m].copy_(self._sentinel)
+        return torch.ops.quantized.linear_dynamic(buf, self._packed, False)[:m]
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        m, k = x2d.shape
+        if m == 0 or k < 2:  # the sentinel needs two columns
+            return super().linear(x2d, bias)
+        xf = x2d.float()
+        # One pass for the absmax (no |x| temporary), one for the codes, rounded in place.
+        scale = torch.linalg.vector_norm(xf, float("inf"), dim=1, keepdim=True).clamp_min_(EPS).div_(QMAX)
+        buf = torch.empty(m + 1, k)
+        torch.div(xf, scale, out=buf[:m]).round_()
+        buf[m].copy_(self._sentinel)
+        acc = torch.ops.quantized.linear_dynamic(buf, self._packed, False)[:m]
+        y = acc.mul_(scale) if bias is None else torch.addcmul(bias.float(), acc, scale)
+        return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
+
+    def trits(self) -> torch.Tensor:
+        qw, _ = torch.ops.quantized.linear_unpack(self._packed)
+        return qw.int_repr()
+
+    def nbytes(self) -> int:
+        # FBGEMM's packed B: one byte a weight, plus int32 column offsets and fp64 scales.
+        return self.out_features * self.in_features + self.out_features * (4 + 8) + self._w_scale.nbytes
+
+
+register_backend("cpu", "int8", FbgemmKernel)
+register_backend("cpu", "float", DequantKernel)

@@ -1,0 +1,173 @@
+"""``accelerate_``: swap the ternary weights of a quantized open_clip model onto fast kernels.
+
+Input: a model quantized by ``quant.quantize_`` / ``quant.convert`` or loaded by
+``quant.load_packed`` (its ternary weights hold exactly ``scale * trits``). Output: the
+same model with ternary ``nn.Linear`` -> :class:`TernaryLinear`, ``nn.MultiheadAttention``
+-> :class:`TernaryMultiheadAttention`, the patch-embedding conv -> :class:`TernaryPatchEmbed`
+and the token embedding -> :class:`TernaryEmbedding`. The bare projections
+(``visual.proj``, ``text_projection``) stay float: open_clip uses them as ``x @ P`` and
+they are < 1% of the weights.
+
+``backend``: ``auto`` (by the model's device), ``cpu``, ``cuda`` or ``reference``;
+``activations``: ``int8`` (W1.58A8, its own accuracy) or ``float`` (W1.58A16, the
+fake-quant model's numerics with 1 byte a weight). Unavailable kernels fall back to the
+reference with a warning. Layers whose scale granularity has no kernel (``group``) stay
+fake-quant floats, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from quant.apply import quant_info
+from quant.checkpoint import ternary_codes
+from quant.errors import QuantConfigError
+from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES, KernelUnavailableWarning, _check
+from quant.kernels.modules import (
+    TernaryEmbedding,
+    TernaryLinear,
+    TernaryMultiheadAttention,
+    TernaryPatchEmbed,
+)
+from quant.primitives import to_out_first
+
+KERNEL_GRANULARITIES = ("tensor", "channel")
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _codes(weight: torch.Tensor, cfg: dict[str, Any], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(trits (N, K) int8, w_scale (N,) or (1,))`` of an exactly ternary weight."""
+    trits, scale = ternary_codes(weight, cfg["granularity"], cfg["group_size"], 0, name)
+    return to_out_first(trits), scale.reshape(-1)
+
+
+def _linear(weight, bias, cfg, name, backend, activations, dtype) -> TernaryLinear:
+    trits, scale = _codes(weight, cfg, name)
+    return TernaryLinear(trits, scale, bias, backend, activations, dtype)
+
+
+def _float_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                    device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
+def _swap_attention(mod: nn.MultiheadAttention, prefix: str, names: set, cfg, backend, activations, dtype):
+    in_name, out_name = f"{prefix}.in_proj_weight", f"{prefix}.out_proj.weight"
+    if in_name not in names and out_name not in names:
+        return None
+    if not mod._qkv_same_embed_dim:
+        raise QuantConfigError(f"{prefix}: MultiheadAttention with separate q/k/v weights (kdim/vdim) "
+                               "has no ternary kernel; exclude it from the config")
+    in_proj = (_linear(mod.in_proj_weight, mod.in_proj_bias, cfg, in_name, backend, activations, dtype)
+               if in_name in names else _float_linear(mod.in_proj_weight, mod.in_proj_bias))
+    out_proj = (_linear(mod.out_proj.weight, mod.out_proj.bias, cfg, out_name, backend, activations, dtype)
+                if out_name in names else _float_linear(mod.out_proj.weight, mod.out_proj.bias))
+    return TernaryMultiheadAttention(in_proj, out_proj, mod.num_heads, mod.batch_first)
+
+
+def _swap_linear(mod: nn.Linear, prefix, names, cfg, backend, activations, dtype):
+    if f"{prefix}.weight" not in names:
+        return None
+    return _linear(mod.weight, mod.bias, cfg, f"{prefix}.weight", backend, activations, dtype)
+
+
+def _swap_conv(mod: nn.Conv2d, prefix, names, cfg, backend, activations, dtype):
+    name = f"{prefix}.weight"
+    if name not in names:
+        return None
+    if not TernaryPatchEmbed.supports(mod):
+        warnings.warn(f"{prefix}: Conv2d with kernel {mod.kernel_size} != stride {mod.stride} (or padding) "
+                      "has no ternary kernel; it stays fake-quant float", KernelUnavailableWarning, stacklevel=4)
+        return None
+    w2d = mod.weight.reshape(mod.out_channels, -1)
+    return TernaryPatchEmbed(mod, _linear(w2d, mod.bias, cfg, name, backend, activations, dtype))
+
+
+def _swap_embedding(mod: nn.Embedding, prefix, names, cfg, backend, activations, dtype):
+    name = f"{prefix}.weight"
+    if name not in names:
+        return None
+    trits, scale = _codes(mod.weight, cfg, name)
+    return TernaryEmbedding(trits, scale, dtype)
+
+
+# Module type -> swapper(module, prefix, ternary param names, config, backend, activations, dtype).
+SWAPPERS = {
+    nn.MultiheadAttention: _swap_attention,
+    nn.Linear: _swap_linear,
+    nn.Conv2d: _swap_conv,
+    nn.Embedding: _swap_embedding,
+}
+
+
+@torch.no_grad()
+def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int8") -> dict[str, Any]:
+    """Swap a quantized model's ternary layers onto kernels, in place. Returns a summary.
+
+    >>> quantize_(model, preset("q-all")); accelerate_(model)            # W1.58A8, kernel by device
+    >>> accelerate_(model, backend="reference", activations="float")      # W1.58A16 reference
+    """
+    _check("backend", backend, BACKEND_CHOICES)
+    _check("activations", activations, ACTIVATIONS)
+    info = quant_info(model)
+    if info is None:
+        raise QuantConfigError("accelerate_ needs a ternary model: quant.quantize_(model, quant.preset('q-all')) "
+                               "first, or load one with quant.load_packed")
+    if info.get("accelerated"):
+        raise QuantConfigError(f"model is already accelerated ({info['accelerated']['activations']} activations)")
+    cfg = info["config"]
+    if cfg.get("type") != "ternary":
+        raise QuantConfigError(f"accelerate_ runs ternary models; this one is {cfg.get('type')!r}")
+    if info.get("state") == "prepared":
+        raise QuantConfigError("the model is prepared for QAT (fake-quant parametrizations); "
+                               "call quant.convert(model) first")
+    names = set(info["params"])
+    _, dtype = _model_device_dtype(model)
+    swapped: dict[str, str] = {}
+    if cfg["granularity"] not in KERNEL_GRANULARITIES:
+        warnings.warn(f"granularity {cfg['granularity']!r} has no ternary kernel (kernels take "
+                      f"{' / '.join(KERNEL_GRANULARITIES)} scales); the model stays fake-quant float",
+                      KernelUnavailableWarning, stacklevel=2)
+        names = set()
+    for prefix, mod in list(model.named_modules()):
+        swapper = SWAPPERS.get(type(mod))
+        if swapper is None or not prefix:
+            continue
+        new = swapper(mod, prefix, names, cfg, backend, activations, dtype)
+        if new is None:
+            continue
+        parent, _, attr = prefix.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+        swapped[prefix] = type(new).__name__
+    kernels = sorted({m.kernel.name for m in model.modules() if isinstance(m, TernaryLinear)})
+    info["accelerated"] = {"backend": backend, "activations": activations, "kernels": kernels,
+                           "modules": len(swapped)}
+    return {"modules": swapped, "kernels": kernels, "activations": activations,
+            "resident_weight_bytes": resident_weight_bytes(model)}
+
+
+def resident_weight_bytes(model: nn.Module) -> int:
+    """Bytes of weights in memory: parameters and buffers (shared storage once) plus what kernels hold."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = (t.data_ptr(), t.nbytes)
+        if key not in seen:
+            seen.add(key)
+            total += t.nbytes
+    return total + sum(m.kernel_nbytes() for m in model.modules() if hasattr(m, "kernel_nbytes"))
