@@ -269,7 +269,7 @@ def how_to_provide(entry: DatasetEntry, split: str) -> str:
         "then pass --data-root DATA_ROOT;\n"
         f"  - or convert a copy you have with clip_benchmark's exporter: clip_benchmark_export_wds "
         f"--dataset {entry.short_name} --split {split}{flag} --dataset-root RAW_DIR --output DATA_ROOT/{entry.dir_name};\n"
-        f"  - or go online (unset HF_HUB_OFFLINE) to stream it from {repo}"
+        f"  - or run where huggingface.co is reachable, without HF_HUB_OFFLINE, to stream it from {repo}"
     )
 
 
