@@ -114,7 +114,9 @@ def _drop_check(mid, target, b_val, b_se, r_val, r_se, max_drop, significant_onl
     over = drop > max_drop + _EPS
     note = ""
     if over and significant_only:
-        if sig is False:
+        if sig is True:
+            note = "larger than noise"
+        elif sig is False:
             note = f"within noise (standard error {d_se:.2f} pts): not counted (--significant-only)"
         elif sig is None:
             note = "significance untested (no sample count or not a proportion): counted"
