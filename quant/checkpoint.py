@@ -8,6 +8,7 @@ spec, per-tensor shapes and a content hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -238,6 +239,26 @@ def _arch_name(meta: dict[str, Any]) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _skip_weight_init():
+    """Make torch.nn.init a no-op while the architecture is built: every persistent tensor is
+    overwritten by the file right after (strict load), so random init would only cost time
+    (seconds for ViT-B-32). Non-persistent buffers (causal masks) are not init calls and stay."""
+    import torch
+
+    names = [n for n in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                         "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                         "orthogonal_") if hasattr(torch.nn.init, n)]
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
+
+
 def load_packed(path: str | os.PathLike, device: str = "cpu"):
     """Rebuild the model of a packed file with no network and no original weights (eval mode).
 
@@ -293,7 +314,8 @@ def load_packed(path: str | os.PathLike, device: str = "cpu"):
     level = logger.level
     logger.setLevel(logging.ERROR)  # open_clip warns "initialized randomly"; the weights come next
     try:
-        model = open_clip.create_model(name, device="cpu")
+        with _skip_weight_init():
+            model = open_clip.create_model(name, device="cpu")
     finally:
         logger.setLevel(level)
     own = model.state_dict()

@@ -105,7 +105,8 @@ def unpack(data: torch.Tensor, n: int, fmt: str = "base3", *, name: str = "tenso
     if n < 0 or f.nbytes(n) != data.numel():
         raise PackingError(f"{name}: {n} trits in {fmt} take {f.nbytes(max(n, 0))} bytes, "
                            f"but the data has {data.numel()} (truncated or wrong shape)")
-    bad = ~f.valid.to(data.device)[data.long()]
+    idx_all = data.long()
+    bad = ~f.valid.to(data.device)[idx_all]
     if bad.any():
         idx = int(bad.nonzero()[0])
         byte = int(data[idx])
@@ -113,4 +114,5 @@ def unpack(data: torch.Tensor, n: int, fmt: str = "base3", *, name: str = "tenso
         what = (f"{fmt} code 3 at trit {idx * f.trits_per_byte + codes.index(3)} (byte {idx})"
                 if 3 in codes else f"byte {byte} at offset {idx} is not valid {fmt} (max 242)")
         raise PackingError(f"{name}: {what}: trit code outside {{-1, 0, 1}}")
-    return (f.table.to(data.device)[data.long()].reshape(-1)[:n] - 1).to(torch.int8)
+    trits = torch.index_select(f.table.to(data.device) - 1, 0, idx_all).reshape(-1)
+    return trits[:n] if trits.numel() != n else trits

@@ -107,11 +107,16 @@ def test_pickled_object_is_refused(tmp_path, tiny_model):
         build_model(f"ternbench-tiny:{pt}")
 
 
-def test_wrong_architecture_checkpoint(tmp_path, tiny_model):
-    pt = tmp_path / "tiny.pt"
-    torch.save(tiny_model.state_dict(), pt)
-    with pytest.raises(ModelSpecError, match="cannot load open_clip checkpoint"):
-        build_model(f"ViT-S-32:{pt}")
+def test_checkpoint_of_another_architecture(tmp_path, tiny_model):
+    # A checkpoint whose tensors do not fit the architecture (here: a missing key and a
+    # wrong width, as a different model would have) is an error naming the file.
+    state = tiny_model.state_dict()
+    del state["positional_embedding"]
+    state["ln_final.weight"] = torch.ones(64)
+    pt = tmp_path / "other.pt"
+    torch.save(state, pt)
+    with pytest.raises(ModelSpecError, match=rf"cannot load open_clip checkpoint '{pt}' into ternbench-tiny"):
+        build_model(f"ternbench-tiny:{pt}")
 
 
 def test_uncached_tag_fails_fast_offline(monkeypatch):
