@@ -77,8 +77,9 @@ def _availability(entry, data_root: str | None) -> tuple[str, str]:
             return "prepared", str(target)
         return "on first use", f"generated into {target} on first use"
     detail = entry.hf_url or ""
-    if loading.hf_offline():
-        return "missing", f"not local and HF_HUB_OFFLINE is set ({detail})"
+    switch = loading.offline_switch()
+    if switch:
+        return "missing", f"not local and {switch} is set ({detail})"
     return "remote", f"streamed from {detail} when online"
 
 
@@ -140,7 +141,9 @@ def cmd_show(args: argparse.Namespace, echo: Callable[[str], None] = print) -> i
         looked = ", ".join(str(p) for p in loading.local_candidates(e, args.data_root))
         echo(f"{'looked in:':<{width}} {looked}")
     if status in ("remote", "missing"):
-        echo(loading.how_to_provide(e, e.split).replace("to provide it, either", "to have it locally, either"))
+        echo(
+            loading.how_to_provide(e, e.split).replace("to provide it, either", "to have it locally, either")
+        )
     return 0
 
 

@@ -36,6 +36,7 @@ HF_HOST = "huggingface.co"
 CONNECT_TIMEOUT_S = 3.0
 _PROBE_TTL_S = 300.0  # remember a probe's answer this long: a 41-dataset sweep probes once
 _TRUE = {"1", "true", "yes", "on"}
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 # Dataset types clip_benchmark's wds builder knows (dataset_type.txt); absent means classification.
 _TYPES_FOR_TASK = {
     "zeroshot_classification": ("classification", "multilabel"),
@@ -77,8 +78,13 @@ def find_local(entry: DatasetEntry, data_root: str | os.PathLike | None) -> Path
     return next((p for p in local_candidates(entry, data_root) if p.is_dir()), None)
 
 
+def offline_switch() -> str | None:
+    """The Hugging Face offline variable that is set (the hub's or the datasets library's), or None."""
+    return next((v for v in _OFFLINE_VARS if os.environ.get(v, "").strip().lower() in _TRUE), None)
+
+
 def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    return offline_switch() is not None
 
 
 def _proxy_address() -> tuple[str, int] | None:
@@ -116,8 +122,9 @@ def _probe(host: str, port: int, timeout: float, epoch: int) -> str | None:
 def hf_unreachable_reason(timeout: float | None = None) -> str | None:
     """Why Hugging Face cannot be used now, or None when it can (offline flag, then a TCP probe)."""
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-    if hf_offline():
-        return "HF_HUB_OFFLINE is set"
+    switch = offline_switch()
+    if switch:
+        return f"{switch} is set"
     proxy = _proxy_address()
     host, port = proxy or (HF_HOST, 443)
     why = _probe(host, port, timeout, int(time.monotonic() // _PROBE_TTL_S))

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -68,6 +69,23 @@ class DatasetEntry:
     version: int
     also_metrics: tuple[str, ...] = ()
     line: int = field(default=0, compare=False)  # where it is defined in datasets.yaml (for messages)
+
+    def __post_init__(self):
+        # The YAML checker gives the precise message with a line; this guards entries built in code.
+        metrics = TASK_METRICS.get(self.task)
+        problems = [
+            f"task {self.task!r} (valid: {', '.join(TASKS)})" if metrics is None else "",
+            f"main_metric {self.main_metric!r}" if metrics and self.main_metric not in metrics else "",
+            f"also_metrics {list(self.also_metrics)!r}"
+            if metrics and not set(self.also_metrics) <= set(metrics)
+            else "",
+            f"group {self.group!r} (valid: {', '.join(GROUPS)})" if self.group not in GROUPS else "",
+            f"name {self.name!r} (must start with 'wds/')" if not _NAME_RE.match(str(self.name)) else "",
+        ]
+        problems = [p for p in problems if p]
+        if problems:
+            raise RegistryError(f"invalid dataset entry {self.name!r}: {'; '.join(problems)}")
+        object.__setattr__(self, "also_metrics", tuple(self.also_metrics))
 
     @property
     def short_name(self) -> str:
@@ -402,7 +420,9 @@ def parse_registry(path: str | os.PathLike) -> Registry:
         entries[entry.name] = entry
     if not entries:
         raise check.fail(datasets.line, "'datasets' is empty")
-    return Registry(path=path, entries=entries, suites=check.suites(raw_suites, entries))
+    # Read-only views: one cached Registry is shared by every caller in the process.
+    suites = check.suites(raw_suites, entries)
+    return Registry(path=path, entries=MappingProxyType(entries), suites=MappingProxyType(suites))
 
 
 @functools.lru_cache(maxsize=8)

@@ -147,6 +147,14 @@ def test_probe_never_hangs(monkeypatch):
     assert time.perf_counter() - t < 1.5
 
 
+def test_offline_switches(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert loading.offline_switch() is None
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "True")
+    assert loading.hf_unreachable_reason() == "HF_DATASETS_OFFLINE is set"
+
+
 def test_proxy_address_from_environment(monkeypatch):
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)

@@ -126,6 +126,18 @@ def test_entries_are_frozen_and_serializable():
     assert set(d) == set(registry.ENTRY_KEYS)
 
 
+def test_entries_built_in_code_are_validated_and_registry_is_read_only():
+    with pytest.raises(
+        RegistryError, match=r"invalid dataset entry 'wds/x': main_metric 'acc1'.*group 'other'"
+    ):
+        registry.DatasetEntry("wds/x", "zeroshot_retrieval", "acc1", "other", "embedded", "test", 1)
+    with pytest.raises(RegistryError, match=r"task 'classify'"):
+        registry.DatasetEntry("wds/x", "classify", "acc1", "mini", "embedded", "test", 1)
+    reg = load_registry()
+    with pytest.raises(TypeError):
+        reg.entries["wds/x"] = reg.get("mini/shapes")  # type: ignore[index]
+
+
 def test_load_registry_rereads_a_changed_file(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(GOOD)
