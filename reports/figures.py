@@ -125,7 +125,8 @@ def delta_bars(lb: Leaderboard, cell_table: pd.DataFrame) -> Figure:
             ax.grid(axis="x", alpha=0.3)
         for ax in list(axes.flat)[len(variants):]:
             ax.set_visible(False)
-        fig.supxlabel("difference in points (variant − baseline)")
+        for ax in list(axes.flat)[:len(variants)]:
+            ax.set_xlabel("points (variant − baseline)")
         uri = _svg_uri(fig)
     return Figure(key, title, uri, alt=f"{title}: {len(variants)} variants x {len(datasets)} datasets")
 
