@@ -149,16 +149,10 @@ def cmd_show(args: argparse.Namespace, echo: Callable[[str], None] = print) -> i
 
 def cmd_validate(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
     from bench.datasets import loading, mini
-    from bench.datasets.errors import RegistryError
     from bench.datasets.registry import load_registry
 
     reg = load_registry(args.registry)  # strict: raises on any problem in the file
-    for e in reg.entries.values():
-        if e.embedded and e.name not in mini.MINI_NAMES:
-            raise RegistryError(
-                f"{reg.path}:{e.line}: entry {e.name!r} has source 'embedded' but the mini generator "
-                f"only makes {', '.join(mini.MINI_NAMES)}"
-            )
+    mini.check_entries(reg.entries.values(), reg.path)
     echo(f"{reg.path}: ok, {len(reg.entries)} datasets, {len(reg.suites)} suites")
     if args.data_root:
         checked = 0

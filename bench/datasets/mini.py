@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.datasets import render
-from bench.datasets.errors import UnknownDatasetError
+from bench.datasets.errors import RegistryError, UnknownDatasetError
 from bench.paths import cache_dir
 from quant.errors import TernbenchError, did_you_mean
 
@@ -237,6 +237,27 @@ MINI: dict[str, MiniDataset] = {
     )
 }  # fmt: skip
 MINI_NAMES: tuple[str, ...] = tuple(d.full_name for d in MINI.values())
+
+
+def check_entries(entries: Iterable[Any], path: str | os.PathLike = "datasets.yaml") -> None:
+    """Every ``embedded`` registry entry must be a dataset this generator makes, with its task,
+    and with ``version`` equal to GENERATOR_VERSION (so results of regenerated data are told apart)."""
+    for e in entries:
+        if not e.embedded:
+            continue
+        where = f"{path}:{e.line}: entry {e.name!r}"
+        if e.name not in MINI_NAMES:
+            raise RegistryError(
+                f"{where} has source 'embedded' but the mini generator only makes {', '.join(MINI_NAMES)}"
+            )
+        ds = get(e.name)
+        if e.task != ds.task:
+            raise RegistryError(f"{where}: task {e.task!r}, but the generator makes a {ds.task} dataset")
+        if e.version != GENERATOR_VERSION:
+            raise RegistryError(
+                f"{where}: version {e.version} differs from the mini generator's version {GENERATOR_VERSION}; "
+                "set it to match"
+            )
 
 
 def default_root() -> Path:

@@ -185,6 +185,36 @@ def test_embedded_dataset_is_generated_on_first_use(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "data" / "mini" / "wds_mini-shapes").exists()  # only what was asked
 
 
+def _write_hf_style_folder(folder: Path, n: int) -> None:
+    """A folder like the clip-benchmark Hugging Face repos: webp images, no dataset_type.txt."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    (folder / "test").mkdir(parents=True)
+    with tarfile.open(folder / "test" / "0.tar", "w") as tf:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (i * 40 % 256, 0, 0)).save(buf, format="webp", lossless=True)
+            for ext, payload in (("webp", buf.getvalue()), ("cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(f"s{i:07d}.{ext}")
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+    (folder / "test" / "nshards.txt").write_text("1\n")
+    (folder / "classnames.txt").write_text("zero\none\n")
+    (folder / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
+
+
+def test_a_real_dataset_folder_under_data_root(tmp_path):
+    _write_hf_style_folder(tmp_path / "wds_vtab-cifar10", 5)
+    data = loading.build("wds/vtab/cifar10", np.asarray, data_root=tmp_path)
+    assert data.local and data.n_samples == 5 and data.classnames == ["zero", "one"]
+    rows = list(data.dataset)
+    assert [int(label) for _, label in rows] == [0, 1, 0, 1, 0]
+    assert rows[1][0][0, 0].tolist() == [40, 0, 0]  # lossless webp decoded by clip_benchmark
+
+
 def test_count_samples_counts_keys_not_files(root):
     shards = loading.shard_paths(root / "wds_mini-shapes", load_registry().get("mini/shapes"), "train")
     assert len(shards) == 2 and loading.count_samples(shards) == TINY.train

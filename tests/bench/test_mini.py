@@ -215,3 +215,20 @@ def test_concurrent_prepare_keeps_the_first_complete_dataset(tmp_path, monkeypat
     inode = theirs[0].stat().st_ino
     assert [p.name for p in tmp_path.iterdir()] == ["wds_mini-colors"]
     assert (tmp_path / "wds_mini-colors" / "test" / "0.tar").stat().st_ino == inode  # theirs, untouched
+
+
+def test_registry_entries_match_the_generator():
+    from bench.datasets.errors import RegistryError
+    from bench.datasets.registry import load_registry
+
+    entries = list(load_registry().entries.values())
+    mini.check_entries(entries)  # the shipped datasets.yaml agrees with the generator
+    shapes = load_registry().get("mini/shapes")
+    with pytest.raises(RegistryError, match=r"version 7 differs from the mini generator's version 1"):
+        mini.check_entries([dataclasses.replace(shapes, version=7)])
+    with pytest.raises(
+        RegistryError, match=r"task 'zeroshot_retrieval', but the generator makes a zeroshot_classification"
+    ):
+        mini.check_entries(
+            [dataclasses.replace(shapes, task="zeroshot_retrieval", main_metric="mean_recall@1")]
+        )
