@@ -30,6 +30,7 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # `list` then reports remote datasets as missing
     monkeypatch.setattr(mini, "DEFAULT_SIZES", TINY)
     return tmp_path / "cache"
 
@@ -58,7 +59,7 @@ def test_prepare_then_list_shows_availability(cache, tmp_path, capsys):
     assert rows["wds/mini/shapes"][-1] == "local"
     assert rows["wds/vtab/pets"][3:5] == ["acc1,", "mean_per_class_recall"]
     assert rows["wds/flickr30k"][1:3] == ["retrieval", "retrieval"]
-    assert rows["wds/imagenet1k"][-1] == "missing"  # the tests run with HF_HUB_OFFLINE=1
+    assert rows["wds/imagenet1k"][-1] == "missing"  # offline and not under --data-root
     assert "45 datasets; suites: clip41 (41), vtab (20), retrieval (3)" in out
 
 
