@@ -13,7 +13,6 @@ What this module adds around them, and why:
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -58,14 +57,21 @@ def make_dataloader(data: Any, batch_size: int, num_workers: int) -> torch.utils
 
 
 @contextlib.contextmanager
-def labelled_progress(module: Any, label: str, enabled: bool) -> Iterator[None]:
-    """Give clip_benchmark's own per-batch tqdm bars a label (or hide them), then restore them.
+def labelled_progress(module: Any, label: str, enabled: bool, n_batches: int | None = None) -> Iterator[None]:
+    """Give clip_benchmark's own tqdm bars a label and a length (or hide them), then restore them.
 
     The metric modules call the module-level name ``tqdm``; patching that name is the only
-    hook they offer, and it keeps their loop (and thus their metrics) untouched.
+    hook they offer, and it keeps their loop (and thus their metrics) untouched. A webdataset
+    loader has no ``len``, so the number of batches is passed in when the sample count is known.
     """
     original = module.tqdm
-    module.tqdm = functools.partial(original, desc=label, leave=False, disable=not enabled, dynamic_ncols=True)
+
+    def bar(iterable=None, *args: Any, **kw: Any):
+        if n_batches is not None and not hasattr(iterable, "__len__"):
+            kw.setdefault("total", n_batches)
+        return original(iterable, *args, desc=label, leave=False, disable=not enabled, dynamic_ncols=True, **kw)
+
+    module.tqdm = bar
     try:
         yield
     finally:
@@ -75,6 +81,11 @@ def labelled_progress(module: Any, label: str, enabled: bool) -> Iterator[None]:
 def _metric_device(ctx: TaskContext) -> str:
     # clip_benchmark passes `device` to torch.autocast, which wants a device type ("cuda", not "cuda:0").
     return device_type(ctx.device)
+
+
+def _n_batches(ctx: TaskContext) -> int | None:
+    n = getattr(ctx.data, "n_samples", None)
+    return math.ceil(n / ctx.batch_size) if isinstance(n, int) else None
 
 
 def _check_data(ctx: TaskContext, what: str) -> None:
@@ -90,7 +101,7 @@ def run_classification(ctx: TaskContext) -> TaskResult:
     if not classnames or not templates:
         raise ValueError(f"{ctx.entry.name} has no class names or templates, so it cannot be scored zero-shot")
     loader = make_dataloader(ctx.data, ctx.batch_size, ctx.num_workers)
-    with labelled_progress(zc, ctx.entry.name, ctx.progress):
+    with labelled_progress(zc, ctx.entry.name, ctx.progress, _n_batches(ctx)):
         raw = zc.evaluate(PrecisionAdapter(ctx.model, ctx.dtype), loader, ctx.tokenizer, classnames, templates,
                           device=_metric_device(ctx), amp=False)
     metrics = dict(raw)
@@ -106,7 +117,7 @@ def run_retrieval(ctx: TaskContext) -> TaskResult:
 
     _check_data(ctx, "zeroshot_retrieval")
     loader = make_dataloader(ctx.data, ctx.batch_size, ctx.num_workers)
-    with labelled_progress(zr, ctx.entry.name, ctx.progress):
+    with labelled_progress(zr, ctx.entry.name, ctx.progress, _n_batches(ctx)):
         raw = zr.evaluate(PrecisionAdapter(ctx.model, ctx.dtype), loader, ctx.tokenizer,
                           device=_metric_device(ctx), amp=False, recall_k_list=list(RECALL_K))
     metrics = {k: float(v) for k, v in raw.items()}

@@ -1,0 +1,144 @@
+"""bench.tasks.efficiency: the fixed metric names, timing statistics, memory accounting, sizes
+from quant.stats, checkpoint bytes of a packed file. Never asserts speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench import results
+from bench.tasks.efficiency import (
+    EfficiencyConfig,
+    RssSampler,
+    measure,
+    percentile,
+    rss_bytes,
+    time_calls,
+    weight_bytes,
+)
+from quant.errors import TernbenchError
+
+TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    import open_clip
+
+    from bench.embedded import TINY_MODEL, register
+
+    register()
+    return open_clip.get_tokenizer(TINY_MODEL)
+
+
+def test_metric_names_are_the_fixed_ones(tiny_model, tok):
+    metrics, baselines, details = measure(tiny_model, tok, torch.float32, "cpu", TINY)
+    expected = set(results.EFFICIENCY_METRICS) - {"checkpoint_bytes", "sparsity"}  # no file; float model
+    assert set(metrics) == expected
+    for kind in ("image", "text"):
+        for b in ("b1", "bN"):
+            assert 0 < metrics[f"{kind}_latency_{b}_ms"] <= metrics[f"{kind}_latency_{b}_ms_p90"]
+        assert metrics[f"{kind}s_per_s"] == pytest.approx(TINY.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3))
+    assert metrics["throughput_batch"] == 3
+    assert metrics["weight_bytes"] == sum(p.numel() * 4 for p in tiny_model.parameters()) + sum(
+        b.nbytes for b in tiny_model.buffers())
+    assert metrics["peak_memory_bytes"] >= metrics["weight_bytes"]
+    # a float model is stored at its own precision: fp32 -> 1x vs fp32, 0.5x vs fp16
+    assert metrics["compression_vs_fp32"] == pytest.approx(1.0)
+    assert metrics["compression_vs_fp16"] == pytest.approx(0.5)
+    assert metrics["share_ternary"] == 0 and metrics["bits_per_weight"] == pytest.approx(32)
+    for ratio in ("compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes", "sparsity"):
+        assert baselines[ratio]  # every ratio names its baseline
+    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2} and details["image_size"] == [32, 32]
+
+
+def test_quantized_and_half_models(tiny_model, tok):
+    import copy
+
+    import quant
+
+    q = copy.deepcopy(tiny_model)
+    quant.quantize_(q, quant.preset("q-all"))
+    mq, bq, dq = measure(q, tok, torch.float32, "cpu", TINY)
+    st = quant.stats(q).total
+    assert mq["share_ternary"] == pytest.approx(st["share_ternary"]) and mq["share_ternary"] > 0.99
+    assert mq["sparsity"] == pytest.approx(st["sparsity"]) and 0 < mq["sparsity"] < 1
+    assert mq["compression_vs_fp32"] == pytest.approx(st["compression_vs_fp32"])
+    assert mq["compression_vs_fp32"] > 10
+    assert 1.58 < mq["bits_per_weight"] < 2
+    assert "base-3" in bq["compression_vs_fp32"]
+    assert dq["layers"] and all(layer["sparsity"] is not None for layer in dq["layers"])
+
+    h = copy.deepcopy(tiny_model).half()
+    mh, _, dh = measure(h, tok, torch.float16, "cpu", TINY)
+    assert mh["weight_bytes"] * 2 == pytest.approx(sum(p.numel() * 4 for p in tiny_model.parameters())
+                                                   + 2 * sum(b.nbytes for b in h.buffers()), rel=1e-6)
+    assert mh["compression_vs_fp32"] == pytest.approx(2.0) and dh["dtype"] == "float16"
+
+
+def test_checkpoint_bytes_of_a_packed_file(tmp_path, tok):
+    import quant
+    from bench.models import build_model
+
+    torch.manual_seed(0)
+    built = build_model("ternbench-tiny@q-all")
+    path = quant.save_packed(built.model, tmp_path / "tiny-q-all.safetensors")
+    loaded = build_model(str(path))
+    metrics, _, details = measure(loaded.model, loaded.tokenizer, loaded.precision, "cpu", TINY, loaded.info)
+    assert metrics["checkpoint_bytes"] == path.stat().st_size
+    assert details["checkpoint"] == str(path.resolve())
+    # the file holds the packed weights plus a header, and is far smaller than fp32
+    assert metrics["checkpoint_bytes"] >= details["bytes_packed"]
+    assert metrics["checkpoint_bytes"] * 8 < metrics["weight_bytes"]
+
+
+def test_time_calls_counts_warmup_and_repeats():
+    calls = []
+    times = time_calls(lambda: calls.append(1), warmup=2, repeats=5, device="cpu")
+    assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
+
+
+@pytest.mark.parametrize("values", [[1.0], [3.0, 1.0], [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 0.5]])
+def test_percentile_matches_numpy(values):
+    for q in (50, 90):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_rss_sampler_sees_a_transient_allocation():
+    if rss_bytes() is None:
+        pytest.skip("no /proc/self/statm here")
+    with RssSampler(interval_s=0.0005) as s:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        block[::4096] = 2
+        import time
+
+        time.sleep(0.02)
+        del block
+    assert s.growth >= 48 * 2**20
+
+
+def test_weight_bytes_counts_buffers_and_shared_storage_once():
+    m = torch.nn.Linear(10, 10)
+    m.register_buffer("packed", torch.zeros(7, dtype=torch.uint8))
+    m.alias = m.weight  # tied parameter: one storage
+    assert weight_bytes(m) == 10 * 10 * 4 + 10 * 4 + 7
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch=0), "batch must be an integer >= 1"),
+    (dict(repeats=0), "repeats must be an integer >= 1"),
+    (dict(warmup=-1), "warmup must be an integer >= 0"),
+    (dict(batch=2.5), "batch must be an integer"),
+])
+def test_bad_config(kw, match):
+    with pytest.raises(TernbenchError, match=match):
+        EfficiencyConfig(**kw)
