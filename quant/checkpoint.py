@@ -82,14 +82,15 @@ def ternary_codes(weight, granularity: str, group_size: int, out_axis: int = 0, 
     w2d = to_out_first(weight.detach(), out_axis).float()
     g = granules(w2d, granularity, group_size, name)
     s = g.abs().amax(dim=1, keepdim=True)
-    mags = g.abs()
-    if not torch.all((mags == 0) | (mags == s)):
+    t = torch.sign(g)
+    if not torch.equal(t * s, g):
+        mags = g.abs()
         n_bad = int(((mags != 0) & (mags != s)).any(dim=1).sum())
         raise CheckpointError(
             f"{name}: not ternary ({n_bad} of {g.shape[0]} {granularity} granule(s) hold more than one "
             "non-zero magnitude); was the weight changed after quant.quantize_ / quant.convert?"
         )
-    trits = from_out_first(torch.sign(g).reshape(w2d.shape), weight.shape, out_axis).to(torch.int8)
+    trits = from_out_first(t.to(torch.int8).reshape(w2d.shape), weight.shape, out_axis)
     return trits, s.reshape(scale_shape(tuple(w2d.shape), granularity, group_size))
 
 

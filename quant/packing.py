@@ -85,15 +85,20 @@ def pack(trits: torch.Tensor, fmt: str = "base3", *, name: str = "tensor") -> to
     f = get_format(fmt)
     if trits.is_floating_point() or trits.is_complex() or trits.dtype == torch.bool:
         raise PackingError(f"{name}: trits must be an integer tensor, got {trits.dtype}")
-    flat = trits.reshape(-1).to(torch.int16)
-    bad = (flat < -1) | (flat > 1)
-    if bad.any():
-        idx = int(bad.nonzero()[0])
-        raise PackingError(f"{name}: {int(bad.sum())} value(s) outside {{-1, 0, 1}}, "
-                           f"first {int(flat[idx])} at flat index {idx}")
+    flat = trits.reshape(-1)
+    if flat.numel():
+        lo, hi = torch.aminmax(flat)  # one pass; the slow search below runs only on bad input
+        if lo < -1 or hi > 1:
+            wide = flat.to(torch.int64)
+            bad = (wide < -1) | (wide > 1)
+            idx = int(bad.nonzero()[0])
+            raise PackingError(f"{name}: {int(bad.sum())} value(s) outside {{-1, 0, 1}}, "
+                               f"first {int(wide[idx])} at flat index {idx}")
     k = f.trits_per_byte
     pad = (-flat.numel()) % k
-    codes = torch.nn.functional.pad(flat + 1, (0, pad), value=1)  # pad with code 1 = trit 0
+    codes = (flat + 1).to(torch.uint8)
+    if pad:
+        codes = torch.nn.functional.pad(codes, (0, pad), value=1)  # code 1 = trit 0
     return f.encode(codes.reshape(-1, k))
 
 
