@@ -232,6 +232,12 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     base_lat_t = table["baseline"].map(table["text_latency_b1_ms"])
     table["text_speedup"] = (base_lat_t / table["text_latency_b1_ms"]).where(~no_base)
 
+    eff_all = df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")]
+    for mid, g in eff_all.groupby("model_id"):
+        devices = [d for d in g.sort_values("date", na_position="first")["device"].map(_text) if d]
+        if len(set(devices)) > 1:
+            notes.append(f"{mid}: efficiency was measured on several devices ({', '.join(sorted(set(devices)))}); "
+                         f"the leaderboard shows the latest ({devices[-1]}).")
     if not common and not ct.empty:
         notes.append("No dataset has an ok result for every variant, so no average can be compared; "
                      "see the per-dataset table and the failed / missing cells.")

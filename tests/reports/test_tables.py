@@ -148,3 +148,19 @@ def test_bad_report_inputs(tmp_path, synthetic_results):
     with pytest.raises(ReportInputError, match="holds no result files"):
         render_report(tmp_path / "empty", tmp_path / "x.html")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_efficiency_on_several_devices_is_said(synthetic_results):
+    from bench import results as R
+
+    # A second efficiency cell of q-all, measured later on a GPU (its own file: efficiency-cuda).
+    cpu = R.Cell("tiny@q-all", None, "efficiency", "cpu")
+    rec = R.read(cpu.path(synthetic_results))
+    cuda = R.Cell("tiny@q-all", None, "efficiency", "cuda")
+    rec["cell_id"] = cuda.cell_id
+    rec["metrics"]["image_latency_b1_ms"] = 1.0
+    rec["provenance"].update(device="NVIDIA H100", date="2026-11-23T00:00:00+00:00")
+    R.write(synthetic_results, cuda, rec)
+    lb = tables.leaderboard(load_results(synthetic_results).df)
+    assert lb.table.at["tiny@q-all", "image_latency_b1_ms"] == 1.0  # the latest
+    assert any("several devices" in n and "NVIDIA H100" in n and "Test CPU" in n for n in lb.notes)
