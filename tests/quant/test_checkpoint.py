@@ -215,3 +215,22 @@ def test_vit_b_32_q_all_is_17x_smaller(tmp_path):
     with torch.no_grad():
         a, ref = loaded.encode_image(x), b.model.encode_image(x)
     assert torch.nn.functional.cosine_similarity(a, ref).item() > 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_packed_model_on_cuda(packed, qtiny, tiny_inputs):
+    from bench.models import build_model
+
+    loaded = quant.load_packed(packed, device="cuda")
+    images, tokens = tiny_inputs
+    with torch.no_grad():
+        a = loaded.encode_image(images.cuda()).cpu()
+        ref = qtiny.encode_image(images)
+    assert ((a - ref).norm() / ref.norm()) < 1e-3  # different kernels, same weights
+    b = build_model(f"{packed}@fp16", device="cuda")
+    with torch.no_grad():
+        out = b.model.encode_text(tokens.cuda())
+    assert out.dtype == torch.float16 and out.is_cuda
+    b = build_model("ternbench-tiny@q-all", device="cuda")
+    assert b.model.visual.conv1.weight.is_cuda and b.info["quant_config"]["scope"] == "all"
