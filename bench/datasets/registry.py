@@ -24,6 +24,7 @@ from bench.paths import REPO_ROOT
 from quant.errors import did_you_mean
 
 DEFAULT_PATH = REPO_ROOT / "datasets.yaml"
+REGISTRY_ENV = "TERNBENCH_DATASETS"
 SCHEMA_VERSION = 1
 HF_DATASETS_URL = "https://huggingface.co/datasets"
 EMBEDDED = "embedded"
@@ -431,14 +432,18 @@ def _cached(path: Path, mtime_ns: int) -> Registry:
 
 
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
-    """The registry in ``path`` (default: the repo's ``datasets.yaml``); re-read when the file changes."""
-    p = Path(path) if path is not None else DEFAULT_PATH
+    """The registry in ``path``, else in ``$TERNBENCH_DATASETS``, else the repo's ``datasets.yaml``.
+
+    Re-read when the file changes. The variable lets a user evaluate on datasets of their own
+    (a copy of datasets.yaml with more entries) without editing the repository.
+    """
+    env = os.environ.get(REGISTRY_ENV)
+    p = Path(path) if path is not None else Path(env).expanduser() if env else DEFAULT_PATH
     try:
         mtime = p.stat().st_mtime_ns
     except FileNotFoundError:
-        raise RegistryError(
-            f"dataset registry {p} does not exist (expected the repo's datasets.yaml)"
-        ) from None
+        origin = f" (from ${REGISTRY_ENV})" if path is None and env else ""
+        raise RegistryError(f"dataset registry {p}{origin} does not exist") from None
     return _cached(p.resolve(), mtime)
 
 

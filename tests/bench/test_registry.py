@@ -183,6 +183,16 @@ def _parse(tmp_path: Path, text: str):
     return parse_registry(path)
 
 
+def test_registry_from_environment(tmp_path, monkeypatch):
+    path = tmp_path / "mine.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setenv("TERNBENCH_DATASETS", str(path))
+    assert [e.name for e in resolve("both")] == ["wds/a", "wds/b"]
+    monkeypatch.setenv("TERNBENCH_DATASETS", str(tmp_path / "gone.yaml"))
+    with pytest.raises(RegistryError, match=r"gone.yaml \(from \$TERNBENCH_DATASETS\) does not exist"):
+        load_registry()
+
+
 def test_minimal_file_parses(tmp_path):
     reg = _parse(tmp_path, GOOD)
     assert [e.name for e in reg.resolve("outer")] == ["wds/a", "wds/b"]
