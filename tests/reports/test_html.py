@@ -174,3 +174,15 @@ def test_figure_that_cannot_be_drawn_becomes_a_sentence(tmp_path, synthetic_resu
     assert "Not drawn: no variant has both an average accuracy and image latency" in html
     lb = _lb_values(page)
     assert all(v["checkpoint_bytes"] == "" for v in lb.values())  # absent, not 0
+
+
+def test_report_command(synthetic_results, cli, capsys, tmp_path):
+    out = tmp_path / "lb.html"
+    assert cli(["report", str(synthetic_results), "--out", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    assert Page(out.read_text()).tables["leaderboard"]["rows"]
+    # Default output: report.FORMAT next to RESULTS.
+    assert cli(["report", str(synthetic_results), "--format", "md"]) == 0
+    assert (synthetic_results.parent / "report.md").read_text().startswith("# ternbench leaderboard")
+    assert cli(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
