@@ -1,0 +1,152 @@
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quant import QuantConfigError, TernaryConfig, prepare, preset, quant_info, quantize_
+from quant.kernels import (
+    KernelUnavailableWarning,
+    TernaryEmbedding,
+    TernaryLinear,
+    TernaryMultiheadAttention,
+    TernaryPatchEmbed,
+    accelerate_,
+    resident_weight_bytes,
+)
+
+
+def _embed(model, images, tokens):
+    with torch.no_grad():
+        return model.encode_image(images), model.encode_text(tokens)
+
+
+def _min_cos(a, b):
+    return F.cosine_similarity(a, b, dim=-1).min().item()
+
+
+@pytest.fixture(scope="module")
+def _q_all_once(_tiny_model_session):
+    model = copy.deepcopy(_tiny_model_session)
+    quantize_(model, preset("q-all"))
+    return model
+
+
+@pytest.fixture
+def q_all(_q_all_once):
+    """The tiny model after post-training Q-ALL (quantized once per module, copied per test)."""
+    model = copy.deepcopy(_q_all_once)
+    return model
+
+
+def test_float_activations_match_fake_quant_model(q_all, tiny_inputs):
+    ref = _embed(q_all, *tiny_inputs)
+    accelerate_(q_all, backend="auto", activations="float")
+    for got, want in zip(_embed(q_all, *tiny_inputs), ref):
+        assert _min_cos(got, want) > 0.999
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_int8_activations_kernel_equals_reference_and_stays_close(q_all, tiny_inputs):
+    fake = _embed(q_all, *tiny_inputs)
+    ref_model = copy.deepcopy(q_all)
+    accelerate_(ref_model, backend="reference", activations="int8")
+    accelerate_(q_all, backend="cpu", activations="int8")
+    ref, fast = _embed(ref_model, *tiny_inputs), _embed(q_all, *tiny_inputs)
+    for f, r, w in zip(fast, ref, fake):
+        torch.testing.assert_close(f, r, rtol=1e-3, atol=1e-3)  # same integers, fp32 scale rounding
+        # W1.58A8 is its own variant: close to the fake-quant (A16) model, not equal to it.
+        cos = _min_cos(f, w)
+        assert 0.99 < cos < 1.0 - 1e-7, cos
+
+
+@pytest.mark.parametrize("variant,expected", [
+    ("q-ffn", {TernaryLinear: 16}),
+    ("q-attn", {TernaryMultiheadAttention: 8, TernaryLinear: 16}),
+    ("q-all", {TernaryLinear: 33, TernaryMultiheadAttention: 8, TernaryPatchEmbed: 1, TernaryEmbedding: 1}),
+    ("q-all-v", {TernaryLinear: 17, TernaryMultiheadAttention: 4, TernaryPatchEmbed: 1}),
+])
+def test_swaps_exactly_the_ternary_modules(tiny_model, variant, expected):
+    quantize_(tiny_model, preset(variant))
+    accelerate_(tiny_model)
+    counts = {cls: sum(type(m) is cls for m in tiny_model.modules()) for cls in expected}
+    # TernaryLinear: 2 MLP + 2 attention projections a block (4 + 4 blocks), + the patch embedding's.
+    assert counts == expected
+    leftover = [n for n, m in tiny_model.named_modules() if type(m) in (nn.MultiheadAttention, nn.Embedding)]
+    if variant == "q-all":
+        assert leftover == []
+    # A float tower keeps plain modules.
+    if variant == "q-all-v":
+        assert isinstance(tiny_model.transformer.resblocks[0].mlp.c_fc, nn.Linear)
+    assert quant_info(tiny_model)["accelerated"]["activations"] == "int8"
+
+
+def test_resident_weights_shrink(tiny_model, q_all):
+    fp32 = resident_weight_bytes(tiny_model)
+    accelerate_(q_all)
+    # int8 kernels + 2-bit embedding vs 4 bytes a weight; the tiny model keeps proportionally
+    # more float tensors (norms, positions) than a ViT-B, so the bound is looser than 4x.
+    assert resident_weight_bytes(q_all) < fp32 / 3
+
+
+def test_errors_say_what_to_do(tiny_model, q_all):
+    with pytest.raises(QuantConfigError, match="quantize_"):
+        accelerate_(tiny_model)
+    with pytest.raises(QuantConfigError, match="did you mean 'reference'"):
+        accelerate_(q_all, backend="referense")
+    with pytest.raises(QuantConfigError, match="valid: int8, float"):
+        accelerate_(q_all, activations="int4")
+    accelerate_(q_all)
+    with pytest.raises(QuantConfigError, match="already accelerated"):
+        accelerate_(q_all)
+
+
+def test_prepared_model_must_be_converted(tiny_model):
+    prepare(tiny_model, preset("q-ffn"))
+    with pytest.raises(QuantConfigError, match="convert"):
+        accelerate_(tiny_model)
+
+
+def test_group_granularity_stays_fake_quant_with_warning(tiny_model, tiny_inputs):
+    quantize_(tiny_model, TernaryConfig(scope="ffn", granularity="group", group_size=64))
+    ref = _embed(tiny_model, *tiny_inputs)
+    with pytest.warns(KernelUnavailableWarning, match="granularity 'group'"):
+        accelerate_(tiny_model)
+    assert not any(isinstance(m, TernaryLinear) for m in tiny_model.modules())
+    for got, want in zip(_embed(tiny_model, *tiny_inputs), ref):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback where CUDA is absent")
+def test_cuda_backend_without_cuda_falls_back_to_reference(q_all):
+    with pytest.warns(KernelUnavailableWarning, match="using the slow reference"):
+        accelerate_(q_all, backend="cuda")
+    assert quant_info(q_all)["accelerated"]["kernels"] == ["reference"]
+
+
+def test_packed_checkpoint_gives_the_same_outputs(q_all, tiny_inputs, tmp_path):
+    from quant.checkpoint import load_packed, save_packed
+
+    path = tmp_path / "tiny.safetensors"
+    save_packed(q_all, path, packing="2bit", float_dtype="fp32", arch="ternbench-tiny")
+    loaded = load_packed(path)
+    accelerate_(q_all)
+    accelerate_(loaded)
+    for a, b in zip(_embed(q_all, *tiny_inputs), _embed(loaded, *tiny_inputs)):
+        assert torch.equal(a, b)
+
+
+def test_a8_variants_build_through_bench_models(tiny_inputs):
+    from bench.models import build_model, list_variants
+
+    assert {"q-ffn-a8", "q-attn-a8", "q-all-a8"} <= set(list_variants())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = build_model("ternbench-tiny@q-all-a8")
+    info = quant_info(built.model)
+    assert info["config"]["scope"] == "all" and info["accelerated"]["kernels"] == ["cpu"]
+    assert built.info["variant"] == "q-all-a8"
+    img, txt = _embed(built.model, *tiny_inputs)
+    assert torch.isfinite(img).all() and torch.isfinite(txt).all()
