@@ -57,9 +57,9 @@ def _num(v) -> float:
 def from_results(path: str | os.PathLike) -> Side:
     rs = load_results(path)
     df = rs.df
-    acc = tables._dedupe_latest(df[df["task"].isin(tables.ACCURACY_TASKS)], ["model_id", "dataset", "task"])
+    acc = tables.latest_cells(df[df["task"].isin(tables.ACCURACY_TASKS)], ["model_id", "dataset", "task"])
     acc = acc.assign(value=pd.to_numeric(acc["main_value"], errors="coerce"))[ACC_COLUMNS].reset_index(drop=True)
-    eff_all = tables._dedupe_latest(df[df["task"] == tables.EFFICIENCY_TASK], ["model_id"])
+    eff_all = tables.latest_cells(df[df["task"] == tables.EFFICIENCY_TASK], ["model_id"])
     eff_status = {m: (s, e if isinstance(e, str) else "")
                   for m, s, e in zip(eff_all["model_id"], eff_all["status"], eff_all["error"])}
     devices = {}

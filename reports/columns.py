@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-def _finite(v) -> bool:
+def finite(v) -> bool:
     try:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):
@@ -43,7 +43,7 @@ def fmt(value, unit: str) -> str:
     """Display text of ``value`` in ``unit``; an absent value is an em dash, never 0."""
     if unit == "text":
         return "" if value is None else str(value)
-    return FORMATS[unit](float(value)) if _finite(value) else "—"
+    return FORMATS[unit](float(value)) if finite(value) else "—"
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
 
 def best_mask(values: list, better: str | None) -> list[bool]:
     """True where a value is the best of its column (ties all marked; absent values never)."""
-    finite = [float(v) for v in values if _finite(v)]
+    finite = [float(v) for v in values if finite(v)]
     if better is None or len(finite) < 2:
         return [False] * len(values)
     best = max(finite) if better == "higher" else min(finite)
-    return [_finite(v) and float(v) == best for v in values]
+    return [finite(v) and float(v) == best for v in values]

@@ -45,7 +45,7 @@ def _lb_cell(data: ReportData, mid: str, col: C.Column, best: bool) -> str:
     text = C.fmt(v, col.unit)
     if col.sig_key and r[col.sig_key] is True:
         text += "\\*"
-    if col.se_key and C._finite(r[col.se_key]) and C._finite(v):
+    if col.se_key and C.finite(r[col.se_key]) and C.finite(v):
         se = float(r[col.se_key]) * (100 if col.unit == "pct" else 1)
         text += f" ± {se:.2f}"
     return f"**{text}**" if best else text
@@ -76,7 +76,7 @@ def render_markdown(data: ReportData) -> str:
                 row.append(md_escape(c["status"]))
                 continue
             text = C.fmt(c["value"], "pct")
-            if C._finite(c["delta_pts"]):
+            if C.finite(c["delta_pts"]):
                 star = "\\*" if c["significant"] is True else ""
                 text += f" ({C.fmt(c['delta_pts'], 'pts')}{star})"
             row.append(text)

@@ -45,7 +45,7 @@ def _raw(v) -> str:
 
 def delta_style(delta_pts) -> str:
     """Background colour of a per-dataset cell: green up, red down, stronger for larger."""
-    if not C._finite(delta_pts):
+    if not C.finite(delta_pts):
         return ""
     d = float(delta_pts)
     if d == 0:
@@ -75,7 +75,7 @@ def leaderboard_view(data: ReportData) -> dict:
                 text = f"{v} (fp32: no fp16 run)"
             se = r[c.se_key] if c.se_key else None
             se_text = ""
-            if c.se_key and C._finite(se) and C._finite(v):
+            if c.se_key and C.finite(se) and C.finite(v):
                 se_text = "± " + (f"{100 * float(se):.2f}" if c.unit == "pct" else f"{float(se):.2f}")
             sig = r[c.sig_key] if c.sig_key else None
             cells.append({
@@ -102,11 +102,11 @@ def per_dataset_view(data: ReportData) -> dict:
                 delta = c["delta_pts"]
                 cells.append({
                     "status": "ok", "value": _raw(c["value"]), "text": C.fmt(c["value"], "pct"),
-                    "se": f"± {100 * c['se']:.2f}" if C._finite(c["se"]) else "",
-                    "delta": C.fmt(delta, "pts") if C._finite(delta) else "",
+                    "se": f"± {100 * c['se']:.2f}" if C.finite(c["se"]) else "",
+                    "delta": C.fmt(delta, "pts") if C.finite(delta) else "",
                     "sig": "*" if c["significant"] is True else "",
                     "style": delta_style(delta),
-                    "title": (f"{c['main_metric']} on {int(c['n_samples'])} samples" if C._finite(c["n_samples"])
+                    "title": (f"{c['main_metric']} on {int(c['n_samples'])} samples" if C.finite(c["n_samples"])
                               else f"{c['main_metric']} (number of samples not recorded: no standard error)"),
                 })
             else:

@@ -35,7 +35,7 @@ def build(results: ResultSet) -> ReportData:
     lb = tables.leaderboard(df)
     ct = tables.cells(df, lb.baselines)
     common = set(lb.common_datasets)
-    group_counts = {g: int(((ct["group"] == g) & ct["dataset"].isin(common)).sum() // max(len(lb.table), 1))
+    group_counts = {g: ct.loc[(ct["group"] == g) & ct["dataset"].isin(common), "dataset"].nunique()
                     for g in lb.groups}
     cols = columns.leaderboard_columns(lb.groups, len(lb.common_datasets), group_counts)
     problems = ct[ct["status"] != "ok"][["model_id", "dataset", "task", "status", "error"]].copy()

@@ -112,7 +112,8 @@ def match_baselines(model_table: pd.DataFrame) -> dict[str, BaselineMatch]:
     return out
 
 
-def _dedupe_latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def latest_cells(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys``: the most recent cell (a rerun replaces an older result)."""
     return df.sort_values("date", na_position="first").drop_duplicates(keys, keep="last")
 
 
@@ -125,7 +126,7 @@ def cells(df: pd.DataFrame, baselines: dict[str, BaselineMatch] | None = None) -
     """
     mt = models(df)
     baselines = baselines if baselines is not None else match_baselines(mt)
-    acc = _dedupe_latest(df[df["task"].isin(ACCURACY_TASKS)], ["model_id", "dataset", "task"])
+    acc = latest_cells(df[df["task"].isin(ACCURACY_TASKS)], ["model_id", "dataset", "task"])
     datasets = acc[["dataset", "task", "group"]].drop_duplicates(["dataset", "task"])
     datasets = datasets.assign(_g=[_group_rank(_text(g)) for g in datasets["group"]])
     datasets = datasets.sort_values(["_g", "dataset"]).drop(columns="_g")
@@ -175,7 +176,7 @@ def common_datasets(cell_table: pd.DataFrame) -> tuple[list[str], dict[str, str]
 def efficiency(df: pd.DataFrame) -> pd.DataFrame:
     """The efficiency metrics of each model (latest ok efficiency cell), indexed by model_id."""
     eff = df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")]
-    eff = _dedupe_latest(eff, ["model_id"]).set_index("model_id")
+    eff = latest_cells(eff, ["model_id"]).set_index("model_id")
     cols = [c for c in EFFICIENCY_METRICS if c in eff.columns]
     return eff[cols].apply(pd.to_numeric, errors="coerce")
 
