@@ -107,3 +107,11 @@ def test_existing_output_refused_then_forced(packed, capsys):
     import quant
 
     assert quant.quant_info(quant.load_packed(packed))["config"]["scope"] == "all"
+
+
+def test_failed_quantize_leaves_no_file(tmp_path, capsys):
+    out = tmp_path / "never.safetensors"
+    code, _, err = run(capsys, "quantize", "ternbench-tiny", "--granularity", "group", "--group-size", "48",
+                       "--out", str(out))
+    assert code == 2 and "group size 48 does not divide" in err
+    assert list(tmp_path.iterdir()) == []
