@@ -42,9 +42,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("--group-size", type=int, help="inputs per scale with --granularity group (default 128)")
     q.add_argument("--packing", default="base3", type=_choice("packing", ("base3", "2bit")),
                    help="base3: 5 trits a byte (1.6 bits); 2bit: 4 trits a byte (default base3)")
-    q.add_argument("--float-dtype", default="fp16", type=_choice("float dtype", ("fp16", "fp32")),
-                   help="dtype of the non-ternary tensors and scales in the file (default fp16; "
-                        "fp32 gives bit-identical outputs)")
+    q.add_argument("--float-dtype", default="fp32", type=_choice("float dtype", ("fp16", "fp32")),
+                   help="dtype of the non-ternary tensors and scales in the file (default fp32: the "
+                        "loaded model's outputs are bit-identical; fp16: a slightly smaller file)")
     q.add_argument("--out", metavar="FILE.safetensors", help="where to write the packed checkpoint "
                    "(omit to only print statistics)")
     q.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -35,7 +35,7 @@ def _ratios(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def stats(model, packing: str = "base3", float_dtype: str = "fp16") -> Stats:
+def stats(model, packing: str = "base3", float_dtype: str = "fp32") -> Stats:
     """Per-tensor and total statistics (see module docstring); no weights are modified."""
     import torch
 

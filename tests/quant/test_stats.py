@@ -10,7 +10,7 @@ from quant.stats import format_table, stats
 
 
 def test_float_model_is_zero_percent_ternary(tiny_model):
-    s = stats(tiny_model)
+    s = stats(tiny_model, float_dtype="fp16")
     n = sum(p.numel() for p in tiny_model.parameters())
     assert s.total["params"] == n and s.total["ternary_params"] == 0
     assert s.total["share_ternary"] == 0.0 and s.total["sparsity"] is None
@@ -23,7 +23,7 @@ def test_float_model_is_zero_percent_ternary(tiny_model):
 @pytest.mark.parametrize("packing, per_byte", [("base3", 5), ("2bit", 4)])
 def test_quantized_model_counts(tiny_model, packing, per_byte):
     quant.quantize_(tiny_model, quant.TernaryConfig(scope="ffn", granularity="group", group_size=32))
-    s = stats(tiny_model, packing=packing)
+    s = stats(tiny_model, packing=packing, float_dtype="fp16")
     ffn = [n for n, _ in tiny_model.named_parameters() if ".mlp.c_" in n and n.endswith("weight")]
     rows = {r["name"]: r for r in s.layers}
     assert {n for n, r in rows.items() if r["ternary"]} == set(ffn)
