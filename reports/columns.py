@@ -94,8 +94,8 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
 
 def best_mask(values: list, better: str | None) -> list[bool]:
     """True where a value is the best of its column (ties all marked; absent values never)."""
-    finite = [float(v) for v in values if finite(v)]
-    if better is None or len(finite) < 2:
+    present = [float(v) for v in values if finite(v)]
+    if better is None or len(present) < 2:
         return [False] * len(values)
-    best = max(finite) if better == "higher" else min(finite)
+    best = max(present) if better == "higher" else min(present)
     return [finite(v) and float(v) == best for v in values]
