@@ -161,6 +161,8 @@ class TrainConfig(_Json):
     ``seed``), ``ARCH:PRETRAINED``, or a checkpoint path (see :mod:`quant.train.models`).
     ``data`` are webdataset shard patterns or clip_benchmark dataset folders (see
     :mod:`quant.train.data`). ``batch_size`` is the *global* batch, split across DDP ranks.
+    ``label_positives``: pairs of the same class (label-only samples) are positives of each other
+    in the contrastive loss (see :func:`quant.train.losses.contrastive_loss`).
     """
 
     NESTED: ClassVar[dict[str, type]] = {"qat": QATConfig, "distill": DistillConfig}
@@ -177,6 +179,7 @@ class TrainConfig(_Json):
     seed: int = 0
     shuffle_buffer: int = 2048
     contrastive_weight: float = 1.0
+    label_positives: bool = True
     precision: str = "fp32"
     checkpoint_every: int = 0
     log_every: int = 1
@@ -205,6 +208,9 @@ class TrainConfig(_Json):
         if self.min_lr > self.lr:
             raise TrainConfigError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         _choice("precision", self.precision, PRECISIONS)
+        for name in ("label_positives", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TrainConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name, typ in self.NESTED.items():
             v = getattr(self, name)
             if v is not None and not isinstance(v, typ):

@@ -209,6 +209,13 @@ def caption_of(sample: dict[str, Any], source: ShardSource) -> str:
                     f"(keys: {sorted(k for k in sample if not k.startswith('__'))})")
 
 
+def group_of(sample: dict[str, Any]) -> str:
+    """Pairs of one group are all positives of each other: a class of one source, else the sample."""
+    if "txt" not in sample and "cls" in sample:
+        return f"{sample['__source__']}:cls:{_text(sample['cls']).strip()}"
+    return f"{sample.get('__url__')}:{sample.get('__key__')}"
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
 
@@ -224,8 +231,10 @@ def image_of(sample: dict[str, Any]):
 
 
 class PairBatches:
-    """Global batches of (images, captions) for one rank, from a deterministic raw stream.
+    """Global batches for one rank, from a deterministic raw stream.
 
+    Each batch is ``(images, captions, groups)``: this rank's slice of images and captions, and
+    a group id per pair of the *global* batch (every rank can compute them without decoding).
     ``position`` is the number of raw samples consumed so far (saved in checkpoints).
     """
 
@@ -251,4 +260,6 @@ class PairBatches:
         mine = raw[self.rank * per:(self.rank + 1) * per]
         images = torch.stack([self.transform(image_of(s)) for s in mine])
         texts = [caption_of(s, self.sources[s["__source__"]]) for s in mine]
-        return images, texts
+        ids: dict[str, int] = {}
+        groups = torch.tensor([ids.setdefault(group_of(s), len(ids)) for s in raw])
+        return images, texts, groups

@@ -36,9 +36,11 @@ RECIPE_VERSION = 1  # bump when the recipe's meaning changes without its fields 
 
 # The teacher's recipe; `data` is filled with the mini suite's folders at run time.
 TEACHER_RECIPE: dict[str, Any] = dict(
-    model=TEACHER_ARCH, steps=500, batch_size=256, lr=2e-3, min_lr=1e-5, warmup_steps=25, weight_decay=0.1,
-    grad_clip=1.0, seed=0, shuffle_buffer=4096, contrastive_weight=1.0, precision="fp32",
-    checkpoint_every=100, log_every=10,
+    # Measured on the mini suite (GPU sweeps, same samples seen): batch 64 at lr 5e-4 learns shapes and
+    # captions clearly faster per sample than batch 128/256 at 1e-3/2e-3.
+    model=TEACHER_ARCH, steps=1500, batch_size=64, lr=5e-4, min_lr=1e-5, warmup_steps=50, weight_decay=0.1,
+    grad_clip=1.0, seed=0, shuffle_buffer=4096, contrastive_weight=1.0, label_positives=True, precision="fp32",
+    checkpoint_every=250, log_every=25,
 )
 
 # QAT+KD students: what differs from the shared student recipe.

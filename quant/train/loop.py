@@ -73,7 +73,9 @@ def init_distributed(device: str | None = None) -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
-        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local}"  # one GPU per process under torchrun
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     if world > 1 and not dist.is_initialized():
@@ -107,12 +109,14 @@ def _gather(x: torch.Tensor, env: DistEnv, with_grad: bool) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def compute_losses(cfg: TrainConfig, student_out, teacher_out, projection: nn.Module | None) -> dict[str, torch.Tensor]:
+def compute_losses(cfg: TrainConfig, student_out, teacher_out, projection: nn.Module | None,
+                   groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every weighted loss term of the config, and their sum under ``"loss"`` (global-batch features)."""
     s_img, s_txt, s_scale = (t.float() for t in student_out)
     terms: dict[str, torch.Tensor] = {}
     if cfg.contrastive_weight > 0:
-        terms["contrastive"] = cfg.contrastive_weight * losses.contrastive_loss(s_img, s_txt, s_scale)
+        groups = groups if cfg.label_positives else None
+        terms["contrastive"] = cfg.contrastive_weight * losses.contrastive_loss(s_img, s_txt, s_scale, groups)
     d = cfg.distill
     if d is not None and teacher_out is not None:
         t_img, t_txt, t_scale = teacher_out
@@ -355,7 +359,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
             phase = quant_phase(cfg, step)
             apply_phase(module.clip, cfg, phase)
         t_step = time.perf_counter()
-        images, texts = next(batches)
+        images, texts, groups = next(batches)
         images = images.to(env.device, non_blocking=True)
         tokens = student.tokenizer(texts).to(env.device)
         with _autocast(cfg, env.device):
@@ -364,7 +368,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
         out = tuple(_gather(t, env, with_grad=True) if t.ndim else t for t in out)
         if t_out is not None:
             t_out = tuple(_gather(t, env, with_grad=False) if t.ndim else t for t in t_out)
-        terms = compute_losses(cfg, out, t_out, module.proj)
+        terms = compute_losses(cfg, out, t_out, module.proj, groups.to(env.device))
         loss = terms["loss"]
         if not torch.isfinite(loss):
             bar.close()

@@ -18,11 +18,23 @@ def similarity_logits(image_features: torch.Tensor, text_features: torch.Tensor,
 
 
 def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                     logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """CLIP's symmetric cross entropy: the true pair of each image (text) is its own index."""
+                     logit_scale: torch.Tensor | float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's symmetric cross entropy: the true pair of each image (text) is its own index.
+
+    ``groups`` (one id per pair) makes every pair of the same group a positive, with the target
+    spread evenly over them (UniCL's image-label-text loss). Classification data gives many
+    pairs of one class in a batch; as negatives they would push apart what should match. With
+    all ids distinct this is exactly CLIP's loss.
+    """
     logits = similarity_logits(image_features, text_features, logit_scale)
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    if groups is None:
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    same = (groups[:, None] == groups[None, :]).float()
+    target = same / same.sum(dim=1, keepdim=True)
+    i2t = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    t2i = -(target * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return 0.5 * (i2t + t2i)
 
 
 def _kl_rows(student: torch.Tensor, teacher: torch.Tensor, temperature: float, direction: str) -> torch.Tensor:
