@@ -1,0 +1,336 @@
+"""Benchmark ternary kernels against float baselines: per layer shape and end to end.
+
+Variants (one run, side by side, so ratios are comparable on a noisy machine):
+  fp32, bf16 (CPU) / fp16 (CUDA), ternary Q-ALL W1.58A16 (fake-quant float weights),
+  ternary Q-ALL W1.58A16 with int8-held weights (``a16-int8mem``), ternary Q-ALL W1.58A8
+  on the device's kernel (``a8``).
+Measures: median and p90 latency of encode_image / encode_text at each batch, ratios
+vs fp32 and vs the device's half precision, resident weight bytes (parameters, buffers
+and kernel-held weights), peak memory of one call (CUDA: max_memory_allocated; CPU: RSS
+growth). Per layer: every linear shape of the architecture at batch x tokens rows.
+Random weights (``open_clip.create_model(arch)``: no download). Writes CSV and JSON rows.
+
+    python benchmarks/bench_kernels.py --device cpu --archs ViT-B-32 --out benchmarks/out
+    python benchmarks/bench_kernels.py --device cuda --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, device: str, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def p90(values: list[float]) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory(fn, device: str) -> int:
+    """Peak memory of one call above the level before it (CUDA allocator, or sampled RSS)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    base, peak, stop = _rss(), [0], threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            stop.wait(0.001)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    fn()
+    stop.set()
+    t.join()
+    return max(0, max(peak[0], _rss()) - base)
+
+
+# ------------------------------------------------------------------------------ variants
+
+
+def build_variants(arch: str, device: str, names: list[str]) -> dict[str, tuple[torch.nn.Module, torch.dtype]]:
+    """``{name: (model, input dtype)}`` for the requested variants, from one random-weight model."""
+    import open_clip
+
+    from quant import preset, quantize_
+    from quant.kernels import accelerate_
+
+    torch.manual_seed(0)
+    # Built once, moved first: copying and quantizing on the GPU is much faster than on a CPU.
+    base = open_clip.create_model(arch).eval().to(device)
+    half_name, half = HALF[device]
+    # On CUDA the ternary models run in fp16 around the kernels (the paper's baseline precision).
+    act_dtype = half if device == "cuda" else torch.float32
+    out: dict[str, tuple[torch.nn.Module, torch.dtype]] = {}
+    tern = None
+    if any(n.startswith("q-all") for n in names):
+        tern = copy.deepcopy(base)
+        quantize_(tern, preset("q-all"))
+    for name in names:
+        if name == "fp32":
+            out[name] = (base.to(device), torch.float32)
+        elif name == half_name:
+            m = copy.deepcopy(base)
+            open_clip.convert_weights_to_lp(m, dtype=half)
+            out[name] = (m.to(device), half)
+        elif name == "q-all-a16":
+            m = copy.deepcopy(tern)
+            if act_dtype != torch.float32:
+                open_clip.convert_weights_to_lp(m, dtype=act_dtype)
+            out[name] = (m.to(device), act_dtype)
+        elif name in ("q-all-a8", "q-all-a16-int8mem"):
+            m = copy.deepcopy(tern)
+            if act_dtype != torch.float32:
+                open_clip.convert_weights_to_lp(m, dtype=act_dtype)
+            m = m.to(device)
+            accelerate_(m, activations="int8" if name == "q-all-a8" else "float")
+            out[name] = (m, act_dtype)
+        else:
+            raise SystemExit(f"unknown variant {name!r}")
+    del base, tern
+    return out
+
+
+def inputs(model, arch: str, batch: int, device: str, dtype: torch.dtype):
+    import open_clip
+
+    size = model.visual.image_size
+    size = size if isinstance(size, tuple) else (size, size)
+    images = torch.randn(batch, 3, *size, device=device, dtype=dtype)
+    texts = [f"a photo of a number {i} thing with some words" for i in range(batch)]
+    tokens = open_clip.get_tokenizer(arch)(texts).to(device)
+    return images, tokens
+
+
+# ------------------------------------------------------------------------------ benchmarks
+
+
+def bench_e2e(arch, device, variants, batches, warmup, repeats, rows):
+    from quant.kernels import resident_weight_bytes
+
+    for name, (model, dtype) in variants.items():
+        wbytes = resident_weight_bytes(model)
+        for batch in batches:
+            images, tokens = inputs(model, arch, batch, device, dtype)
+            for tower, fn in (("image", partial(model.encode_image, images)), ("text", partial(model.encode_text, tokens))):
+                with torch.inference_mode():
+                    times = time_ms(fn, device, warmup, repeats)
+                    peak = peak_memory(fn, device)
+                rows.append({"kind": "e2e", "arch": arch, "tower": tower, "batch": batch, "shape": "",
+                             "variant": name, "median_ms": statistics.median(times), "p90_ms": p90(times),
+                             "repeats": repeats, "weight_bytes": wbytes, "peak_memory_bytes": peak})
+                print(f"  {arch} {tower:5s} b{batch:<3d} {name:18s} {statistics.median(times):9.2f} ms", flush=True)
+
+
+def linear_shapes(arch: str) -> list[tuple[str, int, int, int]]:
+    """``(tower, tokens, in, out)`` of every distinct linear shape (MLP and attention) of ``arch``."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    v, t = cfg["vision_cfg"], cfg["text_cfg"]
+    tokens_v = (v["image_size"] // v["patch_size"]) ** 2 + 1
+    shapes = []
+    for tower, width, tokens, ratio in (("image", v["width"], tokens_v, v.get("mlp_ratio", 4.0)),
+                                        ("text", t["width"], t.get("context_length", 77), t.get("mlp_ratio", 4.0))):
+        hidden = int(width * ratio)
+        for k, n in ((width, 3 * width), (width, width), (width, hidden), (hidden, width)):
+            shapes.append((tower, tokens, k, n))
+    return shapes
+
+
+def bench_layers(arch, device, batches, warmup, repeats, rows):
+    from quant.kernels import TernaryLinear
+
+    half_name, half = HALF[device]
+    act_dtype = half if device == "cuda" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    for tower, tokens, k, n in linear_shapes(arch):
+        trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8).to(device)
+        scale = torch.tensor([0.02], device=device)
+        bias = torch.randn(n, device=device)
+        w = torch.randn(n, k, device=device)
+        tern = TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)
+        for batch in batches:
+            m = batch * tokens
+            x = torch.randn(m, k, device=device)
+            xh, wh, bh = x.to(half), w.to(half), bias.to(half)
+            xa = x.to(act_dtype)
+            cases = {
+                "fp32": partial(F.linear, x, w, bias),
+                half_name: partial(F.linear, xh, wh, bh),
+                "q-all-a8": partial(tern, xa),
+            }
+            base = {}
+            for name, fn in cases.items():
+                with torch.inference_mode():
+                    times = time_ms(fn, device, warmup, repeats)
+                base[name] = statistics.median(times)
+                rows.append({"kind": "layer", "arch": arch, "tower": tower, "batch": batch,
+                             "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
+                             "p90_ms": p90(times), "repeats": repeats,
+                             "weight_bytes": {"fp32": 4 * n * k, half_name: 2 * n * k}.get(name, tern.kernel_nbytes()),
+                             "peak_memory_bytes": None})
+            print(f"  layer {tower:5s} {m}x{k}x{n}: " + "  ".join(f"{k_} {v:.3f} ms" for k_, v in base.items()),
+                  flush=True)
+
+
+def add_ratios(rows: list[dict], device: str) -> None:
+    """``speedup_vs_fp32`` / ``speedup_vs_<half>`` (baseline time / this time) and memory ratios."""
+    half_name = HALF[device][0]
+    key = lambda r: (r["kind"], r["arch"], r["tower"], r["batch"], r["shape"])  # noqa: E731
+    by = {(key(r), r["variant"]): r for r in rows}
+    for r in rows:
+        for base in ("fp32", half_name):
+            b = by.get((key(r), base))
+            r[f"speedup_vs_{base}"] = b["median_ms"] / r["median_ms"] if b else None
+            r[f"weight_ratio_vs_{base}"] = (b["weight_bytes"] / r["weight_bytes"]
+                                            if b and r["weight_bytes"] else None)
+
+
+def print_table(rows: list[dict], device: str) -> None:
+    half_name = HALF[device][0]
+    cols = ["kind", "arch", "tower", "batch", "shape", "variant", "median_ms", "p90_ms",
+            "speedup_vs_fp32", f"speedup_vs_{half_name}", "weight_bytes", "weight_ratio_vs_fp32", "peak_memory_bytes"]
+    fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+def environment(device: str, threads: int) -> dict:
+    env = {"torch": torch.__version__, "device": device, "threads": threads, "python": platform.python_version(),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        env["loadavg"] = os.getloadavg()
+    except OSError:
+        pass
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--archs", nargs="+", default=None,
+                   help="open_clip architectures (default: ViT-B-32 on cpu; ViT-B-32 ViT-B-16 ViT-L-14 on cuda)")
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a8")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-layers", action="store_true", help="skip the per-layer shapes")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end models")
+    p.add_argument("--quick", action="store_true", help="fewer repeats; ViT-B-32 only unless --archs")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="folder for the CSV and JSON rows")
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore", message="No pretrained weights")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = args.device == "cuda"
+    archs = args.archs or (["ViT-B-32"] if args.quick or not gpu else ["ViT-B-32", "ViT-B-16", "ViT-L-14"])
+    warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
+    repeats = args.repeats if args.repeats is not None else ((10 if args.quick else 30) if gpu else (3 if args.quick else 5))
+    half_name = HALF[args.device][0]
+    names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a8"]
+
+    from bench.embedded import register
+
+    register()  # the embedded ternbench-tiny too, for smoke runs
+    env = environment(args.device, torch.get_num_threads())
+    print(f"# {json.dumps(env)}", flush=True)
+    rows: list[dict] = []
+    for arch in archs:
+        if not args.no_layers:
+            bench_layers(arch, args.device, args.batches, warmup, repeats, rows)
+        if not args.no_e2e:
+            variants = build_variants(arch, args.device, names)
+            bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows)
+            del variants
+            if gpu:
+                torch.cuda.empty_cache()
+    add_ratios(rows, args.device)
+    for r in rows:
+        r.update(env)
+    print_table(rows, args.device)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"bench_kernels_{args.device}"
+    from quant.fileio import atomic_write_json, atomic_write_text
+
+    atomic_write_json(stem.with_suffix(".json"), rows)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+
+    def to_csv() -> str:
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+
+    atomic_write_text(stem.with_suffix(".csv"), to_csv())
+    print(f"# wrote {stem}.csv and {stem}.json ({len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
