@@ -59,6 +59,10 @@ def from_results(path: str | os.PathLike) -> Side:
     df = rs.df
     acc = tables.latest_cells(df[df["task"].isin(tables.ACCURACY_TASKS)], ["model_id", "dataset", "task"])
     acc = acc.assign(value=pd.to_numeric(acc["main_value"], errors="coerce"))[ACC_COLUMNS].reset_index(drop=True)
+    # An "ok" cell with no main value cannot be compared: treat it as failed, never as passing.
+    novalue = (acc["status"] == "ok") & acc["value"].isna()
+    acc.loc[novalue, "status"] = "error"
+    acc.loc[novalue, "error"] = "the result has no value for its main metric"
     eff_all = tables.latest_cells(df[df["task"] == tables.EFFICIENCY_TASK], ["model_id"])
     eff_status = {m: (s, e if isinstance(e, str) else "")
                   for m, s, e in zip(eff_all["model_id"], eff_all["status"], eff_all["error"])}

@@ -139,6 +139,11 @@ def cells(df: pd.DataFrame, baselines: dict[str, BaselineMatch] | None = None) -
     out["status"] = out["status"].fillna("missing").astype(object)
     ok = out["status"] == "ok"
     out["value"] = pd.to_numeric(out["main_value"], errors="coerce").where(ok)
+    # An "ok" cell without a value for its main metric cannot be averaged: shown as an error,
+    # never silently skipped by the mean.
+    novalue = ok & out["value"].isna()
+    out.loc[novalue, "status"] = "error"
+    out.loc[novalue, "error"] = [f"the result has no value for its main metric {m!r}" for m in out.loc[novalue, "main_metric"]]
     out["se"] = [stats.binomial_se(v, n, _text(m)) for v, n, m in
                  zip(out["value"], out["n_samples"], out["main_metric"])]
     out = out.drop(columns="main_value")

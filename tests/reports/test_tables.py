@@ -164,3 +164,13 @@ def test_efficiency_on_several_devices_is_said(synthetic_results):
     lb = tables.leaderboard(load_results(synthetic_results).df)
     assert lb.table.at["tiny@q-all", "image_latency_b1_ms"] == 1.0  # the latest
     assert any("several devices" in n and "NVIDIA H100" in n and "Test CPU" in n for n in lb.notes)
+
+
+def test_ok_cell_without_a_main_value_is_not_averaged(tmp_path, cell_writer):
+    root = tmp_path / "r"
+    cell_writer(root, "m@fp16", dataset="wds/a", group="natural", value=0.5)
+    cell_writer(root, "m@fp16", dataset="wds/b", group="natural", value=None)  # status ok, no acc1
+    ct = tables.cells(load_results(root).df).set_index("dataset")
+    assert ct.at["wds/b", "status"] == "error" and "no value for its main metric 'acc1'" in ct.at["wds/b", "error"]
+    lb = tables.leaderboard(load_results(root).df)
+    assert lb.common_datasets == ["wds/a"] and lb.table.at["m@fp16", "avg"] == 0.5
