@@ -203,7 +203,7 @@ def _looks_like_path(s: str) -> bool:
 
 
 def valid_tags(arch: str) -> list[str]:
-    oc = _open_clip()
+    oc, _ = _open_clip(), load_plugins()  # plugins register tags (e.g. ternbench-tiny:mini)
     return [t for (a, t) in _PRETRAINED if a == arch] + list(oc.list_pretrained_tags_by_model(arch))
 
 
@@ -214,10 +214,10 @@ def parse_spec(s: str) -> ModelSpec:
                              "hf-hub:ORG/REPO, or a packed .safetensors file")
     raw = s = s.strip()
     variant = DEFAULT_VARIANT
+    load_plugins()  # plugins register variants and pretrained tags (e.g. ternbench-tiny:mini)
     # An existing path may itself contain '@'; otherwise the last '@' starts the variant.
     if "@" in s and not os.path.exists(s):
         s, variant = s.rsplit("@", 1)
-        load_plugins()
         if variant not in VARIANTS:
             raise ModelSpecError(f"{raw}: unknown variant {variant!r}{did_you_mean(variant, VARIANTS)}; "
                                  f"valid: {', '.join(VARIANTS)}")
