@@ -1,0 +1,156 @@
+"""`ternbench run`: exit codes, what it prints, the default grid, report at the end, and resume
+after the process is killed in the middle of a sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from bench import results
+from bench.cli import main
+
+SIZES = dict(train=4, test=10, retrieval_test=10, shard_size=5)
+FAST = ["--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--batch-size", "5"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory):
+    from bench.datasets.mini import MiniSizes, prepare_mini
+
+    return prepare_mini(tmp_path_factory.mktemp("mini"), sizes=MiniSizes(**SIZES),
+                        names=["shapes", "colors", "captions"])
+
+
+def test_failed_cell_gives_exit_1_and_report(tmp_path, mini_root, capsys):
+    out, report = tmp_path / "res", tmp_path / "report.html"
+    code = main(["run", "--models", "ternbench-tiny", "--datasets", "wds/mini/colors", "wds/vtab/cifar10",
+                 "--data-root", str(mini_root), "--out", str(out), "--report-out", str(report), *FAST])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "2 of 3 cells ok" in printed and "1 cells failed" in printed
+    assert "ternbench-tiny@fp32/wds_vtab-cifar10__zeroshot_classification" in printed
+    assert "RANDOM WEIGHTS" in printed and "next: ternbench report" in printed
+    df = results.load(out)
+    assert sorted(df.status) == ["error", "ok", "ok"]
+    assert report.is_file() and f"report: {report}" in printed
+    assert df.loc[df.status == "ok", "spec"].iloc[0] == "ternbench-tiny"
+    rec = results.read(out / "ternbench-tiny@fp32" / "wds_mini-colors__zeroshot_classification.json")
+    assert rec["provenance"]["command"].startswith("ternbench ")
+
+
+def test_all_ok_gives_exit_0_and_no_report_when_asked(tmp_path, mini_root, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "-m", "ternbench-tiny@q-attn", "-d", "wds/mini/captions", "-t", "zeroshot_retrieval",
+                 "--data-root", str(mini_root), "--out", "r", "--no-report", *FAST])
+    assert code == 0
+    assert not (tmp_path / "report.html").exists()
+    assert [p.name for p in results.iter_result_files(tmp_path / "r")] == ["wds_mini-captions__zeroshot_retrieval.json"]
+    assert "1 of 1 cells ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--datasets", "wds/mini/colours"], "did you mean 'wds/mini/colors'"),
+    (["--models", "ternbench-tiny@q-al"], "did you mean 'q-all'"),
+    (["--tasks", "retrieval"], "did you mean 'zeroshot_retrieval'"),
+    (["--overwrite", "resume"], "valid: missing, always, never"),
+    (["--shard", "3/2"], "between 1 and 2"),
+    (["--device", "tpu"], "unknown --device 'tpu'"),
+])
+def test_bad_input_exit_2_before_any_work(tmp_path, mini_root, capsys, argv, message):
+    out = tmp_path / "res"
+    options = {"--models": ["ternbench-tiny"], "--datasets": ["mini"], "--out": [str(out)]}
+    options[argv[0]] = argv[1:]  # the one bad option of this case
+    code = main(["run", "--no-report", *[x for k, v in options.items() for x in (k, *v)]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ternbench run: error:") and message in err
+    assert not out.exists()
+
+
+def test_bare_ternbench_runs_the_default_grid(tmp_path, monkeypatch, capsys):
+    from bench import defaults, runner
+
+    seen = {}
+
+    def fake_run_sweep(p, echo=None):
+        seen["plan"] = p
+        return runner.SweepSummary(p.out, p.n_all_cells, len(p.cells), ran=len(p.cells))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "run_sweep", fake_run_sweep)
+    assert main([]) == 0
+    p = seen["plan"]
+    grid = defaults.default_grid()
+    assert p.out == tmp_path / "results" or p.out.resolve() == (tmp_path / "results").resolve()
+    assert tuple(s.raw for s in p.specs.values()) == grid.models
+    assert set(p.entries) == {"wds/mini/shapes", "wds/mini/colors", "wds/mini/digits", "wds/mini/captions"}
+    assert p.n_all_cells == len(grid.models) * 5
+    printed = capsys.readouterr().out
+    assert grid.note in printed and "results" in printed
+
+
+def test_default_grid_random_then_trained(monkeypatch):
+    from bench import defaults
+    from bench import models as bm
+
+    bm.load_plugins()
+    if "mini" not in bm.valid_tags("ternbench-tiny"):
+        grid = defaults.default_grid()
+        assert grid.models == tuple(f"ternbench-tiny@{v}" for v in ("fp32", "fp16", "q-ffn", "q-attn", "q-all"))
+        assert not grid.trained and "RANDOM WEIGHTS" in grid.note
+    # once training registers the tag and the QAT variants, the default grid uses them
+    monkeypatch.setitem(bm._PRETRAINED, ("ternbench-tiny", "mini"), lambda: "/nonexistent")
+    for v in ("qat-q-ffn", "qat-q-all"):
+        if v not in bm.VARIANTS:
+            monkeypatch.setitem(bm.VARIANTS, v, bm.Variant(v, lambda m, c: m, "test"))
+    grid = defaults.default_grid()
+    assert grid.trained and "RANDOM" not in grid.note
+    assert grid.models == tuple(f"ternbench-tiny:mini@{v}" for v in
+                                ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "qat-q-ffn", "qat-q-all"))
+
+
+def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, monkeypatch):
+    out = tmp_path / "res"
+    args = ["run", "--models", "ternbench-tiny", "ternbench-tiny@q-ffn", "--datasets", "wds/mini/shapes",
+            "wds/mini/colors", "wds/mini/captions", "--data-root", str(mini_root), "--out", str(out),
+            "--no-report", *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TERNBENCH_CACHE": str(tmp_path / "c")}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if out.is_dir() and len(results.iter_result_files(out)) >= 2:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
+        proc.wait()
+    kept = {p: p.stat().st_mtime_ns for p in results.iter_result_files(out)}
+    assert 2 <= len(kept) < 8, "the sweep should have been killed in the middle"
+    assert all(results.read(p)["status"] == "ok" for p in kept)  # nothing half-written
+
+    computed = []
+    from bench.tasks import efficiency, zeroshot
+
+    for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval"), (efficiency, "run")):
+        fn = getattr(mod, attr)
+        monkeypatch.setattr(mod, attr, lambda ctx, fn=fn: computed.append(ctx) or fn(ctx))
+    assert main(args) == 0
+    files = results.iter_result_files(out)
+    assert len(files) == 8 and len(computed) == 8 - len(kept)
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # finished cells untouched
