@@ -65,6 +65,15 @@ class Page(HTMLParser):
             self._cell["text"] += data
 
 
+def _lb_cells(page: Page) -> dict[str, dict[str, dict]]:
+    """model id -> {column key: cell} from the leaderboard table."""
+    out = {}
+    for row in page.tables["leaderboard"]["rows"]:
+        cells = {c["attrs"]["data-key"]: c for c in row}
+        out[cells["model_id"]["attrs"]["data-value"]] = cells
+    return out
+
+
 def _lb_values(page: Page) -> dict[str, dict[str, str]]:
     """model id -> {column key: data-value} from the leaderboard table."""
     out = {}
@@ -87,6 +96,7 @@ def test_report_from_the_tiny_pipeline(pipeline_results, pipeline_report):
 
     # Leaderboard: one row per variant, every number equal to the one computed with pandas.
     lb = _lb_values(page)
+    texts = {m: {k: c["text"].strip() for k, c in cells.items()} for m, cells in _lb_cells(page).items()}
     assert sorted(lb) == models
     acc = df[df["task"].isin(("zeroshot_classification", "zeroshot_retrieval"))]
     ok = acc[acc["status"] == "ok"]
@@ -96,8 +106,16 @@ def test_report_from_the_tiny_pipeline(pipeline_results, pipeline_report):
     eff = df[df["task"] == "efficiency"].set_index("model_id")
     fp32 = "ternbench-tiny@fp32"
     for m in models:
-        expected_avg = ok[(ok["model_id"] == m) & ok["dataset"].isin(common)]["main_value"].mean()
-        assert _num(lb[m]["avg"]) == pytest.approx(expected_avg, abs=1e-12)
+        mine = ok[(ok["model_id"] == m) & ok["dataset"].isin(common)]
+        assert _num(lb[m]["avg"]) == pytest.approx(mine["main_value"].mean(), abs=1e-12)
+        # Shown rounded: the text is the same number in percent.
+        assert texts[m]["avg"].startswith(f"{100 * mine['main_value'].mean():.2f}")
+        for group in acc["group"].dropna().unique():
+            expected = mine[mine["group"] == group]["main_value"]
+            got = lb[m][f"avg_{group}"]
+            assert (_num(got) == pytest.approx(expected.mean(), abs=1e-12)) if len(expected) else got == ""
+        n_all = acc["dataset"].nunique()
+        assert texts[m]["n_ok"] == f"{len(ok[ok['model_id'] == m])}/{n_all}"
         for metric in ("image_latency_b1_ms", "text_latency_b1_ms", "checkpoint_bytes", "peak_memory_bytes",
                        "bits_per_weight",
                        "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity"):
