@@ -60,6 +60,22 @@ def time_ms(fn, device: str, warmup: int, repeats: int) -> list[float]:
     return out
 
 
+def runner(fn, device: str, graphs: bool):
+    """``fn`` itself, or on CUDA with ``graphs`` a replay of one captured call (no launch overhead)."""
+    if not (graphs and device == "cuda"):
+        return fn
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm up (Triton compiles, cuBLAS picks) outside the capture
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def p90(values: list[float]) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
@@ -96,6 +112,17 @@ def peak_memory(fn, device: str) -> int:
 # ------------------------------------------------------------------------------ variants
 
 
+def to_half(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """CUDA: every tensor fp16 (open_clip's pure fp16; its mixed ``convert_weights_to_lp`` feeds fp16
+    activations to fp32 LayerNorms, which this torch rejects on CUDA). CPU: open_clip's bf16 cast."""
+    import open_clip
+
+    if device == "cuda":
+        return model.half()
+    open_clip.convert_weights_to_lp(model, dtype=torch.bfloat16)
+    return model
+
+
 def build_variants(arch: str, device: str, names: list[str]) -> dict[str, tuple[torch.nn.Module, torch.dtype]]:
     """``{name: (model, input dtype)}`` for the requested variants, from one random-weight model."""
     import open_clip
@@ -118,19 +145,14 @@ def build_variants(arch: str, device: str, names: list[str]) -> dict[str, tuple[
         if name == "fp32":
             out[name] = (base.to(device), torch.float32)
         elif name == half_name:
-            m = copy.deepcopy(base)
-            open_clip.convert_weights_to_lp(m, dtype=half)
-            out[name] = (m.to(device), half)
+            out[name] = (to_half(copy.deepcopy(base), device), half)
         elif name == "q-all-a16":
             m = copy.deepcopy(tern)
-            if act_dtype != torch.float32:
-                open_clip.convert_weights_to_lp(m, dtype=act_dtype)
-            out[name] = (m.to(device), act_dtype)
+            out[name] = (to_half(m, device) if device == "cuda" else m, act_dtype)
         elif name in ("q-all-a8", "q-all-a16-int8mem"):
             m = copy.deepcopy(tern)
-            if act_dtype != torch.float32:
-                open_clip.convert_weights_to_lp(m, dtype=act_dtype)
-            m = m.to(device)
+            if device == "cuda":
+                m = to_half(m, device)
             accelerate_(m, activations="int8" if name == "q-all-a8" else "float")
             out[name] = (m, act_dtype)
         else:
@@ -153,7 +175,7 @@ def inputs(model, arch: str, batch: int, device: str, dtype: torch.dtype):
 # ------------------------------------------------------------------------------ benchmarks
 
 
-def bench_e2e(arch, device, variants, batches, warmup, repeats, rows):
+def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes):
     from quant.kernels import resident_weight_bytes
 
     for name, (model, dtype) in variants.items():
@@ -161,13 +183,21 @@ def bench_e2e(arch, device, variants, batches, warmup, repeats, rows):
         for batch in batches:
             images, tokens = inputs(model, arch, batch, device, dtype)
             for tower, fn in (("image", partial(model.encode_image, images)), ("text", partial(model.encode_text, tokens))):
-                with torch.inference_mode():
-                    times = time_ms(fn, device, warmup, repeats)
-                    peak = peak_memory(fn, device)
-                rows.append({"kind": "e2e", "arch": arch, "tower": tower, "batch": batch, "shape": "",
-                             "variant": name, "median_ms": statistics.median(times), "p90_ms": p90(times),
-                             "repeats": repeats, "weight_bytes": wbytes, "peak_memory_bytes": peak})
-                print(f"  {arch} {tower:5s} b{batch:<3d} {name:18s} {statistics.median(times):9.2f} ms", flush=True)
+                for mode in modes:
+                    try:
+                        with torch.inference_mode():
+                            peak = peak_memory(fn, device)
+                            run = runner(fn, device, mode == "graph")
+                            times = time_ms(run, device, warmup, repeats)
+                    except Exception as e:  # one failing variant must not lose the others' numbers
+                        print(f"  {arch} {tower} b{batch} {name} {mode}: FAILED {type(e).__name__}: {e}", flush=True)
+                        continue
+                    rows.append({"kind": "e2e", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
+                                 "shape": "", "variant": name, "median_ms": statistics.median(times),
+                                 "p90_ms": p90(times), "repeats": repeats, "weight_bytes": wbytes,
+                                 "peak_memory_bytes": peak})
+                    print(f"  {arch} {tower:5s} b{batch:<3d} {mode:5s} {name:18s} {statistics.median(times):9.3f} ms",
+                          flush=True)
 
 
 def linear_shapes(arch: str) -> list[tuple[str, int, int, int]]:
@@ -186,7 +216,7 @@ def linear_shapes(arch: str) -> list[tuple[str, int, int, int]]:
     return shapes
 
 
-def bench_layers(arch, device, batches, warmup, repeats, rows):
+def bench_layers(arch, device, batches, warmup, repeats, rows, modes):
     from quant.kernels import TernaryLinear
 
     half_name, half = HALF[device]
@@ -208,24 +238,25 @@ def bench_layers(arch, device, batches, warmup, repeats, rows):
                 half_name: partial(F.linear, xh, wh, bh),
                 "q-all-a8": partial(tern, xa),
             }
-            base = {}
-            for name, fn in cases.items():
-                with torch.inference_mode():
-                    times = time_ms(fn, device, warmup, repeats)
-                base[name] = statistics.median(times)
-                rows.append({"kind": "layer", "arch": arch, "tower": tower, "batch": batch,
-                             "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
-                             "p90_ms": p90(times), "repeats": repeats,
-                             "weight_bytes": {"fp32": 4 * n * k, half_name: 2 * n * k}.get(name, tern.kernel_nbytes()),
-                             "peak_memory_bytes": None})
-            print(f"  layer {tower:5s} {m}x{k}x{n}: " + "  ".join(f"{k_} {v:.3f} ms" for k_, v in base.items()),
-                  flush=True)
+            for mode in modes:
+                base = {}
+                for name, fn in cases.items():
+                    with torch.inference_mode():
+                        times = time_ms(runner(fn, device, mode == "graph"), device, warmup, repeats)
+                    base[name] = statistics.median(times)
+                    rows.append({"kind": "layer", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
+                                 "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
+                                 "p90_ms": p90(times), "repeats": repeats,
+                                 "weight_bytes": {"fp32": 4 * n * k, half_name: 2 * n * k}.get(name, tern.kernel_nbytes()),
+                                 "peak_memory_bytes": None})
+                print(f"  layer {tower:5s} {mode:5s} {m}x{k}x{n}: "
+                      + "  ".join(f"{k_} {v:.4f} ms" for k_, v in base.items()), flush=True)
 
 
 def add_ratios(rows: list[dict], device: str) -> None:
     """``speedup_vs_fp32`` / ``speedup_vs_<half>`` (baseline time / this time) and memory ratios."""
     half_name = HALF[device][0]
-    key = lambda r: (r["kind"], r["arch"], r["tower"], r["batch"], r["shape"])  # noqa: E731
+    key = lambda r: (r["kind"], r.get("mode"), r["arch"], r["tower"], r["batch"], r["shape"])  # noqa: E731
     by = {(key(r), r["variant"]): r for r in rows}
     for r in rows:
         for base in ("fp32", half_name):
@@ -237,7 +268,7 @@ def add_ratios(rows: list[dict], device: str) -> None:
 
 def print_table(rows: list[dict], device: str) -> None:
     half_name = HALF[device][0]
-    cols = ["kind", "arch", "tower", "batch", "shape", "variant", "median_ms", "p90_ms",
+    cols = ["kind", "mode", "arch", "tower", "batch", "shape", "variant", "median_ms", "p90_ms",
             "speedup_vs_fp32", f"speedup_vs_{half_name}", "weight_bytes", "weight_ratio_vs_fp32", "peak_memory_bytes"]
     fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     table = [[fmt(r.get(c)) for c in cols] for r in rows]
@@ -273,6 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-layers", action="store_true", help="skip the per-layer shapes")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end models")
+    p.add_argument("--modes", nargs="+", default=None, choices=["eager", "graph"],
+                   help="CUDA: eager calls and/or CUDA-graph replays (default both; CPU: eager)")
     p.add_argument("--quick", action="store_true", help="fewer repeats; ViT-B-32 only unless --archs")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="folder for the CSV and JSON rows")
     args = p.parse_args(argv)
@@ -287,6 +320,7 @@ def main(argv=None) -> int:
     archs = args.archs or (["ViT-B-32"] if args.quick or not gpu else ["ViT-B-32", "ViT-B-16", "ViT-L-14"])
     warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
     repeats = args.repeats if args.repeats is not None else ((10 if args.quick else 30) if gpu else (3 if args.quick else 5))
+    modes = args.modes or (["eager", "graph"] if gpu else ["eager"])
     half_name = HALF[args.device][0]
     names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a8"]
 
@@ -298,10 +332,10 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     for arch in archs:
         if not args.no_layers:
-            bench_layers(arch, args.device, args.batches, warmup, repeats, rows)
+            bench_layers(arch, args.device, args.batches, warmup, repeats, rows, modes)
         if not args.no_e2e:
             variants = build_variants(arch, args.device, names)
-            bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows)
+            bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows, modes)
             del variants
             if gpu:
                 torch.cuda.empty_cache()

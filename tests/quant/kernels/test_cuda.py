@@ -62,14 +62,18 @@ def test_triton_gemm_integer_part_is_exact(m, k, n):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernels_match_reference(m, k, n, dtype):
     x, trits, w_scale, bias = _case(m, k, n, seed=n)
+    x = x.to(dtype)
     ref = ternary_linear_a8_reference(x.float(), trits, w_scale, bias)
+    _, x_scale = quantize_per_token(x)
+    # fp rounding of the scales, plus one activation step (a code may differ by one at a
+    # rounding tie, see above) on a handful of elements a row.
+    step = 4 * (x_scale.float() * w_scale.max()).max().item()
+    rtol = 1e-5 if dtype == torch.float32 else 2e-3
     for cls in _kernels():
-        out = cls(trits, w_scale, "int8").linear(x.to(dtype), bias)
+        out = cls(trits, w_scale, "int8").linear(x, bias)
         assert out.dtype == dtype and out.shape == (m, n)
-        tol = 1e-5 if dtype == torch.float32 else 2e-3
-        if dtype == torch.float16:  # fp16 input changes the codes themselves a little
-            ref = ternary_linear_a8_reference(x.to(dtype).float(), trits, w_scale, bias)
-        torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol * ref.abs().max().item(), msg=cls.name)
+        torch.testing.assert_close(out.float(), ref, rtol=rtol, atol=rtol * ref.abs().max().item() + step,
+                                   msg=cls.name)
         assert torch.equal(cls(trits, w_scale, "int8").trits(), trits)
 
 
