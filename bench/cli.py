@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "quant.cli",
     "bench.cli_datasets",
     "bench.cli_run",
+    "quant.train.cli",
 )
 
 

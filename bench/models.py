@@ -247,7 +247,8 @@ def parse_spec(s: str) -> ModelSpec:
     if tag not in tags:
         raise ModelSpecError(
             f"{raw}: unknown pretrained tag {pretrained!r} for {arch}{did_you_mean(pretrained, tags)}; "
-            f"valid: {', '.join(tags) or f'none (use {arch} for random weights, or {arch}:/path/to/checkpoint)'}"
+            f"valid: {', '.join(tags) or 'none'} (or {arch} alone for random weights, "
+            f"or {arch}:/path/to/checkpoint)"
         )
     return ModelSpec(raw, "openclip", arch=arch, pretrained=tag, variant=variant)
 

@@ -16,7 +16,7 @@ class ConvertError(TernbenchError, ValueError):
     """A run or checkpoint that cannot become a packed ternary file."""
 
 
-def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", float_dtype: str = "fp16",
+def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", float_dtype: str = "fp32",
                 force: bool = False, source_spec: str | None = None) -> Path:
     """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints."""
     import torch

@@ -1,0 +1,39 @@
+"""bench.models plugin: the trained embedded teacher tag and its QAT+KD student variants.
+
+- pretrained tag ``ternbench-tiny:mini``: the contrastively trained embedded teacher;
+- variants ``qat-q-ffn`` / ``qat-q-all``: its QAT+KD students, loaded from their packed files.
+  They are trained students *of that teacher*, so they apply only to ``ternbench-tiny:mini``;
+  for any other model, train a student with ``ternbench train qat`` and evaluate the packed file.
+
+Everything is trained on first use and cached (see :mod:`quant.train.embedded`).
+"""
+
+from __future__ import annotations
+
+from bench.models import ModelSpecError, register_pretrained, register_variant
+from quant.train import embedded
+
+
+def _student_builder(variant: str):
+    def build(model, ctx):
+        spec = ctx.spec
+        if (spec.source, spec.arch, spec.pretrained) != ("openclip", embedded.TEACHER_ARCH, embedded.TEACHER_TAG):
+            raise ModelSpecError(
+                f"{spec.raw}: variant {variant!r} is the QAT+KD student of {embedded.TEACHER_ARCH}:"
+                f"{embedded.TEACHER_TAG} only (use {embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}@{variant}); "
+                "for another model run `ternbench train qat` and `ternbench train convert`, then pass the "
+                "packed .safetensors file"
+            )
+        from quant import load_packed
+
+        student = load_packed(embedded.student_path(variant, device=None), device=ctx.device)
+        # The spec names the teacher; record what the model really is: the packed student.
+        student.__dict__["ternbench_origin"]["spec"] = spec.raw
+        return student
+
+    return build
+
+
+register_pretrained(embedded.TEACHER_ARCH, embedded.TEACHER_TAG, lambda: embedded.teacher_path())
+for _name, _student in embedded.STUDENTS.items():
+    register_variant(_name, _student_builder(_name), _student.description)
