@@ -6,8 +6,9 @@ Variants (one run, side by side, so ratios are comparable on a noisy machine):
   on the device's kernel (``a8``).
 Measures: median and p90 latency of encode_image / encode_text at each batch, ratios
 vs fp32 and vs the device's half precision, resident weight bytes (parameters, buffers
-and kernel-held weights), peak memory of one call (CUDA: max_memory_allocated; CPU: RSS
-growth). Per layer: every linear shape of the architecture at batch x tokens rows.
+and kernel-held weights), peak memory of one call (resident weights + the growth during the call: CUDA
+max_memory_allocated, CPU sampled RSS; on the CPU the allocator keeps freed pages, so
+after the warm-up the RSS growth reads near 0 and the weights dominate). Per layer: every linear shape of the architecture at batch x tokens rows.
 Random weights (``open_clip.create_model(arch)``: no download). Writes CSV and JSON rows.
 
     python benchmarks/bench_kernels.py --device cpu --archs ViT-B-32 --out benchmarks/out
@@ -87,13 +88,18 @@ def _rss() -> int:
 
 
 def peak_memory(fn, device: str) -> int:
-    """Peak memory of one call above the level before it (CUDA allocator, or sampled RSS)."""
+    """Peak memory one call adds above the level before it (CUDA allocator, or sampled RSS).
+
+    The benchmark holds several variants at once, so the absolute peak would count all of
+    them; rows add this growth to the variant's own resident weight bytes.
+    """
     if device == "cuda":
         torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         fn()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
+        return max(0, torch.cuda.max_memory_allocated() - before)
     base, peak, stop = _rss(), [0], threading.Event()
 
     def loop():
@@ -195,7 +201,7 @@ def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes):
                     rows.append({"kind": "e2e", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
                                  "shape": "", "variant": name, "median_ms": statistics.median(times),
                                  "p90_ms": p90(times), "repeats": repeats, "weight_bytes": wbytes,
-                                 "peak_memory_bytes": peak})
+                                 "activation_peak_bytes": peak, "peak_memory_bytes": wbytes + peak})
                     print(f"  {arch} {tower:5s} b{batch:<3d} {mode:5s} {name:18s} {statistics.median(times):9.3f} ms",
                           flush=True)
 
