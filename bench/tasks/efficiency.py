@@ -183,17 +183,18 @@ _LAYER_KEYS = ("name", "kind", "tower", "params", "sparsity", "bits_per_weight",
 def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]:
     """``quant.stats`` of the model as it would be stored, and a sentence saying how.
 
-    Quantized models: ternary tensors packed (base-3, 1.6 bits) plus scales, every other tensor
-    in fp16 (the packed checkpoint format). Float models: stored at their own precision, so an
-    fp32 model compresses 1x vs fp32 and an fp16 one 2x.
+    Quantized models: as ``quant.save_packed`` writes them by default (ternary tensors packed,
+    plus scales; other tensors as quant.stats' default float dtype). Float models: stored at
+    their own precision, so an fp32 model compresses 1x vs fp32 and an fp16 one 2x.
     """
     import quant
 
     if quant.quant_info(model) is not None:
-        return quant.stats(model, packing="base3", float_dtype="fp16"), (
-            "packed checkpoint: ternary weights base-3 (1.6 bits) + scales, other tensors fp16")
+        s = quant.stats(model)
+        return s, (f"packed checkpoint: ternary weights {s.total.get('packing')} + scales, "
+                   f"other tensors {s.total.get('float_dtype')}")
     own = "fp32" if dtype == torch.float32 else "fp16"  # bf16 takes the same 2 bytes as fp16
-    return quant.stats(model, float_dtype=own), f"every weight at the model's own precision ({own} bytes)"
+    return quant.stats(model, float_dtype=own), f"every weight at the model's own precision ({own})"
 
 
 @torch.no_grad()

@@ -125,8 +125,8 @@ def test_default_grid_random_then_trained(monkeypatch):
 
 def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, monkeypatch):
     out = tmp_path / "res"
-    args = ["run", "--models", "ternbench-tiny", "ternbench-tiny@q-ffn", "--datasets", "wds/mini/shapes",
-            "wds/mini/colors", "wds/mini/captions", "--data-root", str(mini_root), "--out", str(out),
+    args = ["run", "--models", "ternbench-tiny", "ternbench-tiny@q-ffn", "--datasets", "wds/mini/colors",
+            "wds/mini/captions", "--data-root", str(mini_root), "--out", str(out),
             "--no-report", *FAST]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TERNBENCH_CACHE": str(tmp_path / "c")}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], env=env,
@@ -134,14 +134,14 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            if out.is_dir() and len(results.iter_result_files(out)) >= 2:
+            if out.is_dir() and results.iter_result_files(out):
                 break
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
         proc.wait()
     kept = {p: p.stat().st_mtime_ns for p in results.iter_result_files(out)}
-    assert 2 <= len(kept) < 8, "the sweep should have been killed in the middle"
+    assert 1 <= len(kept) < 6, "the sweep should have been killed in the middle"
     assert all(results.read(p)["status"] == "ok" for p in kept)  # nothing half-written
 
     computed = []
@@ -152,5 +152,5 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
         monkeypatch.setattr(mod, attr, lambda ctx, fn=fn: computed.append(ctx) or fn(ctx))
     assert main(args) == 0
     files = results.iter_result_files(out)
-    assert len(files) == 8 and len(computed) == 8 - len(kept)
+    assert len(files) == 6 and len(computed) == 6 - len(kept)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # finished cells untouched

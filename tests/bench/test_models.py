@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -176,3 +177,52 @@ def test_missing_plugins_are_skipped(monkeypatch):
     monkeypatch.setattr(models, "_plugins_loaded", False)
     monkeypatch.setattr(models, "VARIANT_PLUGINS", ("ternbench_no_such_plugin.variants",))
     models.load_plugins()  # no error: a plugin that does not exist yet is skipped
+
+
+@pytest.fixture
+def fake_hf_cache(tmp_path, monkeypatch, tiny_model):
+    """A Hugging Face cache holding the tiny model as `ternbench-test/tiny` (what a download leaves)."""
+    from huggingface_hub import constants
+
+    import bench.embedded
+
+    snap = tmp_path / "hub" / "models--ternbench-test--tiny" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0123abcd")
+    cfg = json.loads((bench.embedded.EMBEDDED_DIR / "ternbench-tiny.json").read_text())
+    (snap / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(snap / "open_clip_model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tiny_model
+
+
+def test_hf_hub_from_cache_offline(fake_hf_cache, tiny_inputs):
+    images, tokens = tiny_inputs
+    b = build_model("hf-hub:ternbench-test/tiny@q-attn")  # open_clip's own hf-hub code path
+    assert b.info["random_weights"] is False and b.info["arch"] == "hf-hub:ternbench-test/tiny"
+    ref = fake_hf_cache
+    name = "transformer.resblocks.0.mlp.c_fc.weight"  # not touched by q-attn
+    assert torch.equal(b.model.get_parameter(name), ref.get_parameter(name))
+    assert b.preprocess.transforms[-1].mean == (0.5, 0.5, 0.5)
+    assert torch.equal(b.tokenizer(["a cat"]), tokens.new_tensor(b.tokenizer(["a cat"])))
+
+
+def test_cached_tag_weights_load_offline(fake_hf_cache, monkeypatch, tiny_inputs):
+    import open_clip
+
+    tag_cfg = {"hf_hub": "ternbench-test/tiny/", "mean": (0.1, 0.2, 0.3), "std": (0.5, 0.5, 0.5)}
+    orig_tags, orig_cfg = open_clip.list_pretrained_tags_by_model, open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model",
+                        lambda a: ["fake"] if a == "ternbench-tiny" else orig_tags(a))
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda a, t: tag_cfg if (a, t) == ("ternbench-tiny", "fake") else orig_cfg(a, t))
+    b = build_model("ternbench-tiny:fake")
+    assert b.info["random_weights"] is False and b.info["checkpoint"].endswith("open_clip_model.safetensors")
+    images, _ = tiny_inputs
+    with torch.no_grad():
+        assert torch.equal(b.model.encode_image(images), fake_hf_cache.encode_image(images))
+    # the tag's preprocessing is kept although open_clip was handed a file
+    assert tuple(b.preprocess.transforms[-1].mean) == (0.1, 0.2, 0.3)
