@@ -123,9 +123,10 @@ def test_checkpoint_of_another_architecture(tmp_path, tiny_model):
 def test_uncached_tag_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(models, "_cached_tag_file", lambda cfg: (None, ["<test cache>"]))
+    spec = parse_spec("ViT-B-32:openai")  # imports done: time only the failing build
     t = time.perf_counter()
     with pytest.raises(ModelSpecError, match=r"not cached .*downloads are off"):
-        build_model("ViT-B-32:openai")
+        build_model(spec)
     assert time.perf_counter() - t < 5
 
 
@@ -199,15 +200,17 @@ def fake_hf_cache(tmp_path, monkeypatch, tiny_model):
     return tiny_model
 
 
-def test_hf_hub_from_cache_offline(fake_hf_cache, tiny_inputs):
-    images, tokens = tiny_inputs
+def test_hf_hub_from_cache_offline(fake_hf_cache):
     b = build_model("hf-hub:ternbench-test/tiny@q-attn")  # open_clip's own hf-hub code path
     assert b.info["random_weights"] is False and b.info["arch"] == "hf-hub:ternbench-test/tiny"
     ref = fake_hf_cache
     name = "transformer.resblocks.0.mlp.c_fc.weight"  # not touched by q-attn
     assert torch.equal(b.model.get_parameter(name), ref.get_parameter(name))
-    assert b.preprocess.transforms[-1].mean == (0.5, 0.5, 0.5)
-    assert torch.equal(b.tokenizer(["a cat"]), tokens.new_tensor(b.tokenizer(["a cat"])))
+    assert tuple(b.preprocess.transforms[-1].mean) == (0.5, 0.5, 0.5)
+    import open_clip
+
+    # the hub config's text_cfg (context 32, no HF tokenizer) decides the tokenizer
+    assert torch.equal(b.tokenizer(["a cat"]), open_clip.get_tokenizer("ternbench-tiny")(["a cat"]))
 
 
 def test_cached_tag_weights_load_offline(fake_hf_cache, monkeypatch, tiny_inputs):
