@@ -50,7 +50,7 @@ def stats(model, packing: str = "base3", float_dtype: str = "fp32") -> Stats:
     ternary = info.get("params", {}) if cfg.get("type") == "ternary" else {}
     layers = []
     with torch.no_grad():
-        for name, _ in _plain_named_parameters(model):
+        for name in dict.fromkeys([n for n, _ in _plain_named_parameters(model)] + list(ternary)):  # + swapped by quant.kernels
             w = get_param(model, name)  # the quantized value, also for a prepared (QAT) model
             n = w.numel()
             row: dict[str, Any] = {"name": name, "shape": list(w.shape), "params": n,

@@ -42,7 +42,8 @@ class TernaryLinear(nn.Module):
         self.activations = activations
         # A small float buffer that follows .to()/.half(): its device and dtype drive re-preparation.
         self.register_buffer("w_scale", w_scale.detach().to(dtype).reshape(-1).expand(trits.shape[0]).clone())
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype).clone())
+        # A (frozen) Parameter like nn.Linear's, so parameter counts and quant.stats still see it.
+        self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
         self.kernel: Kernel = select_kernel(backend, trits.device, activations)(
             trits.to(torch.int8), w_scale.detach().float().reshape(-1).expand(trits.shape[0]), activations)
 
@@ -92,6 +93,11 @@ class TernaryMultiheadAttention(nn.Module):
         self.batch_first = batch_first
         self.embed_dim = out_proj.out_features
         self.head_dim = self.embed_dim // num_heads
+
+    @property
+    def in_proj_weight(self) -> torch.Tensor:
+        """The (dequantized) stacked q/k/v weight under MultiheadAttention's name (``quant.stats`` reads it)."""
+        return self.in_proj.weight
 
     @staticmethod
     def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

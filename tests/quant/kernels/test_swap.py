@@ -150,3 +150,13 @@ def test_a8_variants_build_through_bench_models(tiny_inputs):
     assert built.info["variant"] == "q-all-a8"
     img, txt = _embed(built.model, *tiny_inputs)
     assert torch.isfinite(img).all() and torch.isfinite(txt).all()
+
+
+def test_stats_of_accelerated_model_equal_the_fake_quant_ones(q_all):
+    from quant import stats
+
+    before = stats(q_all).total
+    accelerate_(q_all)
+    after = stats(q_all).total
+    for key in ("params", "ternary_params", "share_ternary", "sparsity", "bytes_packed", "ternary_tensors"):
+        assert after[key] == before[key], key
