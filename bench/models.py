@@ -241,6 +241,11 @@ def parse_spec(s: str) -> ModelSpec:
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise ModelSpecError(f"{raw}: checkpoint file {str(path)!r} does not exist")
+        from quant.checkpoint import is_packed_file
+
+        if path.suffix == ".safetensors" and is_packed_file(path):
+            raise ModelSpecError(f"{raw}: {str(path)!r} is a packed ternary checkpoint, which knows its own "
+                                 f"architecture: give the path alone ({path}[@VARIANT])")
         return ModelSpec(raw, "checkpoint", arch=arch, path=str(path.resolve()), variant=variant)
     tags = valid_tags(arch)
     tag = pretrained if (arch, pretrained) in _PRETRAINED else pretrained.lower().replace("-", "_")

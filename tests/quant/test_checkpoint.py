@@ -90,6 +90,10 @@ def test_granularities_round_trip(tiny_model, cfg, tmp_path, tiny_inputs):
 def test_build_model_loads_packed_file(packed, qtiny, tiny_inputs):
     from bench.models import build_model
 
+    from bench.models import ModelSpecError
+
+    with pytest.raises(ModelSpecError, match="is a packed ternary checkpoint.*give the path alone"):
+        build_model(f"ternbench-tiny:{packed}")
     b = build_model(f"{packed}@fp16")
     assert b.spec.source == "packed" and b.info["precision"] == "fp16"
     assert b.info["checkpoint"] == str(packed) and b.info["random_weights"] is True
