@@ -88,9 +88,7 @@ def test_granularities_round_trip(tiny_model, cfg, tmp_path, tiny_inputs):
 
 
 def test_build_model_loads_packed_file(packed, qtiny, tiny_inputs):
-    from bench.models import build_model
-
-    from bench.models import ModelSpecError
+    from bench.models import ModelSpecError, build_model
 
     with pytest.raises(ModelSpecError, match="is a packed ternary checkpoint.*give the path alone"):
         build_model(f"ternbench-tiny:{packed}")
