@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,7 +92,8 @@ def run_quantize(args) -> int:
         raise QuantConfigError(f"{args.model} is already a packed ternary checkpoint; use `ternbench inspect`")
     built = build_model(spec)
     if built.info["random_weights"]:
-        print(f"{spec.raw}: {RANDOM_WEIGHTS_NOTE}")
+        # With --json stdout stays pure JSON (the note is also in model.random_weights).
+        print(f"{spec.raw}: {RANDOM_WEIGHTS_NOTE}", file=sys.stderr if args.json else sys.stdout)
     summary = quantize_(built.model, cfg)
     st = stats(built.model, packing=args.packing, float_dtype=args.float_dtype)
     written = None

@@ -63,7 +63,8 @@ def test_json_stats_without_out(capsys):
     code, out, err = run(capsys, "quantize", "ternbench-tiny", "--variant", "q-attn-v", "--granularity",
                          "channel", "--json")
     assert code == 0, err
-    data = json.loads(out[out.index("{"):])
+    data = json.loads(out)  # stdout is pure JSON; the random-weights note goes to stderr
+    assert "random initialisation" in err and data["model"]["random_weights"] is True
     assert data["out"] is None and data["config"]["granularity"] == "channel"
     assert {r["tower"] for r in data["stats"]["layers"] if r["ternary"]} == {"vision"}
 
