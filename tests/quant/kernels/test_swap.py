@@ -62,25 +62,34 @@ def test_int8_activations_kernel_equals_reference_and_stays_close(q_all, tiny_in
         assert 0.99 < cos < 1.0 - 1e-7, cos
 
 
-@pytest.mark.parametrize("variant,expected", [
-    ("q-ffn", {TernaryLinear: 16}),
-    ("q-attn", {TernaryMultiheadAttention: 8, TernaryLinear: 16}),
-    ("q-all", {TernaryLinear: 33, TernaryMultiheadAttention: 8, TernaryPatchEmbed: 1, TernaryEmbedding: 1}),
-    ("q-all-v", {TernaryLinear: 17, TernaryMultiheadAttention: 4, TernaryPatchEmbed: 1}),
-])
-def test_swaps_exactly_the_ternary_modules(tiny_model, variant, expected):
+COUNTS = {
+    "q-ffn": {TernaryLinear: 16},
+    "q-attn": {TernaryMultiheadAttention: 8, TernaryLinear: 16},
+    "q-all-v": {TernaryLinear: 17, TernaryMultiheadAttention: 4, TernaryPatchEmbed: 1},
+    # TernaryLinear: 2 MLP + 2 attention projections a block (4 + 4 blocks), + the patch embedding's.
+    "q-all": {TernaryLinear: 33, TernaryMultiheadAttention: 8, TernaryPatchEmbed: 1, TernaryEmbedding: 1},
+}
+
+
+def _counts(model, expected):
+    return {cls: sum(type(m) is cls for m in model.modules()) for cls in expected}
+
+
+@pytest.mark.parametrize("variant", ["q-ffn", "q-attn", "q-all-v"])
+def test_swaps_exactly_the_ternary_modules(tiny_model, variant):
     quantize_(tiny_model, preset(variant))
     accelerate_(tiny_model)
-    counts = {cls: sum(type(m) is cls for m in tiny_model.modules()) for cls in expected}
-    # TernaryLinear: 2 MLP + 2 attention projections a block (4 + 4 blocks), + the patch embedding's.
-    assert counts == expected
-    leftover = [n for n, m in tiny_model.named_modules() if type(m) in (nn.MultiheadAttention, nn.Embedding)]
-    if variant == "q-all":
-        assert leftover == []
-    # A float tower keeps plain modules.
-    if variant == "q-all-v":
+    assert _counts(tiny_model, COUNTS[variant]) == COUNTS[variant]
+    if variant == "q-all-v":  # the float tower keeps plain modules
         assert isinstance(tiny_model.transformer.resblocks[0].mlp.c_fc, nn.Linear)
+        assert isinstance(tiny_model.transformer.resblocks[0].attn, nn.MultiheadAttention)
     assert quant_info(tiny_model)["accelerated"]["activations"] == "int8"
+
+
+def test_q_all_leaves_no_float_matmul_module(q_all):
+    accelerate_(q_all)
+    assert _counts(q_all, COUNTS["q-all"]) == COUNTS["q-all"]
+    assert [n for n, m in q_all.named_modules() if type(m) in (nn.MultiheadAttention, nn.Embedding, nn.Linear)] == []
 
 
 def test_resident_weights_shrink(tiny_model, q_all):
@@ -126,22 +135,23 @@ def test_cuda_backend_without_cuda_falls_back_to_reference(q_all):
     assert quant_info(q_all)["accelerated"]["kernels"] == ["reference"]
 
 
-def test_packed_checkpoint_gives_the_same_outputs(q_all, tiny_inputs, tmp_path):
+def test_packed_checkpoint_gives_the_same_outputs(tiny_model, tiny_inputs, tmp_path):
     from quant.checkpoint import load_packed, save_packed
 
+    quantize_(tiny_model, preset("q-ffn"))
     path = tmp_path / "tiny.safetensors"
-    save_packed(q_all, path, packing="2bit", float_dtype="fp32", arch="ternbench-tiny")
+    save_packed(tiny_model, path, packing="2bit", float_dtype="fp32", arch="ternbench-tiny")
     loaded = load_packed(path)
-    accelerate_(q_all)
+    accelerate_(tiny_model)
     accelerate_(loaded)
-    for a, b in zip(_embed(q_all, *tiny_inputs), _embed(loaded, *tiny_inputs)):
+    for a, b in zip(_embed(tiny_model, *tiny_inputs), _embed(loaded, *tiny_inputs)):
         assert torch.equal(a, b)
 
 
 def test_a8_variants_build_through_bench_models(tiny_inputs):
     from bench.models import build_model, list_variants
 
-    assert {"q-ffn-a8", "q-attn-a8", "q-all-a8"} <= set(list_variants())
+    assert {"q-ffn-a8", "q-attn-a8", "q-all-a8", "q-all-a8-fp16"} <= set(list_variants())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         built = build_model("ternbench-tiny@q-all-a8")
