@@ -257,3 +257,17 @@ def test_efficiency_only_needs_no_datasets(tmp_path, mini_root):
     p = plan(_cfg(tmp_path, mini_root, datasets=(), tasks=("efficiency",)))
     assert [c.task for c in p.cells] == ["efficiency", "efficiency"]
     assert runner.OVERWRITE == ("missing", "always", "never")
+
+
+def test_broken_dataset_folder_fails_its_cell_naming_the_file(tmp_path, mini_root):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(mini_root / "wds_mini-colors", root / "wds_mini-colors")
+    (root / "wds_mini-colors" / "test" / "nshards.txt").unlink()
+    summary = run_sweep(_cfg(tmp_path / "out", root, models=("ternbench-tiny",), datasets=("wds/mini/colors",),
+                             tasks=("zeroshot_classification",)), echo=lambda s: None)
+    assert len(summary.failed) == 1
+    rec = results.read(summary.written[0])
+    assert rec["status"] == "error"
+    assert "nshards.txt" in rec["error"] and str(root / "wds_mini-colors") in rec["error"]
