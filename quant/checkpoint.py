@@ -36,7 +36,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
                 raise CheckpointError(f"{path}: truncated file ({size} bytes): not a safetensors file")
             (n,) = struct.unpack("<Q", head)
             if n > size - 8:
-                raise CheckpointError(f"{path}: truncated file: header says {n} bytes, file has {size - 8}")
+                raise CheckpointError(f"{path}: truncated file, or not a safetensors file "
+                                      f"(header says {n} bytes, file has {size - 8})")
             header = json.loads(f.read(n))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
