@@ -350,6 +350,16 @@ class _Runner:
             details=res.details, prov=self.prov())
 
 
+def _release_memory(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
 def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None) -> SweepSummary:
     """Run a sweep (or an already validated plan); returns what was written and what failed."""
     import torch
@@ -365,6 +375,9 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
     echo(f"ternbench run: {len(p.cells)} cells{shard} on {p.device}, results in {p.out}; "
          f"{summary.skipped} already done (--overwrite {cfg.overwrite}), {len(todo)} to run")
     runner = _Runner(p, echo)
+    if p.device.startswith("cuda:"):
+        # clip_benchmark moves batches to the bare device type ("cuda"): make that the chosen GPU.
+        torch.cuda.set_device(torch.device(p.device))
     by_model: dict[str, list[Cell]] = {}
     for c in todo:
         by_model.setdefault(c.model_id, []).append(c)
@@ -400,6 +413,7 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
                 echo(_summary_line(i, len(todo), cell, record, time.perf_counter() - t))
                 bar.update(1)
             del built
+            _release_memory(p.device)  # the next model's peak memory must not include this one
     except KeyboardInterrupt:
         summary.interrupted = True
         echo(f"interrupted: {summary.ran} cells written this run are kept in {p.out}; "
