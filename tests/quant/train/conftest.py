@@ -64,3 +64,22 @@ def color_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def caption_data(tmp_path_factory) -> Path:
     return write_captions(tmp_path_factory.mktemp("captions"))
+
+
+def tiny_cfg(data, **kw):
+    """A small, fast TrainConfig on the synthetic shards (no progress bar)."""
+    from quant.train.config import TrainConfig
+
+    base = dict(data=tuple(str(d) for d in data), steps=3, batch_size=8, lr=1e-3, warmup_steps=1,
+                shuffle_buffer=16, progress=False)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory, color_data, caption_data) -> Path:
+    """A pretrained (3 steps) tiny CLIP: the teacher and starting point of the QAT tests."""
+    from quant.train.loop import train
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train(tiny_cfg([color_data, caption_data]), out)
+    return out

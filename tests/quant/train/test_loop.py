@@ -1,0 +1,152 @@
+"""The training loop: QAT+KD lowers the distillation loss, resume continues the same run, the
+progressive schedule switches at its step, NaN stops with the last checkpoint, bad configs fail early."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from quant import quant_info
+from quant.train.config import DistillConfig, QATConfig, TrainConfig, TrainConfigError, config_diff
+from quant.train.loop import ResumeError, TrainingDiverged, compute_losses, read_log, train
+
+from .conftest import tiny_cfg
+
+
+def qat_cfg(data, teacher, **kw):
+    return tiny_cfg(data, model=str(teacher), qat=kw.pop("qat", QATConfig(preset="q-all")),
+                    distill=DistillConfig(teacher=str(teacher), **kw.pop("distill", {})), contrastive_weight=0.0, **kw)
+
+
+def test_config_json_round_trip_and_errors():
+    cfg = TrainConfig(data=("a/{0..1}.tar",), qat=QATConfig(int8_steps=2), distill=DistillConfig(teacher="t"))
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(TrainConfigError, match="did you mean 'batch_size'"):
+        TrainConfig.from_dict({"data": ["x"], "batchsize": 3})
+    with pytest.raises(TrainConfigError, match="int8_steps .5. must be smaller than steps .5."):
+        TrainConfig(data=("x",), steps=5, qat=QATConfig(int8_steps=5))
+    with pytest.raises(TrainConfigError, match="unknown embed_loss 'cosin'.*did you mean 'cosine'"):
+        DistillConfig(teacher="t", embed_loss="cosin")
+    with pytest.raises(TrainConfigError, match="lr must be a number > 0"):
+        TrainConfig(data=("x",), lr=0)
+    with pytest.raises(TrainConfigError, match="at least one webdataset shard pattern"):
+        TrainConfig(data=())
+    assert config_diff(cfg, cfg.replace(lr=0.5, log_every=7)) == {"lr": (1e-3, 0.5)}  # log_every: not semantic
+
+
+def test_qat_steps_reduce_the_distillation_loss(teacher_run, color_data, caption_data, tmp_path):
+    from quant import prepare
+    from quant.train.data import PairBatches, resolve_sources
+    from quant.train.distill import Teacher
+    from quant.train.models import load_clip
+
+    data = [color_data, caption_data]
+    cfg = qat_cfg(data, teacher_run, steps=8, lr=5e-4, batch_size=16)
+    student = load_clip(str(teacher_run))
+    teacher = Teacher(cfg.distill, student)
+    images, texts, groups = next(PairBatches(resolve_sources(cfg.data), student.transform, 16, seed=99))
+
+    def distill_loss(model):
+        model.eval()
+        with torch.no_grad():
+            out = (model.encode_image(images, normalize=True), model.encode_text(student.tokenizer(texts), normalize=True),
+                   model.logit_scale.exp())
+            return float(compute_losses(cfg, out, teacher.encode(images, texts), None)["loss"])
+
+    ptq = copy.deepcopy(student.model)
+    prepare(ptq, cfg.qat.ternary_config())
+    before = distill_loss(ptq)
+    result = train(cfg, tmp_path / "qat")
+    after = distill_loss(result.model)
+    assert before > 0.01
+    assert after < 0.7 * before, (before, after)
+
+
+def test_resume_continues_the_same_run(teacher_run, color_data, caption_data, tmp_path):
+    cfg = qat_cfg([color_data, caption_data], teacher_run, steps=6, checkpoint_every=3, batch_size=6)
+    full = train(cfg, tmp_path / "full")
+    part = train(cfg, tmp_path / "part", stop_at_step=3)
+    assert part.final_checkpoint is None and (tmp_path / "part" / "checkpoint-000003.pt").is_file()
+    rest = train(cfg, tmp_path / "part")
+    assert rest.resumed_from == 3 and rest.steps_run == 3
+    a, b = read_log(tmp_path / "full"), read_log(tmp_path / "part")
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-6), (ra, rb)
+    sa, sb = full.model.state_dict(), rest.model.state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
+
+
+def test_progressive_schedule_switches_at_the_configured_step(teacher_run, color_data, tmp_path):
+    cfg = qat_cfg([color_data], teacher_run, steps=4, qat=QATConfig(preset="q-ffn", int8_steps=2))
+    mid = train(cfg, tmp_path / "run", stop_at_step=2)
+    assert quant_info(mid.model)["config"]["type"] == "int8"
+    w = mid.model.visual.transformer.resblocks[0].mlp.c_fc.weight
+    assert w.unique().numel() > 3  # 8-bit codes, not trits
+    end = train(cfg, tmp_path / "run")
+    assert [r["phase"] for r in read_log(tmp_path / "run")] == ["int8", "int8", "ternary", "ternary"]
+    assert quant_info(end.model)["config"]["type"] == "ternary"
+    with torch.no_grad():
+        w = end.model.visual.transformer.resblocks[0].mlp.c_fc.weight
+    assert w.unique().numel() <= 3
+
+
+def test_nan_loss_stops_and_names_the_last_good_checkpoint(teacher_run, color_data, tmp_path, monkeypatch):
+    import quant.train.loop as loop
+
+    real, calls = loop.compute_losses, []
+
+    def poisoned(*args, **kw):
+        terms = real(*args, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(loop, "compute_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"nan at step 3 .*checkpoint-000002\.pt"):
+        train(tiny_cfg([color_data], steps=4, checkpoint_every=2), tmp_path / "run")
+
+
+def test_resume_refuses_another_config_and_existing_runs(teacher_run, color_data, tmp_path):
+    cfg = tiny_cfg([color_data], steps=2)
+    train(cfg, tmp_path / "run")
+    with pytest.raises(ResumeError, match=r"lr: checkpoint 0.001, now 0.002.*steps: checkpoint 2, now 3"):
+        train(cfg.replace(lr=2e-3, steps=3), tmp_path / "run")
+    with pytest.raises(ResumeError, match="already holds checkpoints"):
+        train(cfg, tmp_path / "run", resume=None)
+    with pytest.raises(ResumeError, match="no checkpoint to resume"):
+        train(cfg, tmp_path / "other", resume=tmp_path / "nothing")
+
+
+def test_teacher_of_another_width_needs_the_projection(teacher_run, color_data, tmp_path):
+    import open_clip
+
+    from bench.embedded import EMBEDDED_DIR
+    from quant.train.distill import DistillError
+
+    cfg_json = json.loads((EMBEDDED_DIR / "ternbench-tiny.json").read_text())
+    cfg_json["embed_dim"] = 64
+    path = tmp_path / "ternbench-tiny-e64.json"
+    path.write_text(json.dumps(cfg_json))
+    open_clip.add_model_config(path)
+    cfg = qat_cfg([color_data], str(teacher_run), steps=1)
+    cfg = cfg.replace(model="ternbench-tiny-e64")
+    with pytest.raises(DistillError, match=r"into 128 dimensions.*into 64.*projection=true"):
+        train(cfg, tmp_path / "run")
+    cfg = cfg.replace(distill=cfg.distill.replace(projection=True))
+    result = train(cfg, tmp_path / "run2")
+    state = torch.load(result.final_checkpoint, weights_only=True)["model"]
+    assert state["proj.weight"].shape == (128, 64)
+
+
+def test_missing_data_fails_before_any_model_loads(tmp_path, monkeypatch):
+    import quant.train.loop as loop
+    from quant.train.data import DataError
+
+    monkeypatch.setattr(loop, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
+    with pytest.raises(DataError, match="matches no shard"):
+        train(TrainConfig(data=(str(tmp_path / "x-{0..3}.tar"),), progress=False), tmp_path / "run")
