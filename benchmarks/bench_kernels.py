@@ -2,7 +2,8 @@
 
 Variants (one run, side by side, so ratios are comparable on a noisy machine):
   fp32, bf16 (CPU) / fp16 (CUDA), ternary Q-ALL W1.58A16 (fake-quant float weights),
-  ternary Q-ALL W1.58A16 with int8-held weights (``a16-int8mem``), ternary Q-ALL W1.58A8
+  ternary Q-ALL W1.58A16 with int8-held weights (``a16-int8mem``) or 2-bit packed weights
+  unpacked per call (``a16-2bit``), ternary Q-ALL W1.58A8
   on the device's kernel (``a8``).
 Measures: median and p90 latency of encode_image / encode_text at each batch, ratios
 vs fp32 and vs the device's half precision, resident weight bytes (parameters, buffers
@@ -37,6 +38,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
+ACCELERATED = {
+    "q-all-a8": {"activations": "int8"},
+    "q-all-a16-int8mem": {"activations": "float"},
+    "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
+}
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
 
 
@@ -304,7 +311,7 @@ def main(argv=None) -> int:
                    help="open_clip architectures (default: ViT-B-32 on cpu; ViT-B-32 ViT-B-16 ViT-L-14 on cuda)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
-                   help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a8")
+                   help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -328,7 +335,7 @@ def main(argv=None) -> int:
     repeats = args.repeats if args.repeats is not None else ((10 if args.quick else 30) if gpu else (3 if args.quick else 5))
     modes = args.modes or (["eager", "graph"] if gpu else ["eager"])
     half_name = HALF[args.device][0]
-    names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a8"]
+    names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a16-2bit", "q-all-a8"]
 
     from bench.embedded import register
 

@@ -5,8 +5,9 @@ matmul wants) and computes ``x @ W.T * scales + bias`` from it. A *backend* name
 kernel class per activation mode: ``int8`` (W1.58A8, per-token absmax activations) or
 ``float`` (W1.58A16, activations stay in the model's float dtype).
 
-Backends: ``reference`` (any device, slow, the ground truth), ``cpu`` and ``cuda``
-(registered by ``cpu.py`` / ``cuda.py``). ``select_kernel`` picks by device for
+Backends: ``reference`` (any device, slow, the ground truth), ``packed`` (any device,
+2-bit weights unpacked per call: smallest memory), ``cpu`` and ``cuda`` (registered by
+``cpu.py`` / ``cuda.py``). ``select_kernel`` picks by device for
 ``auto`` and falls back to the reference, with a warning, where a kernel is unavailable.
 """
 
@@ -18,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from quant.errors import QuantConfigError, did_you_mean
-from quant.kernels.reference import ternary_linear_reference
+from quant.kernels.reference import QMAX, quantize_per_token, ternary_linear_reference
 
 ACTIVATIONS = ("int8", "float")
 
@@ -79,7 +80,7 @@ class DequantKernel(Kernel):
 BACKENDS: dict[str, dict[str, type[Kernel]]] = {
     "reference": {"int8": Kernel, "float": Kernel},
 }
-BACKEND_CHOICES = ("auto", "cpu", "cuda", "reference")
+BACKEND_CHOICES = ("auto", "cpu", "cuda", "packed", "reference")
 
 
 def register_backend(name: str, activations: str, cls: type[Kernel]) -> None:
@@ -123,3 +124,55 @@ def _load_backends() -> None:
     if not _backends_loaded:
         _backends_loaded = True
         from quant.kernels import cpu, cuda  # noqa: F401
+
+
+_SHIFTS_2BIT = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)
+
+
+class Packed2bitKernel(Kernel):
+    """Any device, either activation mode: weights held 2-bit packed (4 trits a byte, 16x
+    smaller than fp32), unpacked into the matmul on every call.
+
+    The smallest resident weights, bought with one unpacking pass over the weight per call:
+    the memory-bound choice (``accelerate_(..., backend="packed")``). Float activations give
+    W1.58A16; int8 activations multiply the integer codes in fp32, exact while
+    ``127 * K < 2**24``.
+    """
+
+    name = "packed"
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        from quant.packing import pack
+
+        self.activations = activations
+        self.out_features, self.in_features = trits.shape
+        self.device = trits.device
+        self._packed = pack(trits, "2bit", name="ternary weight")
+        self._w_scale = w_scale.float().contiguous()
+
+    def _unpack(self, dtype: torch.dtype) -> torch.Tensor:
+        codes = (self._packed.unsqueeze(1) >> _SHIFTS_2BIT.to(self.device)) & 3
+        n = self.out_features * self.in_features
+        return (codes.reshape(-1)[:n].to(dtype) - 1).reshape(self.out_features, self.in_features)
+
+    def trits(self) -> torch.Tensor:
+        return self._unpack(torch.int8)
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.activations == "float":
+            return ternary_linear_reference(x2d, self._unpack(x2d.dtype), self._w_scale, bias, "float")
+        if QMAX * self.in_features >= 2**24:  # fp32 no longer exact: the float64 reference
+            return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, "int8")
+        codes, x_scale = quantize_per_token(x2d)
+        acc = codes.float() @ self._unpack(torch.float32).t()  # exact integers in fp32
+        y = acc.mul_(x_scale).mul_(self._w_scale)
+        if bias is not None:
+            y += bias.float()
+        return y.to(x2d.dtype)
+
+    def nbytes(self) -> int:
+        return self._packed.nbytes + self._w_scale.nbytes
+
+
+register_backend("packed", "int8", Packed2bitKernel)
+register_backend("packed", "float", Packed2bitKernel)

@@ -122,3 +122,14 @@ def test_packed_embedding_equals_unpacked(dim):
     assert torch.equal(emb.weight, trits.float() * scale[:, None])
     per_tensor = TernaryEmbedding(trits, torch.tensor([0.25]))
     assert torch.equal(per_tensor(ids), F.embedding(ids, trits.float() * 0.25))
+
+
+@pytest.mark.parametrize("activations", ["int8", "float"])
+def test_packed_2bit_linear_equals_unpacked(activations):
+    trits, scale, bias = _trits(37, 53, seed=4), torch.rand(37) + 0.1, torch.randn(37)
+    packed = _linear(trits, scale, bias, backend="packed", activations=activations)
+    plain = _linear(trits, scale, bias, backend="reference", activations=activations)
+    assert packed.kernel.name == "packed" and torch.equal(packed.kernel.trits(), trits)
+    assert packed.kernel_nbytes() == -(-37 * 53 // 4) + 4 * 37  # 2 bits a weight + fp32 scales
+    x = torch.randn(4, 53) * 3
+    torch.testing.assert_close(packed(x), plain(x), rtol=1e-6, atol=1e-5)

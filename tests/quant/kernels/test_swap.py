@@ -170,3 +170,14 @@ def test_stats_of_accelerated_model_equal_the_fake_quant_ones(q_all):
     after = stats(q_all).total
     for key in ("params", "ternary_params", "share_ternary", "sparsity", "bytes_packed", "ternary_tensors"):
         assert after[key] == before[key], key
+
+
+def test_packed_backend_equals_reference_with_a_quarter_of_the_int8_bytes(q_all, tiny_inputs):
+    int8_model, ref_model = copy.deepcopy(q_all), copy.deepcopy(q_all)
+    accelerate_(q_all, backend="packed", activations="float")
+    accelerate_(ref_model, backend="reference", activations="float")
+    accelerate_(int8_model, backend="cpu", activations="int8")
+    for got, want in zip(_embed(q_all, *tiny_inputs), _embed(ref_model, *tiny_inputs)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    kernel_bytes = lambda m: sum(x.kernel_nbytes() for x in m.modules() if isinstance(x, TernaryLinear))  # noqa: E731
+    assert kernel_bytes(q_all) < kernel_bytes(int8_model) / 3.5
