@@ -103,7 +103,7 @@ def test_full_sweep(swept):
         assert eff.loc[v, "throughput_batch"] == TINY_EFF.batch
     assert eff.loc["fp32", "share_ternary"] == 0 and math.isclose(eff.loc["fp32", "compression_vs_fp32"], 1.0)
     assert 0 < eff.loc["q-ffn", "share_ternary"] < 1  # MLPs only; the token embedding dominates the tiny model
-    assert eff.loc["q-ffn", "compression_vs_fp16"] > 1 and 0 < eff.loc["q-ffn", "sparsity"] < 1
+    assert eff.loc["q-ffn", "compression_vs_fp32"] > 1 and 0 < eff.loc["q-ffn", "sparsity"] < 1
 
     err = df[df.status == "error"]
     assert all("not available" in e and "--data-root" in e for e in err.error)
