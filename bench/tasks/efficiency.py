@@ -123,7 +123,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
             continue
         seen.add(key)
         total += t.nbytes
-    return total
+    return total + sum(m.kernel_nbytes() for m in model.modules() if hasattr(m, "kernel_nbytes"))  # quant.kernels
 
 
 # ---------------------------------------------------------------------------------------------
