@@ -117,11 +117,14 @@ def run_retrieval(ctx: TaskContext) -> TaskResult:
 
     _check_data(ctx, "zeroshot_retrieval")
     loader = make_dataloader(ctx.data, ctx.batch_size, ctx.num_workers)
+    n = getattr(ctx.data, "n_samples", None)
+    # recall@k needs at least k images (torch.topk); a smaller set simply has no recall@k.
+    ks = [k for k in RECALL_K if n is None or k <= n]
     with labelled_progress(zr, ctx.entry.name, ctx.progress, _n_batches(ctx)):
         raw = zr.evaluate(PrecisionAdapter(ctx.model, ctx.dtype), loader, ctx.tokenizer,
-                          device=_metric_device(ctx), amp=False, recall_k_list=list(RECALL_K))
+                          device=_metric_device(ctx), amp=False, recall_k_list=ks)
     metrics = {k: float(v) for k, v in raw.items()}
-    for k in RECALL_K:
+    for k in ks:
         metrics[f"mean_recall@{k}"] = (metrics[f"image_retrieval_recall@{k}"]
                                        + metrics[f"text_retrieval_recall@{k}"]) / 2
     return TaskResult(metrics=metrics, main_metric=ctx.entry.main_metric, details={"amp": False})

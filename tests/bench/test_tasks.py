@@ -151,3 +151,14 @@ def test_classification_without_classnames_fails_clearly(mini_root, built):
     data.classnames = None
     with pytest.raises(ValueError, match="no class names or templates"):
         get_task("zeroshot_classification").run(_ctx(built, entry, data))
+
+
+def test_retrieval_on_fewer_images_than_k(mini_root, built):
+    entry, data = _data(mini_root, "wds/mini/captions", built.preprocess)
+    data.n_samples = SIZES["retrieval_test"]  # 12 images: recall@1 and @5 exist, @10 too
+    res = get_task("zeroshot_retrieval").run(_ctx(built, entry, data, batch_size=4))
+    assert "mean_recall@10" in res.metrics
+    data.n_samples = 8  # pretend fewer than 10: recall@10 is left out instead of failing
+    data.dataset = data.dataset.slice(8)  # webdataset's own way to take the first 8 samples
+    res = get_task("zeroshot_retrieval").run(_ctx(built, entry, data, batch_size=4))
+    assert "mean_recall@10" not in res.metrics and "mean_recall@5" in res.metrics
