@@ -4,11 +4,13 @@ Runs the bare ``ternbench`` command in a fresh working directory, offline (``HF_
 as a user would on a fresh clone, then runs it again to time the resume path (every cell
 already done: nothing may be recomputed). By default the cache is fresh too, so the first run
 includes generating the mini suite (and training the embedded model if the training plugin is
-installed); ``--cache DIR`` reuses a warm cache instead. Prints one JSON row per run and a
-short table.
+installed: on 2 busy cores that alone takes over an hour); ``--cache DIR`` reuses a warm cache
+instead, and ``--random-weights`` runs the same grid with the untrained tiny model (the sweep
+itself, no training). Prints one JSON row per run and a short table.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_run_default.py
-    python benchmarks/bench_run_default.py --cache ~/.cache/ternbench --out bench_run_default.json
+    python benchmarks/bench_run_default.py --random-weights --out bench_run_default.json
+    python benchmarks/bench_run_default.py --cache ~/.cache/ternbench
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _run(cwd: Path, env: dict[str, str], label: str) -> dict:
+def _run(cwd: Path, env: dict[str, str], label: str, argv: list[str]) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.cli"], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True)
     wall = time.perf_counter() - t0
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     from bench import results
@@ -37,6 +40,7 @@ def _run(cwd: Path, env: dict[str, str], label: str) -> dict:
     df = results.load(cwd / "results", strict=False) if (cwd / "results").is_dir() else None
     return {
         "run": label,
+        "command": " ".join(["ternbench", *argv]),
         "wall_s": round(wall, 2),
         "exit_code": proc.returncode,
         "cells_computed": len(lines),
@@ -52,12 +56,19 @@ def main() -> int:
     ap.add_argument("--cache", help="TERNBENCH_CACHE to use (default: a fresh temporary one)")
     ap.add_argument("--out", help="also write the rows as JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary working directory")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="the default grid with the untrained tiny model (times the sweep, not the training)")
     args = ap.parse_args()
+    argv: list[str] = []
+    if args.random_weights:
+        from bench import defaults
+
+        argv = ["run", "--models", *(f"{defaults.EMBEDDED_ARCH}@{v}" for v in defaults.VARIANTS)]
 
     work = Path(tempfile.mkdtemp(prefix="ternbench-default-"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TERNBENCH_CACHE": args.cache or str(work / "cache"),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    rows = [_run(work, env, "first (fresh results/)"), _run(work, env, "rerun (resume, all done)")]
+    rows = [_run(work, env, "first (fresh results/)", argv), _run(work, env, "rerun (resume, all done)", argv)]
     import torch
 
     meta = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
