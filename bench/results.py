@@ -214,9 +214,16 @@ def now_iso() -> str:
 
 
 def _finite_or_none(v: Any) -> Any:
-    """JSON has no NaN: absent values (e.g. acc5 with fewer than 5 classes) are stored as null."""
+    """JSON has no NaN: absent values (e.g. acc5 with fewer than 5 classes) are stored as null.
+
+    Applied recursively, so a NaN anywhere in a record (details, layers) cannot make the write fail.
+    """
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_none(x) for x in v]
     return v
 
 
@@ -235,7 +242,7 @@ def make_record(
 ) -> dict[str, Any]:
     """A complete record for ``cell``; ``error`` set means status "error"."""
     metrics = {k: _finite_or_none(float(v) if v is not None else None) for k, v in (metrics or {}).items()}
-    return {
+    return _finite_or_none({
         "schema_version": SCHEMA_VERSION,
         "cell_id": cell.cell_id,
         "model": {k: model.get(k) for k in MODEL_KEYS} | {"info": model},
@@ -249,7 +256,7 @@ def make_record(
         "status": "error" if error is not None else "ok",
         "error": error,
         "provenance": prov,
-    }
+    })
 
 
 def write(results_dir: str | os.PathLike, cell: Cell, record: dict[str, Any]) -> Path:

@@ -44,12 +44,15 @@ def test_cell_paths(tmp_path):
 
 def test_write_read_roundtrip_and_nan_becomes_null(tmp_path):
     c = Cell("m", "wds/mini/colors", "zeroshot_classification")
-    path = results.write(tmp_path, c, _record(c, {"acc1": 0.5, "acc5": float("nan")}))
+    rec = results.make_record(c, model={"spec": "m"}, dataset=None, metrics={"acc1": 0.5, "acc5": float("nan")},
+                              details={"layers": [{"sparsity": float("inf")}]}, prov={})
+    path = results.write(tmp_path, c, rec)
     text = path.read_text()
     assert "NaN" not in text  # strict JSON
     rec = results.read(path)
     assert rec["schema_version"] == results.SCHEMA_VERSION
     assert rec["metrics"] == {"acc1": 0.5, "acc5": None}
+    assert rec["details"] == {"layers": [{"sparsity": None}]}
     assert rec["status"] == "ok" and results.is_done(path) == "ok"
     # no temporary files left behind by the atomic write
     assert [p.name for p in path.parent.iterdir()] == [path.name]
