@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
     t = subparsers.add_parser("train", help="pretrain a CLIP, QAT+distil a ternary student, convert it to a "
                               "packed checkpoint", description="Training: contrastive pretraining, "
                               "quantization-aware training with distillation, conversion to a packed file.")
-    sub = t.add_subparsers(dest="train_command", metavar="{pretrain,qat,convert}", required=True)
+    sub = t.add_subparsers(dest="train_command", metavar="{pretrain,qat,convert,embedded}", required=True)
 
     pre = sub.add_parser("pretrain", help="contrastive (CLIP) training on image-text webdataset shards",
                          description="Contrastive (CLIP) training of an open_clip model on image-text shards.")
@@ -99,6 +99,13 @@ def add_parser(subparsers) -> None:
                       help="dtype of non-ternary tensors and scales (default fp32: outputs bit-identical)")
     conv.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     conv.set_defaults(func=run_convert)
+
+    emb = sub.add_parser("embedded", help="train (or find cached) the embedded teacher ternbench-tiny:mini and its "
+                         "QAT+KD students", description="What `ternbench run` does on first use, ahead of time: "
+                         "train the embedded teacher and students from the mini suite and cache them.")
+    emb.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    emb.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    emb.set_defaults(func=run_embedded)
 
 
 def build_config(args: argparse.Namespace):
@@ -164,4 +171,19 @@ def run_convert(args: argparse.Namespace) -> int:
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.packing} packing); "
           f"ternary share {total.get('share_ternary', 0):.1%}, sparsity {total.get('sparsity', 0):.1%}")
     print(f"evaluate it: ternbench run --models {path}")
+    return 0
+
+
+def run_embedded(args: argparse.Namespace) -> int:
+    import time
+
+    from quant.train import embedded
+
+    t = time.perf_counter()
+    teacher = embedded.teacher_path(device=args.device, progress=args.progress)
+    print(f"{embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}: {teacher}")
+    for variant in embedded.STUDENTS:
+        path = embedded.student_path(variant, device=args.device, progress=args.progress)
+        print(f"{embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}@{variant}: {path}")
+    print(f"ready in {time.perf_counter() - t:.0f} s (cached under {embedded.models_dir()})")
     return 0

@@ -40,3 +40,15 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_train_embedded_prints_the_cached_models(tmp_path, monkeypatch, capsys):
+    from quant.train import embedded
+
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(embedded, "teacher_path", lambda **k: tmp_path / "t.safetensors")
+    monkeypatch.setattr(embedded, "student_path", lambda v, **k: tmp_path / f"{v}.safetensors")
+    assert main(["train", "embedded", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"ternbench-tiny:mini: {tmp_path / 't.safetensors'}" in out
+    assert f"ternbench-tiny:mini@qat-q-all: {tmp_path / 'qat-q-all.safetensors'}" in out
