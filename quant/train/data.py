@@ -139,7 +139,10 @@ def _raw_samples(url: str) -> Iterator[dict[str, Any]]:
     """Raw (undecoded) samples of one shard, through webdataset's tar reader (local or remote)."""
     import webdataset as wds
 
-    yield from wds.tarfile_to_samples()(iter([{"url": url}]))
+    try:
+        yield from wds.tarfile_to_samples()(iter([{"url": url}]))
+    except Exception as e:  # unreachable URL, truncated or corrupt tar: name the shard, not a deep traceback
+        raise DataError(f"cannot read training shard {url}: {type(e).__name__}: {e}") from e
 
 
 def raw_stream(sources: list[ShardSource], seed: int, shuffle_buffer: int, start: int = 0,
@@ -225,7 +228,11 @@ def image_of(sample: dict[str, Any]):
 
     for k in IMAGE_KEYS:
         if k in sample:
-            return Image.open(io.BytesIO(sample[k])).convert("RGB")
+            try:
+                return Image.open(io.BytesIO(sample[k])).convert("RGB")
+            except Exception as e:
+                raise DataError(f"sample {sample.get('__key__')} of {sample.get('__url__')}: its {k} image "
+                                f"cannot be decoded ({e})") from e
     raise DataError(f"sample {sample.get('__key__')} of {sample.get('__url__')} has no image "
                     f"(looked for {', '.join(IMAGE_KEYS)}; keys: {sorted(k for k in sample if not k.startswith('__'))})")
 

@@ -100,3 +100,20 @@ def test_label_without_classnames_or_out_of_range_is_an_error(color_data, tmp_pa
     (src,) = resolve_sources([str(bare / "0.tar")])
     with pytest.raises(DataError, match="no classnames.txt was found"):
         caption_of(next(raw_stream([src], 0, 4)), src)
+
+
+def test_corrupt_shard_and_undecodable_image_name_the_file(color_data, tmp_path):
+    import webdataset as wds
+
+    from quant.train.data import image_of
+
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes((color_data / "train" / "0.tar").read_bytes()[:700])  # truncated mid-member
+    (src,) = resolve_sources([str(bad)])
+    with pytest.raises(DataError, match=r"cannot read training shard .*bad\.tar"):
+        list(zip(range(100), raw_stream([src], 0, 4)))
+    with wds.TarWriter(str(tmp_path / "junk.tar")) as w:
+        w.write({"__key__": "k0", "png": b"not a png", "txt": b"x"})
+    (src,) = resolve_sources([str(tmp_path / "junk.tar")])
+    with pytest.raises(DataError, match=r"sample k0 of .*junk\.tar: its png image cannot be decoded"):
+        image_of(next(raw_stream([src], 0, 1)))
