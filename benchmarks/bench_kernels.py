@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import json
 import os
 import platform
@@ -162,11 +163,11 @@ def build_variants(arch: str, device: str, names: list[str]) -> dict[str, tuple[
         elif name == "q-all-a16":
             m = copy.deepcopy(tern)
             out[name] = (to_half(m, device) if device == "cuda" else m, act_dtype)
-        elif name in ("q-all-a8", "q-all-a16-int8mem"):
+        elif name in ACCELERATED:
             m = copy.deepcopy(tern)
             if device == "cuda":
                 m = to_half(m, device)
-            accelerate_(m, activations="int8" if name == "q-all-a8" else "float")
+            accelerate_(m, **ACCELERATED[name])
             out[name] = (m, act_dtype)
         else:
             raise SystemExit(f"unknown variant {name!r}")
@@ -291,6 +292,24 @@ def print_table(rows: list[dict], device: str) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
 
 
+def save_rows(rows: list[dict], env: dict, device: str, out: Path) -> None:
+    """Ratios, environment, then CSV and JSON (atomic); called after every arch, so an
+    interrupted run keeps what it measured."""
+    from quant.fileio import atomic_write_json, atomic_write_text
+
+    add_ratios(rows, device)
+    for r in rows:
+        r.update(env)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"bench_kernels_{device}"
+    atomic_write_json(stem.with_suffix(".json"), rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+
+
 def environment(device: str, threads: int) -> dict:
     env = {"torch": torch.__version__, "device": device, "threads": threads, "python": platform.python_version(),
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -346,38 +365,18 @@ def main(argv=None) -> int:
     for arch in archs:
         if not args.no_layers:
             bench_layers(arch, args.device, args.batches, warmup, repeats, rows, modes)
+            save_rows(rows, env, args.device, Path(args.out))
         if not args.no_e2e:
             variants = build_variants(arch, args.device, names)
             bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows, modes)
+            save_rows(rows, env, args.device, Path(args.out))
             del variants
             if gpu:
                 torch.cuda.empty_cache()
-    add_ratios(rows, args.device)
-    for r in rows:
-        r.update(env)
+    save_rows(rows, env, args.device, Path(args.out))
     print_table(rows, args.device)
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"bench_kernels_{args.device}"
-    from quant.fileio import atomic_write_json, atomic_write_text
-
-    atomic_write_json(stem.with_suffix(".json"), rows)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-
-    def to_csv() -> str:
-        import io
-
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue()
-
-    atomic_write_text(stem.with_suffix(".csv"), to_csv())
-    print(f"# wrote {stem}.csv and {stem}.json ({len(rows)} rows)")
+    print(f"# wrote {Path(args.out) / f'bench_kernels_{args.device}'}.csv and .json ({len(rows)} rows)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
