@@ -457,6 +457,7 @@ def build_model(spec: str | ModelSpec, device: str = "cpu") -> BuiltModel:
     built = variant.builder(model, BuildContext(spec, str(device)))
     model = (model if built is None else built).to(device).eval()
     model.__dict__.setdefault("ternbench_origin", origin)
+    checkpoint = model.__dict__["ternbench_origin"].get("checkpoint", checkpoint)  # a variant's own file (qat-*)
 
     from open_clip.transform import PreprocessCfg, image_transform_v2
 

@@ -26,9 +26,11 @@ def _student_builder(variant: str):
             )
         from quant import load_packed
 
-        student = load_packed(embedded.student_path(variant, device=None), device=ctx.device)
-        # The spec names the teacher; record what the model really is: the packed student.
-        student.__dict__["ternbench_origin"]["spec"] = spec.raw
+        path = embedded.student_path(variant, device=None)
+        student = load_packed(path, device=ctx.device)
+        # The spec names the teacher; record what the model really is: the packed student's file
+        # (bench.models reports its path and sha256, and the efficiency task its size).
+        student.__dict__["ternbench_origin"].update(spec=spec.raw, checkpoint=str(path))
         return student
 
     return build

@@ -79,6 +79,7 @@ def test_embedded_models_train_once_register_and_cache(tmp_path, monkeypatch):
     assert built.info["quant_config"]["scope"] == "ffn" and built.info["random_weights"] is False
     files = sorted(p.name for p in (tmp_path / "cache" / "models").glob("*.safetensors"))
     assert len(files) == 2 and any("qat-q-ffn" in f for f in files)
+    assert "qat-q-ffn" in built.info["checkpoint"]  # the student's own packed file, not the teacher's
 
     import quant.train.loop as loop
 
