@@ -6,10 +6,12 @@ test set with clip_benchmark's metrics, and prints one row per model (main metri
 their mean, the drop against fp32, and the wall times), plus a JSON line per row.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_qat_mini.py
+    python benchmarks/bench_qat_mini.py --quiet --out benchmarks/results/bench_qat_mini_cuda_h100.jsonl
     python benchmarks/bench_qat_mini.py --teacher steps=300 lr=1e-3 --student steps=100
 
 ``--teacher`` / ``--student`` override recipe fields (their cache key changes with them, so an
 override trains new models instead of reusing the cached ones). ``TERNBENCH_CACHE`` picks the cache.
+Measured rows (H100, default recipe and the teacher recipes tried): results/bench_qat_mini_cuda_h100.jsonl.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", nargs="*", default=[], metavar="KEY=VALUE", help="student recipe overrides")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="also append the JSON rows to this file")
     args = parser.parse_args(argv)
 
     import torch
@@ -82,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         train_s = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
         print(f"{r['model']:<16}" + "".join(f"{100 * r[n]:>10.1f}" for n in (*MINI_NAMES, "mean"))
               + f"{100 * (r['mean'] - base):>+10.1f}{train_s:>10}{r['eval_s']:>10.1f}")
-    for r in rows:
-        print(json.dumps({**r, "drop_points": 100 * (base - r["mean"]), "device": device,
-                          "threads": torch.get_num_threads()}))
+    lines = [json.dumps({**r, "drop_points": 100 * (base - r["mean"]), "device": device,
+                         "threads": torch.get_num_threads(), "teacher": args.teacher, "student": args.student},
+                        sort_keys=True) for r in rows]
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
     return 0
 
 
