@@ -26,7 +26,10 @@ def _overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" or value in ("null",) else value
+        try:
+            out[key] = json.loads(value)  # numbers, true/false, null, lists
+        except json.JSONDecodeError:
+            out[key] = value  # plain strings: precision=bf16
     return out
 
 
