@@ -150,3 +150,22 @@ def test_missing_data_fails_before_any_model_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
     with pytest.raises(DataError, match="matches no shard"):
         train(TrainConfig(data=(str(tmp_path / "x-{0..3}.tar"),), progress=False), tmp_path / "run")
+
+
+def test_bf16_autocast_trains_and_fp16_needs_a_gpu(color_data, tmp_path):
+    result = train(tiny_cfg([color_data], steps=1, precision="bf16"), tmp_path / "bf16", device="cpu")
+    assert torch.isfinite(torch.tensor(result.records[0]["loss"]))
+    from quant.errors import TernbenchError
+
+    with pytest.raises(TernbenchError, match="fp16 autocast needs a GPU"):
+        train(tiny_cfg([color_data], steps=1, precision="fp16"), tmp_path / "fp16", device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_qat_on_gpu_with_autocast(teacher_run, color_data, tmp_path, precision):
+    cfg = qat_cfg([color_data], teacher_run, steps=2, precision=precision)
+    result = train(cfg, tmp_path / precision, device="cuda")
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.records)
+    assert next(result.model.parameters()).is_cuda
