@@ -261,6 +261,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _checkpoint_to_resume(out_dir: Path, resume: str | Path | None, overwrite: bool, env: DistEnv) -> Path | None:
+    """Which checkpoint a run continues from (see :func:`train`), or None to start afresh."""
+    if overwrite:
+        if env.is_main:
+            for p in [*out_dir.glob("checkpoint-*.pt"), out_dir / FINAL, out_dir / LOG_FILE]:
+                p.unlink(missing_ok=True)
+        _barrier(env)
+        return None
+    existing = latest_checkpoint(out_dir) if out_dir.is_dir() else None
+    if resume == "auto":
+        return existing
+    if resume is None:
+        if existing is not None:
+            raise ResumeError(f"{out_dir} already holds checkpoints of a run; resume it, use --overwrite, "
+                              "or choose another --out folder")
+        return None
+    path = Path(resume)
+    path = latest_checkpoint(path) if path.is_dir() else path
+    if path is None or not path.is_file():
+        raise ResumeError(f"no checkpoint to resume at {resume} (looked for {FINAL} and checkpoint-*.pt)")
+    return path
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = "auto", overwrite: bool = False,
           device: str | None = None, stop_at_step: int | None = None) -> TrainResult:
     """Run (or resume) one training run into ``out_dir``.
@@ -276,23 +299,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
         raise TernbenchError("fp16 autocast needs a GPU; on CPU use precision bf16 or fp32")
     sources = resolve_sources(cfg.data)  # a pattern matching nothing fails here, before any model loads
 
-    ckpt_path: Path | None = None
-    if overwrite:
-        for p in [*out_dir.glob("checkpoint-*.pt"), out_dir / FINAL, out_dir / LOG_FILE]:
-            if env.is_main:
-                p.unlink(missing_ok=True)
-        _barrier(env)
-    elif resume == "auto":
-        ckpt_path = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    elif resume is not None:
-        ckpt_path = Path(resume)
-        if ckpt_path.is_dir():
-            ckpt_path = latest_checkpoint(ckpt_path)
-        if ckpt_path is None or not ckpt_path.is_file():
-            raise ResumeError(f"no checkpoint to resume at {resume} (looked for {FINAL} and checkpoint-*.pt)")
-    elif latest_checkpoint(out_dir) is not None if out_dir.is_dir() else False:
-        raise ResumeError(f"{out_dir} already holds checkpoints of a run; resume it, use --overwrite, "
-                          "or choose another --out folder")
+    ckpt_path = _checkpoint_to_resume(out_dir, resume, overwrite, env)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         check_resumable(ckpt, cfg, ckpt_path)
