@@ -37,7 +37,8 @@ def default_grid() -> DefaultGrid:
     variants = list(VARIANTS) + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else [])
     models = tuple(f"{base}@{v}" for v in variants)
     if trained:
-        note = f"default grid: {base} (trained on the mini suite) in {len(models)} variants x the mini suite"
+        note = (f"default grid: {base} (trained on the mini suite; the first run trains and caches it, "
+                f"which takes a while) in {len(models)} variants x the mini suite")
     else:
         note = (f"default grid: {EMBEDDED_ARCH} with RANDOM WEIGHTS (no trained {base}:{TRAINED_TAG} is "
                 f"registered) in {len(models)} variants x the mini suite; accuracies are chance level")
