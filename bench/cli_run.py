@@ -51,6 +51,8 @@ def add_parser(sub) -> None:
     r.add_argument("--no-report", action="store_true", help="do not render the HTML report at the end")
     r.add_argument("--report-out", metavar="FILE", help="where the report goes (default: next to DIR, report.html)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one summary line per cell only)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate everything and list this shard's cells (done / to run) without running them")
     p.set_defaults(func=_run)
 
 
@@ -91,6 +93,20 @@ def _render_report(out: Path, target: str | None) -> Path | None:
         return None
 
 
+def _dry_run(p) -> int:
+    from bench.runner import will_run
+
+    todo = 0
+    for cell in p.cells:
+        run = will_run(cell.path(p.out), p.config.overwrite)
+        todo += run
+        print(f"{'run ' if run else 'done'}  {cell.label()}  -> {cell.path(p.out)}")
+    shard = f", shard {p.config.shard}" if p.config.shard.count > 1 else ""
+    print(f"{len(p.cells)} cells ({p.n_all_cells} in the whole sweep{shard}); {todo} would run "
+          f"with --overwrite {p.config.overwrite}; nothing was run (--dry-run)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from bench.runner import plan, run_sweep
 
@@ -98,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     p = plan(cfg)  # every bad input is reported here, before any work
     for note in notes:
         print(note)
+    if args.dry_run:
+        return _dry_run(p)
     summary = run_sweep(p)
     n_ok = summary.n_shard_cells - len(summary.failed)
     print(f"\n{n_ok} of {summary.n_shard_cells} cells ok ({summary.ran} computed now, {summary.skipped} kept); "

@@ -257,13 +257,13 @@ class SweepSummary:
         return not self.failed and not self.interrupted
 
 
-def _should_run(path: Path, overwrite: str) -> bool:
+def will_run(path: Path, overwrite: str) -> bool:
+    """Whether a cell whose result path is ``path`` is computed under the ``overwrite`` strategy."""
     if overwrite == "always":
         return True
-    status = results.is_done(path)
     if overwrite == "never":
         return not path.exists()
-    return status != "ok"  # missing: no result yet, or the last attempt failed
+    return results.is_done(path) != "ok"  # missing: no result yet, or the last attempt failed
 
 
 def _error_text(e: BaseException) -> str:
@@ -369,7 +369,7 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
     cfg = p.config
     echo = echo or tqdm.write
     summary = SweepSummary(p.out, p.n_all_cells, len(p.cells))
-    todo = [c for c in p.cells if _should_run(c.path(p.out), cfg.overwrite)]
+    todo = [c for c in p.cells if will_run(c.path(p.out), cfg.overwrite)]
     summary.skipped = len(p.cells) - len(todo)
     shard = f" (shard {cfg.shard} of {p.n_all_cells} cells)" if cfg.shard.count > 1 else ""
     echo(f"ternbench run: {len(p.cells)} cells{shard} on {p.device}, results in {p.out}; "

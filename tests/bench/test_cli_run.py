@@ -154,3 +154,19 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
     files = results.iter_result_files(out)
     assert len(files) == 6 and len(computed) == 6 - len(kept)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # finished cells untouched
+
+
+def test_dry_run_lists_cells_and_runs_nothing(tmp_path, mini_root, capsys):
+    out = tmp_path / "res"
+    argv = ["run", "-m", "ternbench-tiny", "-d", "wds/mini/colors", "wds/mini/captions", "--data-root",
+            str(mini_root), "--out", str(out), "--no-report", *FAST]
+    assert main([*argv, "-t", "zeroshot_classification"]) == 0  # one cell done
+    capsys.readouterr()
+    assert main([*argv, "--dry-run", "--shard", "1/1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    cells = [line for line in printed if line.startswith(("run ", "done"))]
+    assert len(cells) == 3
+    assert sum(line.startswith("done") for line in cells) == 1 and "wds/mini/colors" in [
+        line for line in cells if line.startswith("done")][0]
+    assert "1 would run" not in printed[-1] and "2 would run" in printed[-1]
+    assert len(results.iter_result_files(out)) == 1  # nothing ran
