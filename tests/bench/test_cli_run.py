@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from bench import results
 from bench.cli import main
@@ -19,20 +18,7 @@ SIZES = dict(train=4, test=10, retrieval_test=10, shard_size=5)
 FAST = ["--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--batch-size", "5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mini_root(tmp_path_factory):
-    from bench.datasets.mini import MiniSizes, prepare_mini
-
-    return prepare_mini(tmp_path_factory.mktemp("mini"), sizes=MiniSizes(**SIZES),
-                        names=["shapes", "colors", "captions"])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_failed_cell_gives_exit_1_and_report(tmp_path, mini_root, capsys):

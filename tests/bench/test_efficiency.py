@@ -22,12 +22,7 @@ from quant.errors import TernbenchError
 TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

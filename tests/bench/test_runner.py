@@ -20,20 +20,7 @@ SIZES = dict(train=4, test=16, retrieval_test=12, shard_size=8)
 DATASETS = ("wds/mini/shapes", "mini/captions", "wds/vtab/cifar10")  # the last has no data here
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared test machine; results do not depend on it
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mini_root(tmp_path_factory):
-    from bench.datasets.mini import MiniSizes, prepare_mini
-
-    return prepare_mini(tmp_path_factory.mktemp("mini"), sizes=MiniSizes(**SIZES),
-                        names=["shapes", "colors", "captions"])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(out, mini_root, **kw):

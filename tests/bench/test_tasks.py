@@ -14,22 +14,7 @@ from bench.tasks import AUTO, TASKS, TaskContext, UnknownTaskError, get_task, va
 SIZES = dict(train=4, test=24, retrieval_test=12, shard_size=10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The test machine is shared: one thread avoids oversubscription (the numbers do not depend on it).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def mini_root(tmp_path_factory):
-    from bench.datasets.mini import MiniSizes, prepare_mini
-
-    # digits is left out: it needs scikit-learn, whose import alone takes seconds.
-    return prepare_mini(tmp_path_factory.mktemp("mini"), sizes=MiniSizes(**SIZES),
-                        names=["shapes", "colors", "captions"])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
