@@ -189,10 +189,11 @@ def inputs(model, arch: str, batch: int, device: str, dtype: torch.dtype):
 # ------------------------------------------------------------------------------ benchmarks
 
 
-def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes):
+def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes, save=lambda: None):
     from quant.kernels import resident_weight_bytes
 
     for name, (model, dtype) in variants.items():
+        save()  # what is measured so far survives a timeout
         wbytes = resident_weight_bytes(model)
         for batch in batches:
             images, tokens = inputs(model, arch, batch, device, dtype)
@@ -368,7 +369,8 @@ def main(argv=None) -> int:
             save_rows(rows, env, args.device, Path(args.out))
         if not args.no_e2e:
             variants = build_variants(arch, args.device, names)
-            bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows, modes)
+            bench_e2e(arch, args.device, variants, args.batches, warmup, repeats, rows, modes,
+                      save=partial(save_rows, rows, env, args.device, Path(args.out)))
             save_rows(rows, env, args.device, Path(args.out))
             del variants
             if gpu:
