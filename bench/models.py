@@ -151,9 +151,15 @@ def _cast_builder(dtype_name: str) -> Callable:
     def build(model, ctx):
         import open_clip
         import torch
+        from open_clip.transformer import LayerNorm, LayerNormFp32
 
         # open_clip's own mixed precision: matmul weights in low precision, LayerNorms kept fp32.
         open_clip.convert_weights_to_lp(model, dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[dtype_name]))
+        # create_model(precision="fp16") builds its LayerNorms as LayerNormFp32 (input cast to fp32);
+        # a model built in fp32 has plain LayerNorms, which fail on CUDA with fp16 input and fp32 weights.
+        for module in model.modules():
+            if type(module) is LayerNorm:
+                module.__class__ = LayerNormFp32
         return model
     return build
 

@@ -144,6 +144,13 @@ def test_fp16_and_bf16_variants(tiny_inputs):
         assert b.model.visual.conv1.weight.dtype == dtype
         with torch.no_grad():
             assert b.model.encode_image(images.to(b.precision)).dtype == dtype
+        # as open_clip's create_model(precision=...) builds them: LayerNorms compute in fp32
+        from open_clip.transformer import LayerNorm, LayerNormFp32
+
+        norms = [m for m in b.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        assert norms and all(type(m) is LayerNormFp32 for m in norms)
+        assert not any(type(m) is LayerNorm for m in b.model.modules())
+        assert all(m.weight.dtype == torch.float32 for m in norms)
 
 
 def test_quantizing_twice_is_an_error():
