@@ -39,6 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tasks.efficiency import time_calls  # noqa: E402  (after the path set-up above)
+
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
@@ -51,22 +53,9 @@ HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
 # ------------------------------------------------------------------------------ timing
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_ms(fn, device: str, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+    """Milliseconds of each timed call: the bench's own timing loop (warm-up, CUDA synchronize)."""
+    return [t * 1e3 for t in time_calls(fn, warmup, repeats, device)]
 
 
 def runner(fn, device: str, graphs: bool):
