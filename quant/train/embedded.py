@@ -150,7 +150,7 @@ def teacher_path(root: str | Path | None = None, device: str | None = None, prog
 
         run_dir = models_dir() / "runs" / path.stem
         _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (first use only; "
-             f"minutes on a GPU, half an hour or more on 2 CPU cores; interrupt and rerun to resume; "
+             f"minutes on a GPU, about 25 minutes on 2 CPU cores; interrupt and rerun to resume; "
              f"`ternbench train embedded` does it ahead of time); run folder {run_dir}")
         result = train(cfg, run_dir, resume="auto", device=_device(device))
         state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
