@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from quant.config import GRANULARITIES, METHODS, PRESETS
-from quant.errors import CheckpointError, QuantConfigError, did_you_mean
+from quant.errors import CheckpointError, QuantConfigError, check_choice
 
 RANDOM_WEIGHTS_NOTE = "no pretrained weights: random initialisation"
 
@@ -21,9 +21,7 @@ RANDOM_WEIGHTS_NOTE = "no pretrained weights: random initialisation"
 def _choice(kind: str, valid) -> Callable[[str], str]:
     """argparse type that answers with our error style (valid options + closest match)."""
     def check(value: str) -> str:
-        if value not in valid:
-            raise argparse.ArgumentTypeError(
-                f"unknown {kind} {value!r}; valid: {', '.join(valid)}{did_you_mean(value, valid)}")
+        check_choice(kind, value, valid, argparse.ArgumentTypeError)
         return value
     return check
 

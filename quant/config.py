@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from quant.errors import QuantConfigError, did_you_mean
+from quant.errors import QuantConfigError, check_choice, did_you_mean
 
 CONFIG_VERSION = 1
 
@@ -23,11 +23,21 @@ TOWERS = ("both", "vision", "text")
 GROUP_SIZES_TYPICAL = (64, 128, 256)
 
 
-def _check_choice(kind: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
+def _validate_selection(cfg: Any) -> None:
+    """The fields both configs share: granularity, group size, scope, towers, include/exclude patterns."""
+    check_choice("granularity", cfg.granularity, GRANULARITIES)
+    check_choice("scope", cfg.scope, SCOPES)
+    check_choice("towers", cfg.towers, TOWERS)
+    if not (isinstance(cfg.group_size, int) and cfg.group_size > 0):
         raise QuantConfigError(
-            f"unknown {kind} {value!r}; valid: {', '.join(valid)}{did_you_mean(str(value), valid)}"
+            f"group_size must be a positive integer (typical: {GROUP_SIZES_TYPICAL}), got {cfg.group_size!r}"
         )
+    for name in ("include", "exclude"):
+        v = getattr(cfg, name)
+        v = (v,) if isinstance(v, str) else tuple(v)
+        if not all(isinstance(p, str) for p in v):
+            raise QuantConfigError(f"{name} must be a list of fnmatch patterns (strings), got {v!r}")
+        object.__setattr__(cfg, name, v)
 
 
 @dataclass(frozen=True)
@@ -78,10 +88,8 @@ class TernaryConfig(_JsonConfig):
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        _check_choice("method", self.method, METHODS)
-        _check_choice("granularity", self.granularity, GRANULARITIES)
-        _check_choice("scope", self.scope, SCOPES)
-        _check_choice("towers", self.towers, TOWERS)
+        check_choice("method", self.method, METHODS)
+        _validate_selection(self)
         if self.method == "tervit" and self.granularity != "channel":
             # TerViT is channel-wise by definition; normalise rather than silently differ.
             object.__setattr__(self, "granularity", "channel")
@@ -89,18 +97,6 @@ class TernaryConfig(_JsonConfig):
             raise QuantConfigError(f"threshold must be a positive number, got {self.threshold!r}")
         if not (isinstance(self.twn_delta, (int, float)) and self.twn_delta > 0):
             raise QuantConfigError(f"twn_delta must be a positive number, got {self.twn_delta!r}")
-        if not (isinstance(self.group_size, int) and self.group_size > 0):
-            raise QuantConfigError(
-                f"group_size must be a positive integer (typical: {GROUP_SIZES_TYPICAL}), got {self.group_size!r}"
-            )
-        for name in ("include", "exclude"):
-            v = getattr(self, name)
-            if isinstance(v, str):
-                v = (v,)
-            v = tuple(v)
-            if not all(isinstance(p, str) for p in v):
-                raise QuantConfigError(f"{name} must be a list of fnmatch patterns (strings), got {v!r}")
-            object.__setattr__(self, name, v)
         object.__setattr__(self, "threshold", float(self.threshold))
         object.__setattr__(self, "twn_delta", float(self.twn_delta))
 
@@ -120,13 +116,7 @@ class Int8Config(_JsonConfig):
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        _check_choice("granularity", self.granularity, GRANULARITIES)
-        _check_choice("scope", self.scope, SCOPES)
-        _check_choice("towers", self.towers, TOWERS)
-        if not (isinstance(self.group_size, int) and self.group_size > 0):
-            raise QuantConfigError(f"group_size must be a positive integer, got {self.group_size!r}")
-        for name in ("include", "exclude"):
-            object.__setattr__(self, name, tuple([getattr(self, name)] if isinstance(getattr(self, name), str) else getattr(self, name)))
+        _validate_selection(self)
 
 
 QuantConfig = TernaryConfig | Int8Config

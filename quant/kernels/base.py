@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-from quant.errors import QuantConfigError, did_you_mean
+from quant.errors import check_choice
 from quant.kernels.reference import QMAX, quantize_per_token, ternary_linear_reference
 
 ACTIVATIONS = ("int8", "float")
@@ -88,18 +88,14 @@ def register_backend(name: str, activations: str, cls: type[Kernel]) -> None:
     BACKENDS.setdefault(name, {})[activations] = cls
 
 
-def _check(kind: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise QuantConfigError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}{did_you_mean(value, valid)}")
-
 
 def select_kernel(backend: str, device: torch.device | str, activations: str) -> type[Kernel]:
     """The kernel class for ``backend`` (``auto``: the device's own) and ``activations``.
 
     Falls back to the reference kernel with a :class:`KernelUnavailableWarning` saying why.
     """
-    _check("backend", backend, BACKEND_CHOICES)
-    _check("activations", activations, ACTIVATIONS)
+    check_choice("backend", backend, BACKEND_CHOICES)
+    check_choice("activations", activations, ACTIVATIONS)
     _load_backends()
     device = torch.device(device)
     name = device.type if backend == "auto" else backend

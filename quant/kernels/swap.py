@@ -25,8 +25,8 @@ from torch import nn
 
 from quant.apply import quant_info
 from quant.checkpoint import ternary_codes
-from quant.errors import QuantConfigError
-from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES, KernelUnavailableWarning, _check
+from quant.errors import QuantConfigError, check_choice
+from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES, KernelUnavailableWarning
 from quant.kernels.modules import (
     TernaryEmbedding,
     TernaryLinear,
@@ -122,8 +122,8 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
     >>> quantize_(model, preset("q-all")); accelerate_(model)            # W1.58A8, kernel by device
     >>> accelerate_(model, backend="reference", activations="float")      # W1.58A16 reference
     """
-    _check("backend", backend, BACKEND_CHOICES)
-    _check("activations", activations, ACTIVATIONS)
+    check_choice("backend", backend, BACKEND_CHOICES)
+    check_choice("activations", activations, ACTIVATIONS)
     info = quant_info(model)
     if info is None:
         raise QuantConfigError("accelerate_ needs a ternary model: quant.quantize_(model, quant.preset('q-all')) "

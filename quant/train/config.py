@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from quant.config import GRANULARITIES, METHODS, PRESETS, Int8Config, TernaryConfig, preset
-from quant.errors import QuantConfigError, TernbenchError, did_you_mean
+from quant.errors import QuantConfigError, TernbenchError, check_choice, did_you_mean
 
 TRAIN_CONFIG_VERSION = 1
 
@@ -31,8 +31,7 @@ class TrainConfigError(TernbenchError, ValueError):
 
 
 def _choice(kind: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise TrainConfigError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}{did_you_mean(str(value), valid)}")
+    check_choice(kind, value, valid, TrainConfigError)
 
 
 def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False, integer: bool = False) -> None:
