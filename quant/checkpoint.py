@@ -225,12 +225,22 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _weights_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An open_clip config without what does not shape the weights (the tokenizer's kwargs)."""
+    if not cfg or "tokenizer_kwargs" not in cfg.get("text_cfg", {}):
+        return cfg
+    text = {k: v for k, v in cfg["text_cfg"].items() if k != "tokenizer_kwargs"}
+    return {**cfg, "text_cfg": text}
+
+
 def _arch_name(meta: dict[str, Any]) -> str:
     """An open_clip model name whose config is exactly the stored one (registered if needed)."""
     import open_clip
 
     arch, cfg = meta["arch"], meta["model_cfg"]
-    if open_clip.get_model_config(arch) == cfg:
+    if _weights_config(open_clip.get_model_config(arch)) == _weights_config(cfg):
+        # Tokenizer kwargs may name files (a BPE path) where the saving machine had them; the
+        # registered config of the same architecture knows where they are here.
         return arch
     name = f"{arch}-packed-{hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]}"
     if open_clip.get_model_config(name) is None:

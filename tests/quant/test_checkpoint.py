@@ -235,3 +235,17 @@ def test_packed_model_on_cuda(packed, qtiny, tiny_inputs):
     assert out.dtype == torch.float16 and out.is_cuda
     b = build_model("ternbench-tiny@q-all", device="cuda")
     assert b.model.visual.conv1.weight.is_cuda and b.info["quant_config"]["scope"] == "all"
+
+
+def test_a_stored_tokenizer_path_from_another_machine_uses_the_registered_architecture():
+    import copy
+
+    import open_clip
+
+    from quant.checkpoint import _arch_name
+
+    cfg = copy.deepcopy(open_clip.get_model_config("ternbench-tiny"))
+    cfg["text_cfg"]["tokenizer_kwargs"]["bpe_path"] = "/home/someone/else/ternbench-tiny-bpe.txt.gz"
+    assert _arch_name({"arch": "ternbench-tiny", "model_cfg": cfg}) == "ternbench-tiny"
+    cfg["text_cfg"]["width"] = 64  # another shape of weights is another architecture
+    assert _arch_name({"arch": "ternbench-tiny", "model_cfg": cfg}).startswith("ternbench-tiny-packed-")
