@@ -1,11 +1,12 @@
 """Does QAT with distillation recover what post-training ternarization loses? (issue 5's benchmark)
 
-Trains (or loads from the cache) the embedded teacher ``ternbench-tiny:mini`` and its QAT+KD
+Trains (or loads from the repo's shipped files or the cache) the embedded teacher ``ternbench-tiny:mini`` and its QAT+KD
 students, then scores fp32 / PTQ q-ffn / PTQ q-all / QAT+KD q-ffn / QAT+KD q-all on every mini
 test set with clip_benchmark's metrics, and prints one row per model (main metric per dataset,
 their mean, the drop against fp32, and the wall times), plus a JSON line per row.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_qat_mini.py
+    OMP_NUM_THREADS=2 python benchmarks/bench_qat_mini.py            # the shipped models
+    OMP_NUM_THREADS=2 python benchmarks/bench_qat_mini.py --retrain  # train them (cache) and score
     python benchmarks/bench_qat_mini.py --quiet --out benchmarks/results/bench_qat_mini_cuda_h100.jsonl
     python benchmarks/bench_qat_mini.py --teacher steps=300 lr=1e-3 --student steps=100
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", nargs="*", default=[], metavar="KEY=VALUE", help="student recipe overrides")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--retrain", action="store_true", help="ignore the shipped weights (train or use the cache)")
     parser.add_argument("--out", metavar="FILE.jsonl", help="also append the JSON rows to this file")
     args = parser.parse_args(argv)
 
@@ -58,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, float] = {}
     t = time.perf_counter()
-    teacher_file = embedded.teacher_path(root, device, progress)
+    shipped = not args.retrain
+    teacher_file = embedded.teacher_path(root, device, progress, shipped)
     times["teacher"] = time.perf_counter() - t
     student_files = {}
     for variant in embedded.STUDENTS:
         t = time.perf_counter()
-        student_files[variant] = embedded.student_path(variant, root, device, progress)
+        student_files[variant] = embedded.student_path(variant, root, device, progress, shipped)
         times[variant] = time.perf_counter() - t
 
     teacher = load_clip(f"{embedded.TEACHER_ARCH}:{teacher_file}", device)

@@ -105,6 +105,10 @@ def add_parser(subparsers) -> None:
                          "train the embedded teacher and students from the mini suite and cache them.")
     emb.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     emb.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    emb.add_argument("--retrain", action="store_true", help="ignore the weights shipped in the repo: use the cache or "
+                     "train (reproduces the shipped files)")
+    emb.add_argument("--ship", action="store_true", help="(maintainers) implies --retrain, then copies the models "
+                     "into bench/embedded/weights/ with a manifest of their recipe keys")
     emb.set_defaults(func=run_embedded)
 
 
@@ -180,10 +184,14 @@ def run_embedded(args: argparse.Namespace) -> int:
     from quant.train import embedded
 
     t = time.perf_counter()
-    teacher = embedded.teacher_path(device=args.device, progress=args.progress)
+    if args.ship:
+        print(f"shipped to {embedded.ship(device=args.device, progress=args.progress)}")
+    shipped = not (args.retrain or args.ship)
+    teacher = embedded.teacher_path(device=args.device, progress=args.progress, shipped=shipped)
     print(f"{embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}: {teacher}")
     for variant in embedded.STUDENTS:
-        path = embedded.student_path(variant, device=args.device, progress=args.progress)
+        path = embedded.student_path(variant, device=args.device, progress=args.progress, shipped=shipped)
         print(f"{embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}@{variant}: {path}")
-    print(f"ready in {time.perf_counter() - t:.0f} s (cached under {embedded.models_dir()})")
+    print(f"ready in {time.perf_counter() - t:.0f} s (shipped in {embedded.shipped_dir()}, cached under "
+          f"{embedded.models_dir()})")
     return 0

@@ -1,11 +1,18 @@
 """The trained embedded models: the teacher ``ternbench-tiny:mini`` and its QAT+KD students.
 
-Nothing is shipped as weights: each model is trained on first use from the mini suite's train
-splits with the project's own training loop, deterministically from the seeds below, and cached
-under ``cache_dir()/models/`` in a file keyed by a hash of its training recipe (the config and
-the mini suite's generator version, seed and sizes), so a changed recipe trains a new model
-instead of reusing a stale one. Training runs keep their checkpoints, so an interrupted first
-use resumes; a file lock makes concurrent first uses wait for one training instead of racing.
+Each model is identified by a hash of its training recipe (the config, the open_clip architecture
+and vocabulary, the mini suite's generator version, seed and sizes; a student's also by its
+teacher's), and found in this order:
+
+1. shipped in the repo (``bench/embedded/weights/``, ~6 MB): the files ``ternbench train embedded
+   --ship`` wrote with this very training code, listed in a manifest with their recipe keys and
+   sha256, used only when the key matches (so a changed recipe never passes off stale weights);
+2. cached under ``cache_dir()/models/`` in a file named by the key;
+3. trained now from the mini suite's train splits with the project's own training loop,
+   deterministically from the seeds below, and cached. Training runs keep their checkpoints, so
+   an interrupted training resumes; a file lock makes concurrent uses wait for one training.
+
+``ternbench train embedded --retrain`` skips step 1, which reproduces the shipped files.
 
 - teacher: contrastive (CLIP) pretraining of ``ternbench-tiny`` from scratch, saved as an open_clip
   state dict (safetensors), which ``bench.models`` loads for the pretrained tag ``mini``;
@@ -20,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +40,12 @@ from quant.train.config import DistillConfig, QATConfig, TrainConfig
 TEACHER_ARCH = "ternbench-tiny"
 TEACHER_TAG = "mini"
 MINI_TRAIN_SETS = ("shapes", "colors", "digits", "captions")
-RECIPE_VERSION = 1  # bump when the recipe's meaning changes without its fields changing
+RECIPE_VERSION = 2  # bump when the recipe's meaning changes without its fields changing (2: fp16 teacher file)
+IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini suite's markers
+MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
+# Measured on the quiet 2-core machine (OMP_NUM_THREADS=2), for the messages.
+TEACHER_CPU_MINUTES = 11
+STUDENT_CPU_MINUTES = 5
 
 # The teacher's recipe; `data` is filled with the mini suite's folders at run time.
 TEACHER_RECIPE: dict[str, Any] = dict(
@@ -84,8 +97,18 @@ def _mini_identity(root: Path) -> dict[str, Any]:
     out = {}
     for name in MINI_TRAIN_SETS:
         marker = root / f"wds_mini-{name}" / "ternbench_mini.json"
-        out[name] = json.loads(marker.read_text()) if marker.is_file() else None
+        found = json.loads(marker.read_text()) if marker.is_file() else None
+        out[name] = {k: found.get(k) for k in IDENTITY_KEYS} if found else None
     return out
+
+
+def _model_identity() -> dict[str, Any]:
+    """What makes the embedded architecture what it is: its open_clip config file and vocabulary."""
+    from bench.embedded import EMBEDDED_DIR
+    from bench.embedded.tokenizer import bpe_path
+
+    config = json.loads((EMBEDDED_DIR / f"{TEACHER_ARCH}.json").read_text(encoding="utf-8"))
+    return {"config": config, "bpe_sha256": hashlib.sha256(bpe_path().read_bytes()).hexdigest()}
 
 
 def _key(cfg: TrainConfig, root: Path, extra: dict[str, Any] | None = None) -> str:
@@ -94,7 +117,8 @@ def _key(cfg: TrainConfig, root: Path, extra: dict[str, Any] | None = None) -> s
     recipe.pop("model")
     if cfg.distill is not None:
         recipe["distill"] = {k: v for k, v in recipe["distill"].items() if k != "teacher"}
-    blob = {"recipe": recipe, "data": _mini_identity(root), "version": RECIPE_VERSION, **(extra or {})}
+    blob = {"recipe": recipe, "data": _mini_identity(root), "model": _model_identity(), "version": RECIPE_VERSION,
+            **(extra or {})}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -132,60 +156,126 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def teacher_path(root: str | Path | None = None, device: str | None = None, progress: bool = True) -> Path:
-    """The trained teacher's open_clip state dict (safetensors), trained and cached on first use."""
-    root = _mini_root(root)
+def shipped_dir() -> Path:
+    from bench.embedded import EMBEDDED_DIR
+
+    return EMBEDDED_DIR / "weights"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _shipped(name: str, key: str) -> Path | None:
+    """The shipped file of model ``name`` when it was trained with exactly this recipe, else None."""
+    manifest = shipped_dir() / MANIFEST
+    if not manifest.is_file():
+        return None
+    entry = json.loads(manifest.read_text(encoding="utf-8")).get(name)
+    if not entry or entry.get("recipe_key") != key:
+        return None  # another recipe: train (or use the cache) rather than pass off other weights
+    path = shipped_dir() / entry["file"]
+    if not path.is_file() or _sha256(path) != entry["sha256"]:
+        _say(f"ignoring the shipped {path.name}: missing or not the file the manifest names (sha256 differs)")
+        return None
+    return path
+
+
+def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> tuple[Path, str]:
     cfg = teacher_config(root, progress=progress)
     key = _key(cfg, root)
+    found = _shipped("teacher", key) if shipped else None
+    if found is not None:
+        return found, key
     path = models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{key}.safetensors"
     if path.is_file():
-        return path
+        return path, key
     with _locked(path.stem):
         if path.is_file():  # another process trained it while we waited
-            return path
+            return path, key
         from safetensors.torch import save_file
 
         from quant.fileio import atomic_path
         from quant.train.loop import train
 
         run_dir = models_dir() / "runs" / path.stem
-        _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (first use only; "
-             f"minutes on a GPU, about 25 minutes on 2 CPU cores; interrupt and rerun to resume; "
-             f"`ternbench train embedded` does it ahead of time); run folder {run_dir}")
+        _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (its recipe differs "
+             f"from the shipped weights', or --retrain; minutes on a GPU, about {TEACHER_CPU_MINUTES} minutes on "
+             f"2 CPU cores; interrupt and rerun to resume); run folder {run_dir}")
         result = train(cfg, run_dir, resume="auto", device=_device(device))
-        state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+        # Stored in fp16 (half the bytes, what is shipped); students distil from these very weights.
+        state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in result.model.state_dict().items()}
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata={"train_config": cfg.to_json(), "recipe_key": key})
         _say(f"teacher cached at {path}")
-    return path
+    return path, key
 
 
-def student_path(variant: str, root: str | Path | None = None, device: str | None = None,
-                 progress: bool = True) -> Path:
-    """The packed QAT+KD student ``variant`` (``qat-q-ffn``/``qat-q-all``), trained on first use."""
-    from quant.errors import did_you_mean
-    from quant.train.config import TrainConfigError
+def teacher_path(root: str | Path | None = None, device: str | None = None, progress: bool = True,
+                 shipped: bool = True) -> Path:
+    """The trained teacher's open_clip state dict (safetensors): shipped, cached, or trained now.
 
-    if variant not in STUDENTS:
-        raise TrainConfigError(f"unknown embedded student {variant!r}; valid: {', '.join(STUDENTS)}"
-                               f"{did_you_mean(variant, list(STUDENTS))}")
-    root = _mini_root(root)
-    teacher = teacher_path(root, device, progress)
+    ``shipped=False`` ignores the weights shipped in the repo (to reproduce them)."""
+    return _teacher(_mini_root(root), device, progress, shipped)[0]
+
+
+def _student(variant: str, root: Path, device: str | None, progress: bool, shipped: bool) -> tuple[Path, str]:
+    from quant.errors import check_choice
+
+    check_choice("embedded student", variant, STUDENTS)
+    teacher, teacher_key = _teacher(root, device, progress, shipped)
     cfg = student_config(variant, root, teacher, progress=progress)
-    key = _key(cfg, root, {"teacher": teacher.name})
+    key = _key(cfg, root, {"teacher_key": teacher_key})
+    found = _shipped(variant, key) if shipped else None
+    if found is not None:
+        return found, key
     path = models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{variant}-{key}.safetensors"
     if path.is_file():
-        return path
+        return path, key
     with _locked(path.stem):
         if path.is_file():
-            return path
+            return path, key
         from quant.train.convert import convert_run
         from quant.train.loop import train
 
         run_dir = models_dir() / "runs" / path.stem
-        _say(f"training the embedded student {variant} (QAT+KD from {TEACHER_ARCH}:{TEACHER_TAG}; first use only); "
+        _say(f"training the embedded student {variant} (QAT+KD from {TEACHER_ARCH}:{TEACHER_TAG}; its recipe differs "
+             f"from the shipped weights', or --retrain; about {STUDENT_CPU_MINUTES} minutes on 2 CPU cores); "
              f"run folder {run_dir}")
         train(cfg, run_dir, resume="auto", device=_device(device))
-        convert_run(run_dir, path, source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}")
+        convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}")
         _say(f"student cached at {path}")
-    return path
+    return path, key
+
+
+def student_path(variant: str, root: str | Path | None = None, device: str | None = None,
+                 progress: bool = True, shipped: bool = True) -> Path:
+    """The packed QAT+KD student ``variant`` (``qat-q-ffn``/``qat-q-all``): shipped, cached, or trained now."""
+    return _student(variant, _mini_root(root), device, progress, shipped)[0]
+
+
+def ship(device: str | None = None, progress: bool = True) -> Path:
+    """Train (or take from the cache) every embedded model with the current recipes and copy them,
+    with a manifest of their recipe keys and sha256, into the repo's shipped folder."""
+    import shutil
+
+    from quant.fileio import atomic_path
+
+    root = _mini_root(None)
+    found = {"teacher": _teacher(root, device, progress, shipped=False)}
+    found.update({v: _student(v, root, device, progress, shipped=False) for v in STUDENTS})
+    out = shipped_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {}
+    for name, (path, key) in found.items():
+        file = f"{TEACHER_ARCH}-{TEACHER_TAG}.safetensors" if name == "teacher" else \
+            f"{TEACHER_ARCH}-{TEACHER_TAG}-{name}.safetensors"
+        with atomic_path(out / file) as tmp:
+            shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o644)  # a file of the repo, not a private temporary
+        manifest[name] = {"file": file, "recipe_key": key, "sha256": _sha256(out / file)}
+    with atomic_path(out / MANIFEST) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o644)
+    return out
