@@ -3,8 +3,8 @@
 Runs the bare ``ternbench`` command in a fresh working directory, offline (``HF_HUB_OFFLINE=1``),
 as a user would on a fresh clone, then runs it again to time the resume path (every cell
 already done: nothing may be recomputed). By default the cache is fresh too, so the first run
-includes generating the mini suite (and training the embedded model if the training plugin is
-installed: on 2 busy cores that alone takes over an hour); ``--cache DIR`` reuses a warm cache
+includes generating the mini suite (the embedded models come from the repo's shipped weights; a
+changed training recipe would train them first, about 25 minutes on 2 cores); ``--cache DIR`` reuses a warm cache
 instead, and ``--random-weights`` runs the same grid with the untrained tiny model (the sweep
 itself, no training). Prints one JSON row per run and a short table.
 

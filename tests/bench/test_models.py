@@ -198,7 +198,8 @@ def fake_hf_cache(tmp_path, monkeypatch, tiny_model):
     snap.mkdir(parents=True)
     (snap.parents[1] / "refs").mkdir()
     (snap.parents[1] / "refs" / "main").write_text("0123abcd")
-    cfg = json.loads((bench.embedded.EMBEDDED_DIR / "ternbench-tiny.json").read_text())
+    # the tiny config with its BPE file's absolute path (a relative one would be read from the cwd)
+    cfg = bench.embedded.resolved_config(bench.embedded.EMBEDDED_DIR / "ternbench-tiny.json")
     (snap / "open_clip_config.json").write_text(json.dumps(
         {"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}))
     save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(snap / "open_clip_model.safetensors"))

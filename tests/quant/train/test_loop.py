@@ -125,10 +125,10 @@ def test_resume_refuses_another_config_and_existing_runs(teacher_run, color_data
 def test_teacher_of_another_width_needs_the_projection(teacher_run, color_data, tmp_path):
     import open_clip
 
-    from bench.embedded import EMBEDDED_DIR
+    from bench.embedded import EMBEDDED_DIR, resolved_config
     from quant.train.distill import DistillError
 
-    cfg_json = json.loads((EMBEDDED_DIR / "ternbench-tiny.json").read_text())
+    cfg_json = resolved_config(EMBEDDED_DIR / "ternbench-tiny.json")
     cfg_json["embed_dim"] = 64
     path = tmp_path / "ternbench-tiny-e64.json"
     path.write_text(json.dumps(cfg_json))
