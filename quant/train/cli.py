@@ -100,9 +100,10 @@ def add_parser(subparsers) -> None:
     conv.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     conv.set_defaults(func=run_convert)
 
-    emb = sub.add_parser("embedded", help="train (or find cached) the embedded teacher ternbench-tiny:mini and its "
-                         "QAT+KD students", description="What `ternbench run` does on first use, ahead of time: "
-                         "train the embedded teacher and students from the mini suite and cache them.")
+    emb = sub.add_parser("embedded", help="find (shipped or cached) or train the embedded teacher ternbench-tiny:mini "
+                         "and its QAT+KD students", description="Where the embedded teacher and students come from: "
+                         "the weights shipped in the repo while their recipe matches the code's, else the cache, else "
+                         "training on the mini suite (cached). --retrain reproduces the shipped files from the repo.")
     emb.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     emb.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     emb.add_argument("--retrain", action="store_true", help="ignore the weights shipped in the repo: use the cache or "

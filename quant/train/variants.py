@@ -5,7 +5,8 @@
   They are trained students *of that teacher*, so they apply only to ``ternbench-tiny:mini``;
   for any other model, train a student with ``ternbench train qat`` and evaluate the packed file.
 
-Everything is trained on first use and cached (see :mod:`quant.train.embedded`).
+They come from the weights shipped in the repo, or the cache, or are trained on first use (see
+:mod:`quant.train.embedded`).
 """
 
 from __future__ import annotations
