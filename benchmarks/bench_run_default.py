@@ -4,7 +4,7 @@ Runs the bare ``ternbench`` command in a fresh working directory, offline (``HF_
 as a user would on a fresh clone, then runs it again to time the resume path (every cell
 already done: nothing may be recomputed). By default the cache is fresh too, so the first run
 includes generating the mini suite (the embedded models come from the repo's shipped weights; a
-changed training recipe would train them first, about 25 minutes on 2 cores); ``--cache DIR`` reuses a warm cache
+changed training recipe would train them first, about 20 minutes on 2 cores); ``--cache DIR`` reuses a warm cache
 instead, and ``--random-weights`` runs the same grid with the untrained tiny model (the sweep
 itself, no training). Prints one JSON row per run and a short table.
 

@@ -44,8 +44,8 @@ RECIPE_VERSION = 2  # bump when the recipe's meaning changes without its fields 
 IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini suite's markers
 MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
 # Measured on the quiet 2-core machine (OMP_NUM_THREADS=2), for the messages.
-TEACHER_CPU_MINUTES = 11
-STUDENT_CPU_MINUTES = 9
+TEACHER_CPU_MINUTES = 8
+STUDENT_CPU_MINUTES = 8
 
 # The teacher's recipe; `data` is filled with the mini suite's folders at run time.
 TEACHER_RECIPE: dict[str, Any] = dict(
