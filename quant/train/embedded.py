@@ -43,9 +43,14 @@ MINI_TRAIN_SETS = ("shapes", "colors", "digits", "captions")
 RECIPE_VERSION = 2  # bump when the recipe's meaning changes without its fields changing (2: fp16 teacher file)
 IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini suite's markers
 MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
-# Measured on the quiet 2-core machine (OMP_NUM_THREADS=2), for the messages.
-TEACHER_CPU_MINUTES = 8
-STUDENT_CPU_MINUTES = 8
+# Seconds a step on the quiet 2-core build machine (OMP_NUM_THREADS=2) at batch 64 (teacher) and
+# 256 (student, with the teacher's forward), for the time estimates in the messages.
+CPU_STEP_S = {"pretrain": (0.32, 64), "qat": (1.58, 256)}
+
+
+def _cpu_minutes(cfg: TrainConfig) -> int:
+    step_s, batch = CPU_STEP_S[cfg.kind]
+    return max(1, round(cfg.steps * step_s * cfg.batch_size / batch / 60))
 
 # The teacher's recipe; `data` is filled with the mini suite's folders at run time.
 TEACHER_RECIPE: dict[str, Any] = dict(
@@ -205,7 +210,7 @@ def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> t
 
         run_dir = models_dir() / "runs" / path.stem
         _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (its recipe differs "
-             f"from the shipped weights', or --retrain; minutes on a GPU, about {TEACHER_CPU_MINUTES} minutes on "
+             f"from the shipped weights', or --retrain; minutes on a GPU, about {_cpu_minutes(cfg)} minutes on "
              f"2 CPU cores; interrupt and rerun to resume); run folder {run_dir}")
         result = train(cfg, run_dir, resume="auto", device=_device(device))
         # Stored in fp16 (half the bytes, what is shipped); students distil from these very weights.
@@ -246,7 +251,7 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
 
         run_dir = models_dir() / "runs" / path.stem
         _say(f"training the embedded student {variant} (QAT+KD from {TEACHER_ARCH}:{TEACHER_TAG}; its recipe differs "
-             f"from the shipped weights', or --retrain; up to about {STUDENT_CPU_MINUTES} minutes on 2 CPU cores); "
+             f"from the shipped weights', or --retrain; about {_cpu_minutes(cfg)} minutes on 2 CPU cores); "
              f"run folder {run_dir}")
         train(cfg, run_dir, resume="auto", device=_device(device))
         convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}")
