@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quant.train.data import DataError, PairBatches, caption_of, raw_stream, resolve_sources
+from quant.train.data import DataError, PairBatches, _raw_samples, caption_of, raw_stream, resolve_sources
 
 
 def _keys(stream, n):
@@ -77,6 +77,25 @@ def test_two_ranks_together_see_the_one_process_batch(color_data, caption_data):
     assert one.position == r0.position == 16
     with pytest.raises(DataError, match="multiple of 3"):
         PairBatches(sources, tf, 8, seed=0, world_size=3)
+
+
+def test_cached_batches_equal_the_uncached_ones_over_several_epochs(color_data, caption_data):
+    import open_clip
+    import torch
+
+    from bench.embedded import register
+    from quant.train.models import val_transform
+
+    register()
+    tf = val_transform(open_clip.create_model("ternbench-tiny"))
+    sources = resolve_sources([str(color_data), str(caption_data)])
+    n_samples = sum(1 for s in sources for u in s.urls for _ in _raw_samples(u))
+    cached = PairBatches(sources, tf, 8, seed=1, shuffle_buffer=16)
+    plain = PairBatches(sources, tf, 8, seed=1, shuffle_buffer=16, cache=False)
+    for _ in range(3 * n_samples // 8 + 1):  # past two epoch boundaries (batches straddle them)
+        (a_img, a_txt, a_g), (b_img, b_txt, b_g) = next(cached), next(plain)
+        assert a_txt == b_txt and torch.equal(a_img, b_img) and torch.equal(a_g, b_g)
+    assert cached._images, "the small local data set should be cached"
 
 
 def test_captions_from_txt_lines_and_from_class_templates(color_data):
