@@ -45,7 +45,7 @@ IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini su
 MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
 # Seconds a step on the quiet 2-core build machine (OMP_NUM_THREADS=2) at batch 64 (teacher) and
 # 256 (student, with the teacher's forward), for the time estimates in the messages.
-CPU_STEP_S = {"pretrain": (0.32, 64), "qat": (1.58, 256)}
+CPU_STEP_S = {"pretrain": (0.3, 64), "qat": (1.58, 256)}
 
 
 def _cpu_minutes(cfg: TrainConfig) -> int:
