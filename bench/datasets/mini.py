@@ -99,7 +99,7 @@ def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 # Shapes sit near the centre, upright within +-20 degrees: the tiny ViT, trained for minutes,
 # learned 8 shapes to 31% (test) anywhere in the image at any rotation, 60% near the centre at any
-# rotation, and SHAPES_MEASURED upright near the centre (same recipe, CPU; see docs/training.md).
+# rotation, and 67% upright near the centre (same recipe, CPU; see docs/training.md).
 _SHAPE_JITTER = 3.0  # pixels either way from the centre
 _SHAPE_RADIUS = (8.0, 13.0)
 _SHAPE_ROTATION = (-math.radians(20), math.radians(20))

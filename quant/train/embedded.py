@@ -4,7 +4,7 @@ Each model is identified by a hash of its training recipe (the config, the open_
 and vocabulary, the mini suite's generator version, seed and sizes; a student's also by its
 teacher's), and found in this order:
 
-1. shipped in the repo (``bench/embedded/weights/``, ~6 MB): the files ``ternbench train embedded
+1. shipped in the repo (``bench/embedded/weights/``, ~5 MB): the files ``ternbench train embedded
    --ship`` wrote with this very training code, listed in a manifest with their recipe keys and
    sha256, used only when the key matches (so a changed recipe never passes off stale weights);
 2. cached under ``cache_dir()/models/`` in a file named by the key;
@@ -45,7 +45,7 @@ IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini su
 MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
 # Seconds a step on the quiet 2-core build machine (OMP_NUM_THREADS=2) at batch 64 (teacher) and
 # 256 (student, with the teacher's forward), for the time estimates in the messages.
-CPU_STEP_S = {"pretrain": (0.3, 64), "qat": (1.58, 256)}
+CPU_STEP_S = {"pretrain": (0.22, 64), "qat": (1.5, 256)}
 
 
 def _cpu_minutes(cfg: TrainConfig) -> int:

@@ -55,7 +55,9 @@ def test_inspect(packed, capsys):
     code, out, _ = run(capsys, "inspect", str(packed), "--json")
     data = json.loads(out)
     assert data["metadata"]["arch"] == "ternbench-tiny"
-    assert data["stats"]["total"]["ternary_tensors"] == 16
+    cfg = __import__("open_clip").get_model_config("ternbench-tiny")
+    blocks = cfg["vision_cfg"]["layers"] + cfg["text_cfg"]["layers"]
+    assert data["stats"]["total"]["ternary_tensors"] == 2 * blocks  # q-ffn: c_fc and c_proj of each block
     assert data["metadata"]["file_bytes"] == packed.stat().st_size
 
 

@@ -62,13 +62,21 @@ def test_int8_activations_kernel_equals_reference_and_stays_close(q_all, tiny_in
         assert 0.99 < cos < 1.0 - 1e-7, cos
 
 
-COUNTS = {
-    "q-ffn": {TernaryLinear: 16},
-    "q-attn": {TernaryMultiheadAttention: 8, TernaryLinear: 16},
-    "q-all-v": {TernaryLinear: 17, TernaryMultiheadAttention: 4, TernaryPatchEmbed: 1},
-    # TernaryLinear: 2 MLP + 2 attention projections a block (4 + 4 blocks), + the patch embedding's.
-    "q-all": {TernaryLinear: 33, TernaryMultiheadAttention: 8, TernaryPatchEmbed: 1, TernaryEmbedding: 1},
-}
+def expected_counts(variant: str) -> dict:
+    """Swapped modules of the tiny model, from its config: a block has 2 MLP and 2 attention
+    projections (TernaryLinear) and one attention (TernaryMultiheadAttention)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config("ternbench-tiny")
+    v, t = cfg["vision_cfg"]["layers"], cfg["text_cfg"]["layers"]
+    return {
+        "q-ffn": {TernaryLinear: 2 * (v + t)},
+        "q-attn": {TernaryMultiheadAttention: v + t, TernaryLinear: 2 * (v + t)},
+        "q-all-v": {TernaryLinear: 4 * v + 1, TernaryMultiheadAttention: v, TernaryPatchEmbed: 1},
+        # + the patch embedding's TernaryLinear
+        "q-all": {TernaryLinear: 4 * (v + t) + 1, TernaryMultiheadAttention: v + t, TernaryPatchEmbed: 1,
+                  TernaryEmbedding: 1},
+    }[variant]
 
 
 def _counts(model, expected):
@@ -79,7 +87,7 @@ def _counts(model, expected):
 def test_swaps_exactly_the_ternary_modules(tiny_model, variant):
     quantize_(tiny_model, preset(variant))
     accelerate_(tiny_model)
-    assert _counts(tiny_model, COUNTS[variant]) == COUNTS[variant]
+    assert _counts(tiny_model, expected_counts(variant)) == expected_counts(variant)
     if variant == "q-all-v":  # the float tower keeps plain modules
         assert isinstance(tiny_model.transformer.resblocks[0].mlp.c_fc, nn.Linear)
         assert isinstance(tiny_model.transformer.resblocks[0].attn, nn.MultiheadAttention)
@@ -88,7 +96,7 @@ def test_swaps_exactly_the_ternary_modules(tiny_model, variant):
 
 def test_q_all_leaves_no_float_matmul_module(q_all):
     accelerate_(q_all)
-    assert _counts(q_all, COUNTS["q-all"]) == COUNTS["q-all"]
+    assert _counts(q_all, expected_counts("q-all")) == expected_counts("q-all")
     assert [n for n, m in q_all.named_modules() if type(m) in (nn.MultiheadAttention, nn.Embedding, nn.Linear)] == []
 
 
