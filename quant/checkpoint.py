@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +236,8 @@ def _arch_name(meta: dict[str, Any]) -> str:
     """An open_clip model name whose config is exactly the stored one (registered if needed)."""
     import open_clip
 
+    from quant.origin import register_config
+
     arch, cfg = meta["arch"], meta["model_cfg"]
     if _weights_config(open_clip.get_model_config(arch)) == _weights_config(cfg):
         # Tokenizer kwargs may name files (a BPE path) where the saving machine had them; the
@@ -244,11 +245,7 @@ def _arch_name(meta: dict[str, Any]) -> str:
         return arch
     name = f"{arch}-packed-{hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]}"
     if open_clip.get_model_config(name) is None:
-        # open_clip keeps a registered config in memory, so the file can go at once.
-        with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / f"{name}.json"
-            f.write_text(json.dumps(cfg))
-            open_clip.add_model_config(f)
+        register_config(name, cfg)
     return name
 
 

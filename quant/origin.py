@@ -68,3 +68,21 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def register_config(name: str, cfg: dict[str, Any]) -> None:
+    """Add the open_clip model config ``cfg`` to open_clip's registry as ``name``.
+
+    open_clip registers configs only from files, and keeps them in memory, so the file is a
+    temporary one.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / f"{name}.json"
+        f.write_text(json.dumps(cfg), encoding="utf-8")
+        open_clip.add_model_config(f)

@@ -9,7 +9,6 @@ offline like any built-in name. A ``text_cfg.tokenizer_kwargs.bpe_path`` relativ
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 EMBEDDED_DIR = Path(__file__).resolve().parent
@@ -32,12 +31,8 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    import open_clip
+    from quant.origin import register_config
 
-    # open_clip registers configs from files and keeps them in memory, so the resolved copies can go at once.
-    with tempfile.TemporaryDirectory() as tmp:
-        for cfg in sorted(EMBEDDED_DIR.glob("*.json")):
-            resolved = Path(tmp) / cfg.name
-            resolved.write_text(json.dumps(resolved_config(cfg)), encoding="utf-8")
-            open_clip.add_model_config(resolved)
+    for cfg in sorted(EMBEDDED_DIR.glob("*.json")):
+        register_config(cfg.stem, resolved_config(cfg))
     _registered = True
