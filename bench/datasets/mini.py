@@ -100,7 +100,8 @@ def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 # Shapes sit near the centre, upright within +-20 degrees: the tiny ViT, trained for minutes,
 # learned 8 shapes to 31% (test) anywhere in the image at any rotation, 60% near the centre at any
 # rotation, and 67% upright near the centre (same recipe, CPU; see docs/training.md).
-_SHAPE_JITTER = 3.0  # pixels either way from the centre
+# benchmarks/teacher_trials.py varies these three to compare placements.
+_SHAPE_JITTER: float | None = 3.0  # pixels either way from the centre; None: anywhere in the image
 _SHAPE_RADIUS = (8.0, 13.0)
 _SHAPE_ROTATION = (-math.radians(20), math.radians(20))
 
@@ -115,7 +116,8 @@ def _shape_samples(seed: int, split: str, sizes: MiniSizes) -> Iterator[Sample]:
     rng = _rng(seed, "shapes", split)
     for label in _balanced_labels(rng, n, len(render.SHAPES)):
         color = render.COLOR_NAMES[rng.integers(len(render.COLOR_NAMES))]
-        scene = render.random_scene(rng, render.SHAPES[label], color, radius=_SHAPE_RADIUS, center=_near_center)
+        center = None if _SHAPE_JITTER is None else _near_center
+        scene = render.random_scene(rng, render.SHAPES[label], color, radius=_SHAPE_RADIUS, center=center)
         # then upright: the drawn rotation is replaced (drawing after the scene keeps the bytes
         # of the generator the recipe was measured with)
         scene = dataclasses.replace(scene, rotation=float(rng.uniform(*_SHAPE_ROTATION)))
