@@ -3,8 +3,8 @@
 Variants (one run, side by side, so ratios are comparable on a noisy machine):
   fp32, bf16 (CPU) / fp16 (CUDA), ternary Q-ALL W1.58A16 (fake-quant float weights),
   ternary Q-ALL W1.58A16 with int8-held weights (``a16-int8mem``) or 2-bit packed weights
-  unpacked per call (``a16-2bit``), ternary Q-ALL W1.58A8
-  on the device's kernel (``a8``).
+  (``a16-2bit``: on CUDA read by the 2-bit Triton GEMM, elsewhere unpacked per call), ternary
+  Q-ALL W1.58A8 on the device's kernel (``a8``) and, on CUDA, on the 2-bit GEMM (``a8-2bit``).
 Measures: median and p90 latency of encode_image / encode_text at each batch, ratios
 vs fp32 and vs the device's half precision, resident weight bytes (parameters, buffers
 and kernel-held weights), peak memory of one call (resident weights + the growth during the call: CUDA
@@ -46,6 +46,7 @@ ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
+    "q-all-a8-2bit": {"activations": "int8", "backend": "packed"},
 }
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
 
@@ -320,7 +321,8 @@ def main(argv=None) -> int:
                    help="open_clip architectures (default: ViT-B-32 on cpu; ViT-B-32 ViT-B-16 ViT-L-14 on cuda)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
-                   help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8")
+                   help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
+                        "(cuda: also q-all-a8-2bit)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -345,6 +347,8 @@ def main(argv=None) -> int:
     modes = args.modes or (["eager", "graph"] if gpu else ["eager"])
     half_name = HALF[args.device][0]
     names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a16-2bit", "q-all-a8"]
+    if not args.variants and args.device == "cuda":  # the 2-bit Triton GEMM (on the CPU: unpack per call)
+        names.append("q-all-a8-2bit")
 
     from bench.embedded import register
 

@@ -77,15 +77,17 @@ class DequantKernel(Kernel):
         return None if activations == "float" else "the dequant kernel has float activations only"
 
 
-BACKENDS: dict[str, dict[str, type[Kernel]]] = {
-    "reference": {"int8": Kernel, "float": Kernel},
+# backend -> activations -> kernel classes, the first usable one wins (a device's own first).
+BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
+    "reference": {"int8": [Kernel], "float": [Kernel]},
 }
 BACKEND_CHOICES = ("auto", "cpu", "cuda", "packed", "reference")
 
 
-def register_backend(name: str, activations: str, cls: type[Kernel]) -> None:
-    """Make ``cls`` the kernel of backend ``name`` for ``activations``."""
-    BACKENDS.setdefault(name, {})[activations] = cls
+def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:
+    """Add ``cls`` to backend ``name``'s kernels for ``activations`` (``first``: tried before the others)."""
+    kernels = BACKENDS.setdefault(name, {}).setdefault(activations, [])
+    kernels.insert(0, cls) if first else kernels.append(cls)
 
 
 
@@ -99,16 +101,17 @@ def select_kernel(backend: str, device: torch.device | str, activations: str) ->
     _load_backends()
     device = torch.device(device)
     name = device.type if backend == "auto" else backend
-    cls = BACKENDS.get(name, {}).get(activations)
-    if cls is None:
-        reason = f"no {name!r} kernel is registered for {activations} activations"
-    else:
+    candidates = BACKENDS.get(name, {}).get(activations, [])
+    reasons = []
+    for cls in candidates:
         reason = cls.unavailable_reason(device, activations)
-    if reason is None:
-        return cls
+        if reason is None:
+            return cls
+        reasons.append(reason)
+    reason = "; ".join(reasons) or f"no {name!r} kernel is registered for {activations} activations"
     warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: {reason}; "
                   "using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
-    return BACKENDS["reference"][activations]
+    return BACKENDS["reference"][activations][0]
 
 
 _backends_loaded = False

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from quant.kernels.base import DequantKernel, Kernel, register_backend
+from quant.kernels.base import DequantKernel, Kernel, Packed2bitKernel, register_backend
 from quant.kernels.reference import EPS, QMAX, quantize_per_token
 
 try:  # Triton ships with CUDA builds of torch; CPU-only machines may lack it.
@@ -42,7 +42,7 @@ if HAVE_TRITON:
     _QMAX = tl.constexpr(QMAX)
 
     @triton.jit
-    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr):
+    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr, PLANES: tl.constexpr):
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK_K)
         mask = offs < K
@@ -54,7 +54,11 @@ if HAVE_TRITON:
         odd = (q * 0.5) != tl.floor(q * 0.5)
         q = tl.where(((q - v) == 0.5) & odd, q - 1.0, q)
         q = tl.minimum(tl.maximum(q, -_QMAX), _QMAX)
-        tl.store(q_ptr + row * K + offs, q.to(tl.int8), mask=mask)
+        if PLANES:  # column 4j + i -> i * K/4 + j (reference.trit_planes), what the 2-bit GEMM reads
+            dest = (offs % 4) * (K // 4) + offs // 4
+        else:
+            dest = offs
+        tl.store(q_ptr + row * K + dest, q.to(tl.int8), mask=mask)
         tl.store(s_ptr + row, scale)
 
     @triton.jit
@@ -93,6 +97,61 @@ if HAVE_TRITON:
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
+    @triton.jit
+    def _ternary2bit_matmul_scaled(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
+                                   stride_am, stride_pn, stride_cm,
+                                   A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
+                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
+        """``C = (A @ T.T) * sa[m] * sw[n] + bias[n]`` with T read 2-bit packed.
+
+        ``p`` is ``(N, K/4)`` uint8 in quant.packing's ``2bit`` layout: byte j of row n holds
+        trits 4j..4j+3, trit + 1 in bits 2i..2i+1. Each K step loads a (BLOCK_J, BLOCK_N) tile
+        of bytes once and unpacks it into four trit planes in registers; plane i multiplies
+        the activation columns 4j + i. A_INT8: ``a`` is int8 codes stored plane-major
+        (``_quantize_rows(PLANES=True)``), so each plane's slice is contiguous; int32
+        accumulation, scaled by ``sa``. Otherwise ``a`` is fp16/bf16 in its own layout,
+        read with stride 4 a plane; fp32 accumulation, no ``sa``.
+        """
+        pid = tl.program_id(0)
+        num_m = tl.cdiv(M, BLOCK_M)
+        num_n = tl.cdiv(N, BLOCK_N)
+        group = GROUP_M * num_n
+        first_m = (pid // group) * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % group) % size_m
+        pid_n = (pid % group) // size_m
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rj = tl.arange(0, BLOCK_J)
+        kq = K // 4
+        p_ptrs = p_ptr + rn[None, :] * stride_pn + rj[:, None]  # (BLOCK_J, BLOCK_N) bytes of W.T
+        if A_INT8:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for t in range(0, tl.cdiv(kq, BLOCK_J)):
+            j = t * BLOCK_J + rj
+            p = tl.load(p_ptrs, mask=(rn[None, :] < N) & (j[:, None] < kq), other=0)
+            a_mask = (rm[:, None] < M) & (j[None, :] < kq)
+            for i in tl.static_range(4):
+                w = ((p >> (2 * i)) & 3).to(tl.int8) - 1
+                if A_INT8:
+                    a = tl.load(a_ptr + rm[:, None] * stride_am + (i * kq + j)[None, :], mask=a_mask, other=0)
+                    acc += tl.dot(a, w, out_dtype=tl.int32)
+                else:
+                    a = tl.load(a_ptr + rm[:, None] * stride_am + (4 * j + i)[None, :], mask=a_mask, other=0.0)
+                    acc += tl.dot(a, w.to(a.dtype))
+            p_ptrs += BLOCK_J
+        sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
+        out = acc.to(tl.float32) * sw[None, :]
+        if A_INT8:
+            out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
 # (max M, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages): small tiles for few tokens, big for many.
 TILE_RULES = (
     (16, 16, 64, 128, 4, 4),
@@ -102,22 +161,36 @@ TILE_RULES = (
 )
 
 
-def _tiles(m: int) -> tuple[int, ...]:
-    for rule in TILE_RULES:
+# (max M, BLOCK_M, BLOCK_N, BLOCK_J (bytes: 4 * BLOCK_J activation columns a step), warps, stages).
+TILE_RULES_2BIT = (
+    (16, 16, 64, 64, 4, 4),
+    (64, 64, 64, 64, 4, 4),
+    (256, 64, 128, 32, 4, 4),
+    (None, 128, 128, 32, 8, 3),
+)
+
+
+def _tiles(m: int, rules=TILE_RULES) -> tuple[int, ...]:
+    for rule in rules:
         if rule[0] is None or m <= rule[0]:
             return rule[1:]
     raise AssertionError("unreachable: the last rule has no bound")
 
 
-def quantize_per_token_cuda(x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``."""
+def quantize_per_token_cuda(x2d: torch.Tensor, planes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``.
+
+    ``planes``: codes stored in ``reference.trit_planes`` order (K a multiple of 4), for
+    :func:`ternary2bit_matmul_scaled`.
+    """
     m, k = x2d.shape
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     q = torch.empty(m, k, dtype=torch.int8, device=x2d.device)
     s = torch.empty(m, dtype=torch.float32, device=x2d.device)
     if m:
         block = triton.next_power_of_2(k)
-        _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
+        _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), BLOCK_K=block, PLANES=planes,
+                             num_warps=min(16, max(1, block // 256)))
     return q, s
 
 
@@ -135,6 +208,33 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
         codes.stride(0), trits.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
+        num_warps=warps, num_stages=stages)
+    return out
+
+
+def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
+                              w_scale: torch.Tensor, bias: torch.Tensor | None,
+                              out_dtype: torch.dtype) -> torch.Tensor:
+    """``(a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias`` reading 2-bit ``packed`` trits.
+
+    ``packed``: ``(N * K / 4,)`` or ``(N, K / 4)`` uint8 in the ``2bit`` layout (K a multiple
+    of 4). ``a``: int8 codes in ``trit_planes`` order with ``x_scale`` (W1.58A8), or fp16/bf16
+    activations with ``x_scale=None`` (W1.58A16).
+    """
+    m, k = a.shape
+    if k % 4:
+        raise ValueError(f"the 2-bit GEMM needs K a multiple of 4, got {k}")
+    packed = packed.reshape(n, k // 4)
+    out = torch.empty(m, n, dtype=out_dtype, device=a.device)
+    if m == 0:
+        return out
+    a_int8 = a.dtype == torch.int8
+    bm, bn, bj, warps, stages = _tiles(m, TILE_RULES_2BIT)
+    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
+    _ternary2bit_matmul_scaled[grid](
+        a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
+        m, n, k, a.stride(0), packed.stride(0), out.stride(0),
+        A_INT8=a_int8, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
         num_warps=warps, num_stages=stages)
     return out
 
@@ -189,6 +289,36 @@ class IntMMKernel(Kernel):
         return y.to(x2d.dtype)
 
 
+class TritonPacked2bitKernel(Packed2bitKernel):
+    """The ``packed`` backend on CUDA: 2-bit weights (16x smaller than fp32) read by a Triton
+    GEMM that unpacks them in registers, for int8 (W1.58A8) and fp16/bf16 (W1.58A16)
+    activations. Other cases (fp32 activations, K not a multiple of 4) take the generic
+    unpack-per-call path of :class:`Packed2bitKernel`.
+    """
+
+    name = "cuda-2bit"
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        return _cuda_reason(device) or (None if HAVE_TRITON else "Triton is not installed")
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        k = self.in_features
+        if k % 4:
+            return super().linear(x2d, bias)
+        if self.activations == "int8":
+            codes, scale = quantize_per_token_cuda(x2d, planes=True)
+            return ternary2bit_matmul_scaled(codes, scale, self._packed, self.out_features, self._w_scale, bias,
+                                             x2d.dtype)
+        if x2d.dtype not in (torch.float16, torch.bfloat16):
+            return super().linear(x2d, bias)
+        x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
+        return ternary2bit_matmul_scaled(x2d, None, self._packed, self.out_features, self._w_scale, bias,
+                                         x2d.dtype)
+
+
+register_backend("packed", "int8", TritonPacked2bitKernel, first=True)
+register_backend("packed", "float", TritonPacked2bitKernel, first=True)
 if HAVE_TRITON:
     register_backend("cuda", "int8", TritonInt8Kernel)
 else:  # pragma: no cover - depends on the install

@@ -79,4 +79,4 @@ def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "fbgemm_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no FBGEMM engine"):
         cls = select_kernel("cpu", "cpu", "int8")
-    assert cls is BACKENDS["reference"]["int8"]
+    assert cls is BACKENDS["reference"]["int8"][0]

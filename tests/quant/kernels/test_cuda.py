@@ -1,23 +1,53 @@
+"""CUDA kernels against the references.
+
+On a GPU everything runs. Without one, the Triton kernels themselves still run under
+Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``, set by
+``test_triton_interpreted.py`` in a subprocess) on the small shapes; tests of the kernel
+classes and models need a real CUDA device and skip.
+"""
+
 import copy
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
+from quant.kernels.reference import (
+    int_matmul_reference,
+    quantize_per_token,
+    ternary_linear_a8_reference,
+    ternary_linear_a16_reference,
+    trit_planes,
+)
+from quant.packing import pack
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+HAVE_CUDA = torch.cuda.is_available()
+INTERPRETED = not HAVE_CUDA and os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cuda" if HAVE_CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA device")
+needs_triton = pytest.mark.skipif(not (HAVE_CUDA or INTERPRETED), reason="needs a CUDA device or TRITON_INTERPRET=1")
 
-# Few tokens (batch 1), a ViT-B block at batch 4 x 50 tokens, odd sizes everywhere, a large-M tile.
-SHAPES = [(1, 64, 32), (3, 40, 24), (17, 130, 70), (200, 768, 3072), (301, 257, 129), (1600, 512, 256)]
+# Few tokens (batch 1), odd sizes everywhere; on a GPU also a ViT-B block at batch 4 x 50
+# tokens and a large-M tile (too slow for the interpreter).
+SMALL = [(1, 64, 32), (3, 40, 24), (17, 132, 70), (70, 256, 129)]
+SHAPES = SMALL + ([(200, 768, 3072), (301, 260, 129), (1600, 512, 256)] if HAVE_CUDA else [])
 
 
-def _case(m, k, n, seed, device="cuda"):
+def _case(m, k, n, seed, device=DEVICE):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, k, generator=g) * torch.rand(m, 1, generator=g) * 10
     trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
     w_scale, bias = torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
     return x.to(device), trits.to(device), w_scale.to(device), bias.to(device)
+
+
+def _triton():
+    from quant.kernels import cuda
+
+    if not cuda.HAVE_TRITON:
+        pytest.skip("no Triton")
+    return cuda
 
 
 def _kernels():
@@ -29,35 +59,57 @@ def _kernels():
     return kernels
 
 
+@needs_triton
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_triton_quantization_matches_reference(m, k, n):
-    from quant.kernels.cuda import HAVE_TRITON, quantize_per_token_cuda
-
-    if not HAVE_TRITON:
-        pytest.skip("no Triton")
+    cuda = _triton()
     x, *_ = _case(m, k, n, seed=m)
-    codes, scale = quantize_per_token_cuda(x)
+    codes, scale = cuda.quantize_per_token_cuda(x)
     ref_codes, ref_scale = quantize_per_token(x)
     torch.testing.assert_close(scale, ref_scale.squeeze(1), rtol=1e-6, atol=0)
     diff = (codes.int() - ref_codes.int()).abs()
     # Triton's fp32 division may differ by one ulp from torch's at an exact rounding tie.
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-4
+    if k % 4 == 0:  # the plane-major order the 2-bit GEMM reads: the same codes, moved
+        planes, planes_scale = cuda.quantize_per_token_cuda(x, planes=True)
+        assert torch.equal(planes, trit_planes(codes)) and torch.equal(planes_scale, scale)
 
 
+@needs_triton
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_triton_gemm_integer_part_is_exact(m, k, n):
-    from quant.kernels.cuda import HAVE_TRITON, int8_matmul_scaled
-
-    if not HAVE_TRITON:
-        pytest.skip("no Triton")
+    cuda = _triton()
     x, trits, _, _ = _case(m, k, n, seed=k)
     codes, _ = quantize_per_token(x)
-    ones_m, ones_n = torch.ones(m, device="cuda"), torch.ones(n, device="cuda")
-    acc = int8_matmul_scaled(codes, ones_m, trits, ones_n, None, torch.float32)
+    ones_m, ones_n = torch.ones(m, device=DEVICE), torch.ones(n, device=DEVICE)
+    acc = cuda.int8_matmul_scaled(codes, ones_m, trits, ones_n, None, torch.float32)
     # |acc| <= 127 * K < 2**24: exact in fp32.
-    assert torch.equal(acc.double().cpu(), int_matmul_reference(codes.cpu(), trits.cpu()).double())
+    ref = int_matmul_reference(codes.cpu(), trits.cpu()).double()
+    assert torch.equal(acc.double().cpu(), ref)
+    if k % 4 == 0:  # the 2-bit GEMM: same integers from packed trits and plane-major codes
+        acc2 = cuda.ternary2bit_matmul_scaled(trit_planes(codes), ones_m, pack(trits, "2bit"), n, ones_n, None,
+                                              torch.float32)
+        assert torch.equal(acc2.double().cpu(), ref)
 
 
+@needs_triton
+@pytest.mark.parametrize("m,k,n", [s for s in SHAPES if s[1] % 4 == 0])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_2bit_gemm_float_activations_match_reference(m, k, n, dtype):
+    cuda = _triton()
+    if INTERPRETED and dtype == torch.bfloat16:
+        pytest.skip("Triton's interpreter casts to bfloat16 wrongly (a 16x16 int8 -> bf16 dot is off by 1e10)")
+    x, trits, w_scale, bias = _case(m, k, n, seed=n + 1)
+    x = x.to(dtype)
+    out = cuda.ternary2bit_matmul_scaled(x, None, pack(trits, "2bit"), n, w_scale, bias, dtype)
+    ref = ternary_linear_a16_reference(x.double(), trits, w_scale, bias)
+    assert out.dtype == dtype and out.shape == (m, n)
+    # fp32 accumulation of exact products, one rounding to the half type at the end.
+    tol = 4e-3 if dtype == torch.float16 else 1.6e-2
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@needs_cuda
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernels_match_reference(m, k, n, dtype):
@@ -77,6 +129,34 @@ def test_kernels_match_reference(m, k, n, dtype):
         assert torch.equal(cls(trits, w_scale, "int8").trits(), trits)
 
 
+@needs_cuda
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("activations,dtype", [("int8", torch.float32), ("int8", torch.float16),
+                                               ("float", torch.float16), ("float", torch.float32)])
+def test_packed_backend_on_cuda_matches_reference(m, k, n, activations, dtype):
+    from quant.kernels.base import select_kernel
+
+    cls = select_kernel("packed", "cuda", activations)
+    assert cls.name == "cuda-2bit"
+    x, trits, w_scale, bias = _case(m, k, n, seed=m + n)
+    x = x.to(dtype)
+    kernel = cls(trits, w_scale, activations)
+    out = kernel.linear(x, bias)
+    assert out.dtype == dtype and out.shape == (m, n)
+    assert torch.equal(kernel.trits(), trits) and kernel.nbytes() == -(-n * k // 4) + 4 * n
+    if activations == "int8":
+        ref = ternary_linear_a8_reference(x.float(), trits, w_scale, bias)
+        _, x_scale = quantize_per_token(x)
+        step = 4 * (x_scale.float() * w_scale.max()).max().item()  # one code off at a tie, see above
+        rtol = 1e-5 if dtype == torch.float32 else 2e-3
+        torch.testing.assert_close(out.float(), ref, rtol=rtol, atol=rtol * ref.abs().max().item() + step)
+    else:
+        ref = ternary_linear_a16_reference(x.double(), trits, w_scale, bias)
+        tol = 1e-5 if dtype == torch.float32 else 4e-3
+        torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@needs_cuda
 def test_accelerated_model_on_cuda_matches_cpu_and_fake_quant(tiny_model, tiny_inputs):
     from quant import preset, quantize_
     from quant.kernels import accelerate_
@@ -98,6 +178,7 @@ def test_accelerated_model_on_cuda_matches_cpu_and_fake_quant(tiny_model, tiny_i
             assert F.cosine_similarity(g, f).min() > 0.99
 
 
+@needs_cuda
 def test_moving_an_accelerated_model_re_prepares_kernels(tiny_model, tiny_inputs):
     from quant import preset, quantize_
     from quant.kernels import TernaryLinear, accelerate_
