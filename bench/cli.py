@@ -36,14 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         # `ternbench` with no command runs the default job when `run` exists.
         if "run" in sub_commands(parser):
-            args = parser.parse_args(["run", *(argv or [])])
+            args = parser.parse_args(["run", *argv])
         else:
             parser.print_help()
             return 0
+    # What provenance records: these arguments, not the host process's (pytest's, a notebook's).
+    args.invocation = ("ternbench", *argv)
     try:
         return int(args.func(args) or 0)
     except TernbenchError as e:

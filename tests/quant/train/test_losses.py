@@ -23,17 +23,24 @@ def test_contrastive_matches_open_clip():
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
-def test_distinct_groups_equal_plain_clip_loss_and_shared_groups_lower_it():
+def test_distinct_groups_equal_plain_clip_loss_and_shared_groups_pull_together():
     img, txt = _feats()
     plain = losses.contrastive_loss(img, txt, 10.0)
     assert torch.allclose(losses.contrastive_loss(img, txt, 10.0, torch.arange(6)), plain, atol=1e-6)
-    # Two pairs share a class and their captions are identical: as negatives they cost loss, as positives not.
-    txt = txt.clone()
-    txt[1] = txt[0]
-    img = img.clone()
-    img[1] = img[0]
+    # Pairs 0 and 1 share a class. Texts are the basis vectors, so d loss / d img[i, j] is
+    # 10 * d loss / d logit[i, j]: as a negative, caption 1 pushes image 0 away (gradient > 0);
+    # as a positive of the same group it pulls it closer (gradient < 0), and the same for image 1
+    # and caption 0. Image i leans towards caption i so no probability reaches the 1/2 target.
+    g = torch.Generator().manual_seed(1)
+    img = F.normalize(3 * torch.eye(6) + torch.randn(6, 6, generator=g), dim=-1).requires_grad_()
+    txt = torch.eye(6)
     groups = torch.tensor([0, 0, 1, 2, 3, 4])
-    assert losses.contrastive_loss(img, txt, 10.0, groups) < losses.contrastive_loss(img, txt, 10.0)
+    grad_grouped = torch.autograd.grad(losses.contrastive_loss(img, txt, 10.0, groups), img)[0]
+    grad_plain = torch.autograd.grad(losses.contrastive_loss(img, txt, 10.0), img)[0]
+    for i, j in ((0, 1), (1, 0)):
+        assert grad_plain[i, j] > 0 > grad_grouped[i, j], (i, j, grad_plain[i, j], grad_grouped[i, j])
+    # Pairs of different groups stay negatives either way.
+    assert grad_grouped[0, 2] > 0 and grad_plain[0, 2] > 0
 
 
 def test_logit_kl_zero_for_equal_and_positive_otherwise():
