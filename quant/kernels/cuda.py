@@ -4,8 +4,8 @@
   token once and writes its int8 codes and fp32 scale; ``_int8_matmul_scaled`` runs the
   int8 x int8 -> int32 GEMM on tensor cores and applies ``acc * x_scale[m] * w_scale[n]
   + bias[n]`` in its epilogue, writing the model's float dtype directly (no int32
-  matrix in memory). Tile sizes are chosen from M by rule (no autotuning: one compile
-  per tile shape, seconds, not minutes).
+  matrix in memory). Tile sizes come from a table by M and N, measured with
+  ``benchmarks/tune_cuda_tiles.py`` (no autotuning at run time: one compile per tile shape).
 - Without Triton: ``torch._int_mm`` (cuBLASLt int8) with the scales applied in torch.
 
 Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wants).
@@ -152,29 +152,31 @@ if HAVE_TRITON:
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-# (max M, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages): small tiles for few tokens, big for many.
+# Tile shapes by rows M and output width N: the winners of `benchmarks/tune_cuda_tiles.py` on
+# an H100 over CLIP's layer shapes (ViT-B/L, batch 1 and 32; geometric mean within a bucket).
+# (max M, max N, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); None: no bound.
 TILE_RULES = (
-    (16, 16, 64, 128, 4, 4),
-    (64, 64, 64, 128, 4, 4),
-    (256, 64, 128, 128, 4, 4),
-    (None, 128, 128, 128, 8, 3),
+    (128, None, 16, 64, 128, 4, 4),
+    (512, None, 64, 64, 128, 4, 4),
+    (None, 1024, 64, 128, 128, 4, 3),
+    (None, None, 128, 128, 64, 4, 4),
 )
-
-
-# (max M, BLOCK_M, BLOCK_N, BLOCK_J (bytes: 4 * BLOCK_J activation columns a step), warps, stages).
-TILE_RULES_2BIT = (
-    (16, 16, 64, 64, 4, 4),
-    (64, 64, 64, 64, 4, 4),
-    (256, 64, 128, 32, 4, 4),
-    (None, 128, 128, 32, 8, 3),
+# The 2-bit GEMM: (max M, max N, BLOCK_M, BLOCK_N, BLOCK_J (bytes; 4 * BLOCK_J columns a step), warps,
+# stages), for int8 and for fp16/bf16 activations.
+TILE_RULES_2BIT_A8 = (
+    (128, None, 32, 64, 64, 4, 4),
+    (512, None, 64, 64, 64, 4, 4),
+    (None, 1024, 128, 128, 64, 8, 3),
+    (None, None, 128, 256, 64, 8, 3),
 )
+TILE_RULES_2BIT_A16 = ((None, None, 64, 64, 64, 4, 4),)
 
 
-def _tiles(m: int, rules=TILE_RULES) -> tuple[int, ...]:
-    for rule in rules:
-        if rule[0] is None or m <= rule[0]:
-            return rule[1:]
-    raise AssertionError("unreachable: the last rule has no bound")
+def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
+    for max_m, max_n, *tiles in rules:
+        if (max_m is None or m <= max_m) and (max_n is None or n <= max_n):
+            return tuple(tiles)
+    raise AssertionError("unreachable: the last rule has no bounds")
 
 
 def quantize_per_token_cuda(x2d: torch.Tensor, planes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +204,7 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     out = torch.empty(m, n, dtype=out_dtype, device=codes.device)
     if m == 0:
         return out
-    bm, bn, bk, warps, stages = _tiles(m)
+    bm, bn, bk, warps, stages = _tiles(m, n)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _int8_matmul_scaled[grid](
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
@@ -229,7 +231,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     if m == 0:
         return out
     a_int8 = a.dtype == torch.int8
-    bm, bn, bj, warps, stages = _tiles(m, TILE_RULES_2BIT)
+    bm, bn, bj, warps, stages = _tiles(m, n, TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _ternary2bit_matmul_scaled[grid](
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
