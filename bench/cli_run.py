@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed warm-up calls (default: 2)")
     g.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls; median and p90 (default: 10)")
+    g.add_argument("--no-cuda-graphs", action="store_true",
+                   help="on CUDA, time eager calls instead of replays of a captured CUDA graph (the default; "
+                        "no Python or launch overhead, what a deployment with graphs sees)")
     r = p.add_argument_group("report")
     r.add_argument("--no-report", action="store_true", help="do not render the HTML report at the end")
     r.add_argument("--report-out", metavar="FILE", help="where the report goes (default: next to DIR, report.html)")
@@ -73,7 +76,8 @@ def _config(args: argparse.Namespace):
         models=tuple(models), datasets=tuple(datasets or ()), tasks=tuple(args.tasks), out=args.out,
         data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
-        efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats),
+        efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats,
+                                    cuda_graphs=not args.no_cuda_graphs),
         progress=not args.no_progress, command=args.invocation,
     )
     return cfg, notes

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tasks.efficiency import time_calls  # noqa: E402  (after the path set-up above)
+from bench.tasks.efficiency import graph_replay, time_calls  # noqa: E402  (after the path set-up above)
 
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
@@ -61,18 +61,7 @@ def time_ms(fn, device: str, warmup: int, repeats: int) -> list[float]:
 
 def runner(fn, device: str, graphs: bool):
     """``fn`` itself, or on CUDA with ``graphs`` a replay of one captured call (no launch overhead)."""
-    if not (graphs and device == "cuda"):
-        return fn
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):  # warm up (Triton compiles, cuBLAS picks) outside the capture
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+    return graph_replay(fn) if graphs and device == "cuda" else fn
 
 
 def p90(values: list[float]) -> float:

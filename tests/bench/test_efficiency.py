@@ -53,7 +53,9 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert metrics["share_ternary"] == 0 and metrics["bits_per_weight"] == pytest.approx(32)
     for ratio in ("compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes", "sparsity"):
         assert baselines[ratio]  # every ratio names its baseline
-    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2} and details["image_size"] == [32, 32]
+    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2, "cuda_graphs": True}
+    assert details["image_size"] == [32, 32]
+    assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
 
 
 def test_quantized_and_half_models(tiny_model, tok):
@@ -140,3 +142,18 @@ def test_weight_bytes_counts_buffers_and_shared_storage_once():
 def test_bad_config(kw, match):
     with pytest.raises(TernbenchError, match=match):
         EfficiencyConfig(**kw)
+
+
+def test_cuda_graphs_flag_is_validated():
+    with pytest.raises(TernbenchError, match="cuda_graphs must be true or false"):
+        EfficiencyConfig(cuda_graphs="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("graphs", [True, False])
+def test_cuda_latencies_are_graph_replays_unless_turned_off(tiny_model, tok, graphs):
+    cfg = EfficiencyConfig(batch=3, warmup=1, repeats=2, cuda_graphs=graphs)
+    metrics, _, details = measure(tiny_model.cuda(), tok, torch.float32, "cuda", cfg)
+    want = "CUDA graph replay" if graphs else "eager (CUDA graphs off)"
+    assert set(details["timing"].values()) == {want}
+    assert all(metrics[f"{k}_latency_{b}_ms"] > 0 for k in ("image", "text") for b in ("b1", "bN"))
