@@ -115,8 +115,9 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
             "wds/mini/captions", "--data-root", str(mini_root), "--out", str(out),
             "--no-report", *FAST]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TERNBENCH_CACHE": str(tmp_path / "c")}
+    log = tmp_path / "sweep.log"
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -127,7 +128,7 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
         proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
         proc.wait()
     kept = {p: p.stat().st_mtime_ns for p in results.iter_result_files(out)}
-    assert 1 <= len(kept) < 6, "the sweep should have been killed in the middle"
+    assert 1 <= len(kept) < 6, f"the sweep should have been killed in the middle; its stderr: {log.read_text()[-3000:]}"
     assert all(results.read(p)["status"] == "ok" for p in kept)  # nothing half-written
 
     computed = []
