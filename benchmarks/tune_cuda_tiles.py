@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 from pathlib import Path
@@ -56,17 +55,8 @@ def _time(fn) -> float:
     return triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median")
 
 
-PTX_WGMMA: dict = {}  # (kernel, config) -> does the compiled PTX use Hopper's wgmma
-
-
-def _note_ptx(key, handle) -> None:
-    asm = getattr(handle, "asm", None) or {}
-    if key not in PTX_WGMMA and "ptx" in asm:
-        PTX_WGMMA[key] = "wgmma" in asm["ptx"]
-
-
 def _int8_call(cuda_mod, x, trits, w_scale, bias, cfg):
-    bm, bn, bk, warps, stages, *trans = cfg
+    bm, bn, bk, warps, stages = cfg
     m, k = x.shape
     n = trits.shape[0]
 
@@ -74,17 +64,15 @@ def _int8_call(cuda_mod, x, trits, w_scale, bias, cfg):
         codes, scale = cuda_mod.quantize_per_token_cuda(x)
         out = torch.empty(m, n, dtype=x.dtype, device=x.device)
         grid = (-(-m // bm) * -(-n // bn),)
-        h = cuda_mod._int8_matmul_scaled[grid](
+        cuda_mod._int8_matmul_scaled[grid](
             codes, trits, scale, w_scale, bias, out, m, n, k, codes.stride(0), trits.stride(0), out.stride(0),
-            HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, TRANS_B=bool(trans and trans[0]),
-            num_warps=warps, num_stages=stages)
-        _note_ptx(("int8", cfg), h)
+            HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
         return out
     return run
 
 
 def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
-    bm, bn, bj, warps, stages, *trans = cfg
+    bm, bn, bj, warps, stages = cfg
     m, k = x.shape
     n = packed.numel() * 4 // k
     packed = packed.reshape(n, k // 4)
@@ -96,16 +84,15 @@ def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
             a, scale = x, w_scale
         out = torch.empty(m, n, dtype=x.dtype, device=x.device)
         grid = (-(-m // bm) * -(-n // bn),)
-        h = cuda_mod._ternary2bit_matmul_scaled[grid](
+        cuda_mod._ternary2bit_matmul_scaled[grid](
             a, packed, scale, w_scale, bias, out, m, n, k, a.stride(0), packed.stride(0), out.stride(0),
             A_INT8=a_int8, HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
-            TRANS_B=bool(trans and trans[0]), num_warps=warps, num_stages=stages)
-        _note_ptx(("2bit_a8" if a_int8 else "2bit_a16", cfg), h)
+            num_warps=warps, num_stages=stages)
         return out
     return run
 
 
-def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator, configs: dict) -> list[dict]:
+def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator) -> list[dict]:
     from quant.kernels.reference import ternary_linear_a8_reference
     from quant.packing import pack
 
@@ -121,10 +108,10 @@ def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator, configs: d
     rows = [{**base, "kernel": "fp16", "config": None, "ms": _time(lambda: F.linear(x, w16, bias.half()))}]
     xi = torch.randint(-127, 128, (max(m, 17), k), device="cuda", dtype=torch.int8)
     rows.append({**base, "kernel": "int_mm_raw", "config": None, "ms": _time(lambda: torch._int_mm(xi, trits.t()))})
-    kinds = [("int8", configs["int8"], ref_a8, lambda cfg: _int8_call(cuda_mod, x, trits, w_scale, bias, cfg)),
-             ("2bit_a8", configs["2bit_a8"], ref_a8,
+    kinds = [("int8", INT8_CONFIGS, ref_a8, lambda cfg: _int8_call(cuda_mod, x, trits, w_scale, bias, cfg)),
+             ("2bit_a8", TWO_BIT_CONFIGS, ref_a8,
               lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, True)),
-             ("2bit_a16", configs["2bit_a16"], ref_a16,
+             ("2bit_a16", TWO_BIT_CONFIGS, ref_a16,
               lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False))]
     for kind, configs, ref, make in kinds:
         for cfg in configs:
@@ -136,8 +123,7 @@ def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator, configs: d
             except Exception as exc:  # a config the compiler rejects (shared memory, ...)
                 rows.append({**base, "kernel": kind, "config": cfg, "ms": None, "error": str(exc)[:200]})
                 continue
-            rows.append({**base, "kernel": kind, "config": cfg, "ms": ms, "ok": bool(ok),
-                         "wgmma": PTX_WGMMA.get((kind, cfg))})
+            rows.append({**base, "kernel": kind, "config": cfg, "ms": ms, "ok": bool(ok)})
     return rows
 
 
@@ -145,11 +131,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--quick", action="store_true", help="three shapes, for a smoke run")
-    ap.add_argument("--shapes", nargs="+", metavar="MxKxN", help="these shapes instead of CLIP's")
-    ap.add_argument("--configs", choices=("all", "rules"), default="all",
-                    help="all: the lists above; rules: only the configs in quant/kernels/cuda.py's tile tables")
-    ap.add_argument("--layouts", choices=("view", "trans", "both"), default="view",
-                    help="B tile read as a (K, N) view (TRANS_B=False), as transposed rows (True), or both")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
@@ -159,20 +140,10 @@ def main(argv=None) -> int:
     shapes = clip_shapes()
     if args.quick:
         shapes = [(50, 768, 3072), (1600, 768, 3072), (1600, 3072, 768)]
-    if args.shapes:
-        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
-    if args.configs == "rules":
-        configs = {"int8": [tuple(r[2:]) for r in cuda_mod.TILE_RULES],
-                   "2bit_a8": [tuple(r[2:]) for r in cuda_mod.TILE_RULES_2BIT_A8],
-                   "2bit_a16": [tuple(r[2:]) for r in cuda_mod.TILE_RULES_2BIT_A16]}
-    else:
-        configs = {"int8": INT8_CONFIGS, "2bit_a8": TWO_BIT_CONFIGS, "2bit_a16": TWO_BIT_CONFIGS}
-    flags = {"view": (False,), "trans": (True,), "both": (False, True)}[args.layouts]
-    configs = {kind: [(*c, t) for c in cs for t in flags] for kind, cs in configs.items()}
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)
     for m, k, n in shapes:
-        shape_rows = _tune_shape(cuda_mod, m, k, n, g, configs)
+        shape_rows = _tune_shape(cuda_mod, m, k, n, g)
         rows += shape_rows
         t16 = shape_rows[0]["ms"]
         best = {}
@@ -188,13 +159,6 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "python": platform.python_version()}
     (out / "tune_cuda_tiles.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
-    for kind in configs:
-        for flag in flags:
-            sel = [r for r in rows if r["kernel"] == kind and r.get("ms") and r["config"][-1] == flag]
-            if sel:
-                geo = sum(math.log(r["ms"]) for r in sel) / len(sel)
-                print(f"{kind} TRANS_B={flag}: geo-mean {math.exp(geo) * 1e3:.1f}us over {len(sel)}, "
-                      f"wgmma in PTX: {sorted({str(r.get('wgmma')) for r in sel})}")
     print(f"{len(rows)} rows, {len(bad)} wrong results -> {out / 'tune_cuda_tiles.json'}")
     return 1 if bad else 0
 

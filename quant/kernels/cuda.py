@@ -65,7 +65,7 @@ if HAVE_TRITON:
     def _int8_matmul_scaled(a_ptr, w_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                             stride_am, stride_wn, stride_cm,
                             HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, TRANS_B: tl.constexpr = False):
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
@@ -79,18 +79,12 @@ if HAVE_TRITON:
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
-        if TRANS_B:  # load (BLOCK_N, BLOCK_K) rows of W and transpose: the K-major B that int8 wgmma reads
-            w_ptrs = w_ptr + rn[:, None] * stride_wn + rk[None, :]
-        else:  # a (BLOCK_K, BLOCK_N) view of W.T
-            w_ptrs = w_ptr + rn[None, :] * stride_wn + rk[:, None]
+        w_ptrs = w_ptr + rn[None, :] * stride_wn + rk[:, None]  # (BLOCK_K, BLOCK_N) view of W.T
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for k in range(0, tl.cdiv(K, BLOCK_K)):
             k_left = K - k * BLOCK_K
             a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < k_left), other=0)
-            if TRANS_B:
-                w = tl.trans(tl.load(w_ptrs, mask=(rn[:, None] < N) & (rk[None, :] < k_left), other=0))
-            else:
-                w = tl.load(w_ptrs, mask=(rn[None, :] < N) & (rk[:, None] < k_left), other=0)
+            w = tl.load(w_ptrs, mask=(rn[None, :] < N) & (rk[:, None] < k_left), other=0)
             acc += tl.dot(a, w, out_dtype=tl.int32)
             a_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
@@ -107,8 +101,7 @@ if HAVE_TRITON:
     def _ternary2bit_matmul_scaled(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                                    stride_am, stride_pn, stride_cm,
                                    A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
-                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr,
-                                   TRANS_B: tl.constexpr = False):
+                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
         """``C = (A @ T.T) * sa[m] * sw[n] + bias[n]`` with T read 2-bit packed.
 
         ``p`` is ``(N, K/4)`` uint8 in quant.packing's ``2bit`` layout: byte j of row n holds
@@ -131,25 +124,17 @@ if HAVE_TRITON:
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rj = tl.arange(0, BLOCK_J)
         kq = K // 4
-        if TRANS_B:  # (BLOCK_N, BLOCK_J) bytes, unpacked planes transposed (K-major B)
-            p_ptrs = p_ptr + rn[:, None] * stride_pn + rj[None, :]
-        else:  # (BLOCK_J, BLOCK_N) bytes of W.T
-            p_ptrs = p_ptr + rn[None, :] * stride_pn + rj[:, None]
+        p_ptrs = p_ptr + rn[None, :] * stride_pn + rj[:, None]  # (BLOCK_J, BLOCK_N) bytes of W.T
         if A_INT8:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         else:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for t in range(0, tl.cdiv(kq, BLOCK_J)):
             j = t * BLOCK_J + rj
-            if TRANS_B:
-                p = tl.load(p_ptrs, mask=(rn[:, None] < N) & (j[None, :] < kq), other=0)
-            else:
-                p = tl.load(p_ptrs, mask=(rn[None, :] < N) & (j[:, None] < kq), other=0)
+            p = tl.load(p_ptrs, mask=(rn[None, :] < N) & (j[:, None] < kq), other=0)
             a_mask = (rm[:, None] < M) & (j[None, :] < kq)
             for i in tl.static_range(4):
                 w = ((p >> (2 * i)) & 3).to(tl.int8) - 1
-                if TRANS_B:
-                    w = tl.trans(w)
                 if A_INT8:
                     a = tl.load(a_ptr + rm[:, None] * stride_am + (i * kq + j)[None, :], mask=a_mask, other=0)
                     acc += tl.dot(a, w, out_dtype=tl.int32)
@@ -185,9 +170,6 @@ TILE_RULES_2BIT_A8 = (
     (None, None, 128, 256, 64, 8, 3),
 )
 TILE_RULES_2BIT_A16 = ((None, None, 64, 64, 64, 4, 4),)
-# How the GEMMs read their B tile: False, a (K, N) view of the (N, K) weight; True, (N, K) rows
-# transposed in registers (the K-major operand Hopper's int8 wgmma wants).
-TRANS_B = False
 
 
 def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
@@ -227,7 +209,7 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     _int8_matmul_scaled[grid](
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
         codes.stride(0), trits.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, TRANS_B=TRANS_B,
+        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
         num_warps=warps, num_stages=stages)
     return out
 
@@ -254,7 +236,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     _ternary2bit_matmul_scaled[grid](
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
         m, n, k, a.stride(0), packed.stride(0), out.stride(0),
-        A_INT8=a_int8, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8, TRANS_B=TRANS_B,
+        A_INT8=a_int8, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
         num_warps=warps, num_stages=stages)
     return out
 
