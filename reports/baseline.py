@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Side:
     eff_status: dict[str, tuple[str, str]]  # model_id -> (status, error) of its efficiency cell
     devices: dict[str, str]  # model_id -> device ("" when not recorded)
     quantized: dict[str, bool]  # model_id -> has a quant config (ternary variant)
+    timing: dict[str, str] = field(default_factory=dict)  # model_id -> how latencies were timed ("" unknown)
 
     @property
     def models(self) -> set[str]:
@@ -71,7 +72,8 @@ def from_results(path: str | os.PathLike) -> Side:
         devs = sorted({d for d in g["device"] if isinstance(d, str) and d})
         devices[mid] = "; ".join(devs)
     quantized = {m: any(bool(q) for q in g["quant_config"]) for m, g in df.groupby("model_id")}
-    return Side(str(path), acc, tables.efficiency(df), eff_status, devices, quantized)
+    timing = {m: t for m, t in zip(eff_all["model_id"], eff_all["timing"]) if isinstance(t, str) and t}
+    return Side(str(path), acc, tables.efficiency(df), eff_status, devices, quantized, timing)
 
 
 def from_expected(path: str | os.PathLike) -> Side:
@@ -87,15 +89,17 @@ def from_expected(path: str | os.PathLike) -> Side:
     models = raw.get("models")
     if not isinstance(models, dict) or not models:
         raise ReportInputError(f"baseline {p}: \"models\" must map model ids to their expected figures")
-    rows, eff, devices, quantized, eff_status = [], {}, {}, {}, {}
+    rows, eff, devices, quantized, eff_status, timing = [], {}, {}, {}, {}, {}
     for mid, m in models.items():
         if not isinstance(m, dict):
             raise ReportInputError(f"baseline {p}: models.{mid} must be an object")
-        unknown = set(m) - {"device", "quant_config", "datasets", "efficiency"}
+        unknown = set(m) - {"device", "quant_config", "datasets", "efficiency", "timing"}
         if unknown:
             raise ReportInputError(f"baseline {p}: models.{mid}: unknown keys {', '.join(sorted(unknown))}; "
-                                   "valid: device, quant_config, datasets, efficiency")
+                                   "valid: device, quant_config, datasets, efficiency, timing")
         devices[mid] = str(m.get("device") or "")
+        if m.get("timing"):
+            timing[mid] = str(m["timing"])
         quantized[mid] = bool(m.get("quant_config"))
         for ds, d in (m.get("datasets") or {}).items():
             status = d.get("status", "ok") if isinstance(d, dict) else None
@@ -110,7 +114,8 @@ def from_expected(path: str | os.PathLike) -> Side:
             eff[mid] = {k: _num(v) for k, v in m["efficiency"].items()}
             eff_status[mid] = ("ok", "")
     return Side(str(p), pd.DataFrame(rows, columns=ACC_COLUMNS),
-                pd.DataFrame.from_dict(eff, orient="index").rename_axis("model_id"), eff_status, devices, quantized)
+                pd.DataFrame.from_dict(eff, orient="index").rename_axis("model_id"), eff_status, devices, quantized,
+                timing)
 
 
 def load_side(path: str | os.PathLike, role: str = "baseline") -> Side:
@@ -144,5 +149,7 @@ def write_expected(side: Side, path: str | os.PathLike) -> Path:
             entry["datasets"][r.dataset] = d
         if mid in side.eff.index:
             entry["efficiency"] = {k: _clean(float(v)) for k, v in side.eff.loc[mid].items() if math.isfinite(v)}
+        if side.timing.get(mid):
+            entry["timing"] = side.timing[mid]
         models[mid] = entry
     return atomic_write_json(path, {"ternbench_expected": EXPECTED_VERSION, "models": models})

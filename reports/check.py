@@ -98,6 +98,9 @@ def check_comparable(res: Side, base: Side, ignore_device: bool) -> list[str]:
             else:
                 problems.append(f"{mid}: different devices: RESULTS ran on {rdev!r}, BASELINE on {bdev!r} "
                                 "(latency is not comparable; pass --ignore-device to check accuracy only)")
+        rt, bt = res.timing.get(mid, ""), base.timing.get(mid, "")
+        if rt and bt and rt != bt:
+            notes.append(f"{mid}: latencies timed differently (RESULTS: {rt}; BASELINE: {bt}); latency not checked")
         r_eff, b_eff = mid in res.eff_status, mid in base.eff_status
         if b_eff and not r_eff:
             problems.append(f"{mid}: BASELINE has an efficiency result, RESULTS has none")
@@ -173,7 +176,9 @@ def _efficiency_checks(res: Side, base: Side, mid: str, th: Thresholds, opts: Ch
         return out
     r_eff = res.eff.loc[mid]
     devices_differ = res.devices.get(mid) and base.devices.get(mid) and res.devices[mid] != base.devices[mid]
-    if th.max_latency_regression is not None and mid in base.eff.index and not devices_differ:
+    timing_differs = res.timing.get(mid) and base.timing.get(mid) and res.timing[mid] != base.timing[mid]
+    if (th.max_latency_regression is not None and mid in base.eff.index and not devices_differ
+            and not timing_differs):
         b_eff = base.eff.loc[mid]
         for metric in LATENCY_METRICS:
             r_v, b_v = r_eff.get(metric, math.nan), b_eff.get(metric, math.nan)

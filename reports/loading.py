@@ -50,4 +50,6 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     ]
     df["checkpoint_sha256"] = [(r.get("model") or {}).get("checkpoint_sha256") or "" for r in records]
     df["git_rev"] = [(r.get("provenance") or {}).get("git_rev") or "" for r in records]
+    # How an efficiency cell timed its latencies (CUDA graph replay / eager); "" for older records.
+    df["timing"] = ["; ".join(sorted(set(((r.get("details") or {}).get("timing") or {}).values()))) for r in records]
     return ResultSet(root, df, records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import xml.etree.ElementTree as ET
 
@@ -131,6 +132,35 @@ def test_latency_and_compression(tmp_path, synthetic_builder, cli, capsys):
     assert cli(["check", str(base), "--baseline", str(base), "--min-compression", "10"]) == 1
     out = capsys.readouterr().out
     assert "tiny@q-ffn" in out and "4.00x" in out and "tiny@q-all  " not in out and "tiny@fp32" not in out
+
+
+def test_latency_timed_differently_is_not_compared(tmp_path, synthetic_builder, cli, capsys):
+    base = synthetic_builder(tmp_path / "base")
+    res = synthetic_builder(tmp_path / "res")
+    f = res / "tiny@q-all" / "efficiency-cpu__efficiency.json"
+    _edit(f, lambda rec: rec["metrics"].update(image_latency_b1_ms=rec["metrics"]["image_latency_b1_ms"] * 1.5))
+    for side, how in ((base, "eager"), (res, "CUDA graph replay")):
+        for g in side.glob("*/efficiency-*.json"):
+            _edit(g, lambda rec, how=how: rec.setdefault("details", {}).update(timing={"image_b1": how}))
+    assert cli(["check", str(res), "--baseline", str(base), "--max-latency-regression", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "latencies timed differently (RESULTS: CUDA graph replay; BASELINE: eager)" in out
+    assert "latency regression" not in out
+    unchecked = int(re.search(r"(\d+) checks", out).group(1))
+    # The timing survives an expected-figures file, and the same timing is compared again.
+    exp = tmp_path / "expected.json"
+    assert cli(["check", str(res), "--write-expected", str(exp)]) == 0
+    expected = json.loads(exp.read_text())["models"]
+    assert expected["tiny@q-all"]["timing"] == "CUDA graph replay"
+    from reports.check import LATENCY_METRICS
+
+    timed = sum(k in LATENCY_METRICS for m in expected.values() for k in m.get("efficiency", {}))
+    capsys.readouterr()
+    assert cli(["check", str(res), "--baseline", str(exp), "--max-latency-regression", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "timed differently" not in out
+    # now every recorded latency is checked
+    assert timed >= 4 and int(re.search(r"(\d+) checks", out).group(1)) == unchecked + timed
 
 
 def test_threshold_file_overrides_and_validation(tmp_path, synthetic_builder, cli, capsys):
