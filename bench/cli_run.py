@@ -112,6 +112,7 @@ def _dry_run(p) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bench.efficiency_table import efficiency_rows, format_table
     from bench.runner import plan, run_sweep
 
     cfg, notes = _config(args)
@@ -121,6 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(p)
     summary = run_sweep(p)
+    table = format_table(efficiency_rows(c.path(p.out) for c in p.cells if c.dataset is None), p.device)
+    if table:
+        print("\n" + table)
     n_ok = summary.n_shard_cells - len(summary.failed)
     print(f"\n{n_ok} of {summary.n_shard_cells} cells ok ({summary.ran} computed now, {summary.skipped} kept); "
           f"results in {summary.out}/")
