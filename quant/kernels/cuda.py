@@ -152,6 +152,57 @@ if HAVE_TRITON:
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
+    @triton.jit
+    def _ternary2bit_matmul_joined(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
+                                   stride_am, stride_pn, stride_cm,
+                                   A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
+                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
+        """The same product as ``_ternary2bit_matmul_scaled`` with activations in their own
+        column order: the four unpacked planes are interleaved back into one (4 * BLOCK_J,
+        BLOCK_N) tile of W.T in registers (row 4j + i) and multiplied in one ``tl.dot``."""
+        pid = tl.program_id(0)
+        num_m = tl.cdiv(M, BLOCK_M)
+        num_n = tl.cdiv(N, BLOCK_N)
+        group = GROUP_M * num_n
+        first_m = (pid // group) * GROUP_M
+        size_m = min(num_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % group) % size_m
+        pid_n = (pid % group) // size_m
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rj = tl.arange(0, BLOCK_J)
+        rk = tl.arange(0, 4 * BLOCK_J)
+        kq = K // 4
+        p_ptrs = p_ptr + rn[None, :] * stride_pn + rj[:, None]
+        a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
+        if A_INT8:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for t in range(0, tl.cdiv(kq, BLOCK_J)):
+            p = tl.load(p_ptrs, mask=(rn[None, :] < N) & ((t * BLOCK_J + rj)[:, None] < kq), other=0)
+            w0 = (p & 3).to(tl.int8) - 1
+            w1 = ((p >> 2) & 3).to(tl.int8) - 1
+            w2 = ((p >> 4) & 3).to(tl.int8) - 1
+            w3 = ((p >> 6) & 3).to(tl.int8) - 1
+            w = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [j, n, a, c] = plane a + 2c
+            w = tl.reshape(tl.permute(w, (0, 3, 2, 1)), (4 * BLOCK_J, BLOCK_N))  # row 4j + 2c + a
+            a = tl.load(a_ptrs, mask=(rm[:, None] < M) & ((t * 4 * BLOCK_J + rk)[None, :] < K), other=0)
+            if A_INT8:
+                acc += tl.dot(a, w, out_dtype=tl.int32)
+            else:
+                acc += tl.dot(a, w.to(a.dtype))
+            p_ptrs += BLOCK_J
+            a_ptrs += 4 * BLOCK_J
+        sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
+        out = acc.to(tl.float32) * sw[None, :]
+        if A_INT8:
+            out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
 # Tile shapes by rows M and output width N: the winners of `benchmarks/tune_cuda_tiles.py` on
 # an H100 over CLIP's layer shapes (ViT-B/L, batch 1 and 32; geometric mean within a bucket).
 # (max M, max N, BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); None: no bound.
