@@ -33,16 +33,9 @@ INT8_CONFIGS = [
 ]
 # (BLOCK_M, BLOCK_N, BLOCK_J, warps, stages) for the 2-bit GEMM (4 * BLOCK_J columns a step).
 TWO_BIT_CONFIGS = [
-    (16, 64, 64, 4, 4), (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
-    (64, 128, 64, 4, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (128, 256, 32, 8, 3),
-    (128, 256, 64, 8, 3), (64, 256, 64, 8, 3), (128, 128, 32, 4, 4), (256, 128, 32, 8, 3),
-    (16, 128, 64, 4, 4), (32, 128, 64, 4, 4),
-    (32, 64, 128, 4, 4), (64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (128, 256, 128, 8, 3),
-]
-# (BLOCK_M, BLOCK_N, BLOCK_J, warps, stages) for the joined 2-bit GEMM (planes interleaved, one dot).
-JOINED_CONFIGS = [
-    (32, 64, 32, 4, 4), (64, 64, 32, 4, 4), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3),
-    (128, 256, 32, 8, 3), (128, 128, 16, 8, 3),
+    (16, 64, 32, 4, 4), (32, 64, 32, 4, 4), (64, 64, 32, 4, 4), (64, 128, 32, 4, 3),
+    (128, 128, 32, 8, 3), (128, 128, 16, 8, 3), (128, 256, 32, 8, 3), (128, 256, 16, 8, 3),
+    (64, 256, 32, 8, 3), (256, 128, 32, 8, 3), (32, 64, 64, 4, 4), (128, 128, 64, 8, 3),
 ]
 # (rows at batch 1 and 32, width): ViT-B-32 image, ViT-B text, ViT-B-16 image (batch 32), ViT-L-14 image.
 TOWERS = (((50, 1600), 768), ((77, 2464), 512), ((6304,), 768), ((257, 8224), 1024))
@@ -76,24 +69,6 @@ def _int8_call(cuda_mod, x, trits, w_scale, bias, cfg):
     return run
 
 
-def _joined_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
-    bm, bn, bj, warps, stages = cfg
-    m, k = x.shape
-    n = packed.numel() * 4 // k
-    packed = packed.reshape(n, k // 4)
-
-    def run():
-        a, scale = cuda_mod.quantize_per_token_cuda(x) if a_int8 else (x, w_scale)
-        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-        grid = (-(-m // bm) * -(-n // bn),)
-        cuda_mod._ternary2bit_matmul_joined[grid](
-            a, packed, scale, w_scale, bias, out, m, n, k, a.stride(0), packed.stride(0), out.stride(0),
-            A_INT8=a_int8, HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
-            num_warps=warps, num_stages=stages)
-        return out
-    return run
-
-
 def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
     bm, bn, bj, warps, stages = cfg
     m, k = x.shape
@@ -101,10 +76,7 @@ def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
     packed = packed.reshape(n, k // 4)
 
     def run():
-        if a_int8:
-            a, scale = cuda_mod.quantize_per_token_cuda(x, planes=True)
-        else:
-            a, scale = x, w_scale
+        a, scale = cuda_mod.quantize_per_token_cuda(x) if a_int8 else (x, w_scale)
         out = torch.empty(m, n, dtype=x.dtype, device=x.device)
         grid = (-(-m // bm) * -(-n // bn),)
         cuda_mod._ternary2bit_matmul_scaled[grid](
@@ -133,9 +105,7 @@ def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator, configs: d
     rows.append({**base, "kernel": "int_mm_raw", "config": None, "ms": _time(lambda: torch._int_mm(xi, trits.t()))})
     kinds = [("int8", ref_a8, lambda cfg: _int8_call(cuda_mod, x, trits, w_scale, bias, cfg)),
              ("2bit_a8", ref_a8, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, True)),
-             ("2bit_a16", ref_a16, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False)),
-             ("joined_a8", ref_a8, lambda cfg: _joined_call(cuda_mod, x, packed, w_scale, bias, cfg, True)),
-             ("joined_a16", ref_a16, lambda cfg: _joined_call(cuda_mod, x, packed, w_scale, bias, cfg, False))]
+             ("2bit_a16", ref_a16, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False))]
     for kind, ref, make in kinds:
         for cfg in configs.get(kind, ()):
             run = make(cfg)
@@ -156,7 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="three shapes, for a smoke run")
     ap.add_argument("--shapes", nargs="+", metavar="MxKxN", help="these shapes instead of CLIP's")
     ap.add_argument("--kinds", nargs="+", default=["int8", "2bit_a8", "2bit_a16"],
-                    choices=["int8", "2bit_a8", "2bit_a16", "joined_a8", "joined_a16"])
+                    choices=["int8", "2bit_a8", "2bit_a16"])
     ap.add_argument("--configs", choices=("all", "rules"), default="all",
                     help="all: the lists above; rules: only the configs of quant/kernels/cuda.py's tile tables")
     args = ap.parse_args(argv)
@@ -170,8 +140,7 @@ def main(argv=None) -> int:
         shapes = [(50, 768, 3072), (1600, 768, 3072), (1600, 3072, 768)]
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
-    configs = {"int8": INT8_CONFIGS, "2bit_a8": TWO_BIT_CONFIGS, "2bit_a16": TWO_BIT_CONFIGS,
-               "joined_a8": JOINED_CONFIGS, "joined_a16": JOINED_CONFIGS}
+    configs = {"int8": INT8_CONFIGS, "2bit_a8": TWO_BIT_CONFIGS, "2bit_a16": TWO_BIT_CONFIGS}
     if args.configs == "rules":
         configs.update(int8=[tuple(r[2:]) for r in cuda_mod.TILE_RULES],
                        **{"2bit_a8": [tuple(r[2:]) for r in cuda_mod.TILE_RULES_2BIT_A8],

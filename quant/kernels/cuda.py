@@ -42,7 +42,7 @@ if HAVE_TRITON:
     _QMAX = tl.constexpr(QMAX)
 
     @triton.jit
-    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr, PLANES: tl.constexpr):
+    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr):
         row = tl.program_id(0)
         offs = tl.arange(0, BLOCK_K)
         mask = offs < K
@@ -54,11 +54,7 @@ if HAVE_TRITON:
         odd = (q * 0.5) != tl.floor(q * 0.5)
         q = tl.where(((q - v) == 0.5) & odd, q - 1.0, q)
         q = tl.minimum(tl.maximum(q, -_QMAX), _QMAX)
-        if PLANES:  # column 4j + i -> i * K/4 + j (reference.trit_planes), what the 2-bit GEMM reads
-            dest = (offs % 4) * (K // 4) + offs // 4
-        else:
-            dest = offs
-        tl.store(q_ptr + row * K + dest, q.to(tl.int8), mask=mask)
+        tl.store(q_ptr + row * K + offs, q.to(tl.int8), mask=mask)
         tl.store(s_ptr + row, scale)
 
     @triton.jit
@@ -106,60 +102,13 @@ if HAVE_TRITON:
 
         ``p`` is ``(N, K/4)`` uint8 in quant.packing's ``2bit`` layout: byte j of row n holds
         trits 4j..4j+3, trit + 1 in bits 2i..2i+1. Each K step loads a (BLOCK_J, BLOCK_N) tile
-        of bytes once and unpacks it into four trit planes in registers; plane i multiplies
-        the activation columns 4j + i. A_INT8: ``a`` is int8 codes stored plane-major
-        (``_quantize_rows(PLANES=True)``), so each plane's slice is contiguous; int32
-        accumulation, scaled by ``sa``. Otherwise ``a`` is fp16/bf16 in its own layout,
-        read with stride 4 a plane; fp32 accumulation, no ``sa``.
+        of bytes once, unpacks its four two-bit fields in registers and interleaves them back
+        into one (4 * BLOCK_J, BLOCK_N) tile of W.T (row 4j + i), multiplied with a plain
+        (BLOCK_M, 4 * BLOCK_J) tile of A in one ``tl.dot``. A_INT8: ``a`` is per-token int8
+        codes, int32 accumulation, scaled by ``sa``; otherwise fp16/bf16 activations, fp32
+        accumulation. (Multiplying each unpacked plane separately, with the activation codes
+        stored plane-major, measured 10-25% slower for int8 and 2-4x slower for half inputs.)
         """
-        pid = tl.program_id(0)
-        num_m = tl.cdiv(M, BLOCK_M)
-        num_n = tl.cdiv(N, BLOCK_N)
-        group = GROUP_M * num_n
-        first_m = (pid // group) * GROUP_M
-        size_m = min(num_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % group) % size_m
-        pid_n = (pid % group) // size_m
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        rj = tl.arange(0, BLOCK_J)
-        kq = K // 4
-        p_ptrs = p_ptr + rn[None, :] * stride_pn + rj[:, None]  # (BLOCK_J, BLOCK_N) bytes of W.T
-        if A_INT8:
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        else:
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for t in range(0, tl.cdiv(kq, BLOCK_J)):
-            j = t * BLOCK_J + rj
-            p = tl.load(p_ptrs, mask=(rn[None, :] < N) & (j[:, None] < kq), other=0)
-            a_mask = (rm[:, None] < M) & (j[None, :] < kq)
-            for i in tl.static_range(4):
-                w = ((p >> (2 * i)) & 3).to(tl.int8) - 1
-                if A_INT8:
-                    a = tl.load(a_ptr + rm[:, None] * stride_am + (i * kq + j)[None, :], mask=a_mask, other=0)
-                    acc += tl.dot(a, w, out_dtype=tl.int32)
-                else:
-                    a = tl.load(a_ptr + rm[:, None] * stride_am + (4 * j + i)[None, :], mask=a_mask, other=0.0)
-                    acc += tl.dot(a, w.to(a.dtype))
-            p_ptrs += BLOCK_J
-        sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
-        out = acc.to(tl.float32) * sw[None, :]
-        if A_INT8:
-            out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
-
-
-    @triton.jit
-    def _ternary2bit_matmul_joined(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
-                                   stride_am, stride_pn, stride_cm,
-                                   A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
-                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
-        """The same product as ``_ternary2bit_matmul_scaled`` with activations in their own
-        column order: the four unpacked planes are interleaved back into one (4 * BLOCK_J,
-        BLOCK_N) tile of W.T in registers (row 4j + i) and multiplied in one ``tl.dot``."""
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
@@ -213,15 +162,23 @@ TILE_RULES = (
     (None, None, 128, 128, 64, 4, 4),
 )
 # The 2-bit GEMM: (max M, max N, BLOCK_M, BLOCK_N, BLOCK_J (bytes; 4 * BLOCK_J columns a step), warps,
-# stages), for int8 and for fp16/bf16 activations.
+# stages), for int8 and for fp16/bf16 activations (H100: benchmarks/results/tune_cuda_tiles_joined_h100.json;
+# the M <= 512 rows are unmeasured in-between choices).
 TILE_RULES_2BIT_A8 = (
-    (128, None, 32, 64, 64, 4, 4),
-    (512, None, 64, 64, 64, 4, 4),
-    (None, 1024, 128, 128, 64, 8, 3),
-    (None, None, 128, 256, 64, 8, 3),
+    (128, None, 32, 64, 32, 4, 4),
+    (512, None, 64, 128, 32, 4, 3),
+    (2048, None, 128, 128, 32, 8, 3),
+    (None, 1024, 128, 128, 32, 8, 3),
+    (None, None, 128, 256, 32, 8, 3),
 )
-TILE_RULES_2BIT_A16 = ((None, None, 64, 64, 64, 4, 4),)
-
+TILE_RULES_2BIT_A16 = (
+    (128, None, 32, 64, 32, 4, 4),
+    (512, None, 64, 128, 32, 4, 3),
+    (2048, 1024, 128, 128, 32, 8, 3),
+    (2048, None, 128, 128, 16, 8, 3),
+    (None, 1024, 128, 128, 32, 8, 3),
+    (None, None, 128, 256, 32, 8, 3),
+)
 
 def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
     for max_m, max_n, *tiles in rules:
@@ -230,20 +187,15 @@ def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
     raise AssertionError("unreachable: the last rule has no bounds")
 
 
-def quantize_per_token_cuda(x2d: torch.Tensor, planes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``.
-
-    ``planes``: codes stored in ``reference.trit_planes`` order (K a multiple of 4), for
-    :func:`ternary2bit_matmul_scaled`.
-    """
+def quantize_per_token_cuda(x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``."""
     m, k = x2d.shape
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     q = torch.empty(m, k, dtype=torch.int8, device=x2d.device)
     s = torch.empty(m, dtype=torch.float32, device=x2d.device)
     if m:
         block = triton.next_power_of_2(k)
-        _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), BLOCK_K=block, PLANES=planes,
-                             num_warps=min(16, max(1, block // 256)))
+        _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
     return q, s
 
 
@@ -271,7 +223,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     """``(a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias`` reading 2-bit ``packed`` trits.
 
     ``packed``: ``(N * K / 4,)`` or ``(N, K / 4)`` uint8 in the ``2bit`` layout (K a multiple
-    of 4). ``a``: int8 codes in ``trit_planes`` order with ``x_scale`` (W1.58A8), or fp16/bf16
+    of 4). ``a``: per-token int8 codes with ``x_scale`` (W1.58A8), or fp16/bf16
     activations with ``x_scale=None`` (W1.58A16).
     """
     m, k = a.shape
@@ -360,7 +312,7 @@ class TritonPacked2bitKernel(Packed2bitKernel):
         if k % 4:
             return super().linear(x2d, bias)
         if self.activations == "int8":
-            codes, scale = quantize_per_token_cuda(x2d, planes=True)
+            codes, scale = quantize_per_token_cuda(x2d)
             return ternary2bit_matmul_scaled(codes, scale, self._packed, self.out_features, self._w_scale, bias,
                                              x2d.dtype)
         if x2d.dtype not in (torch.float16, torch.bfloat16):

@@ -33,17 +33,6 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes, scale
 
 
-def trit_planes(codes: torch.Tensor) -> torch.Tensor:
-    """Columns reordered ``4j + i -> i * (K / 4) + j`` (K a multiple of 4).
-
-    In the ``2bit`` packing byte ``j`` of a row holds trits ``4j .. 4j + 3``; the CUDA 2-bit
-    GEMM unpacks the four two-bit fields of a tile of bytes into four planes and multiplies
-    each with a contiguous slice of activation codes stored in this order.
-    """
-    m, k = codes.shape
-    return codes.reshape(m, k // 4, 4).transpose(1, 2).reshape(m, k)
-
-
 def int_matmul_reference(codes: torch.Tensor, trits: torch.Tensor) -> torch.Tensor:
     """Exact integer ``codes (M, K) @ trits (N, K).T`` as int64 (the integer part of W1.58A8)."""
     # float64 holds every partial sum exactly (|acc| <= 127 * K << 2**53); int matmul has no CPU kernel.

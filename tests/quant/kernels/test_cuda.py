@@ -18,7 +18,6 @@ from quant.kernels.reference import (
     quantize_per_token,
     ternary_linear_a8_reference,
     ternary_linear_a16_reference,
-    trit_planes,
 )
 from quant.packing import pack
 
@@ -70,9 +69,6 @@ def test_triton_quantization_matches_reference(m, k, n):
     diff = (codes.int() - ref_codes.int()).abs()
     # Triton's fp32 division may differ by one ulp from torch's at an exact rounding tie.
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-4
-    if k % 4 == 0:  # the plane-major order the 2-bit GEMM reads: the same codes, moved
-        planes, planes_scale = cuda.quantize_per_token_cuda(x, planes=True)
-        assert torch.equal(planes, trit_planes(codes)) and torch.equal(planes_scale, scale)
 
 
 @needs_triton
@@ -86,9 +82,8 @@ def test_triton_gemm_integer_part_is_exact(m, k, n):
     # |acc| <= 127 * K < 2**24: exact in fp32.
     ref = int_matmul_reference(codes.cpu(), trits.cpu()).double()
     assert torch.equal(acc.double().cpu(), ref)
-    if k % 4 == 0:  # the 2-bit GEMM: same integers from packed trits and plane-major codes
-        acc2 = cuda.ternary2bit_matmul_scaled(trit_planes(codes), ones_m, pack(trits, "2bit"), n, ones_n, None,
-                                              torch.float32)
+    if k % 4 == 0:  # the 2-bit GEMM: the same integers from the packed trits
+        acc2 = cuda.ternary2bit_matmul_scaled(codes, ones_m, pack(trits, "2bit"), n, ones_n, None, torch.float32)
         assert torch.equal(acc2.double().cpu(), ref)
 
 
