@@ -3,6 +3,7 @@ variants (fp32, fp16, Q-FFN, Q-ATTN, Q-ALL).
 
 The model list is data computed at run time: when the training plugin has registered the trained
 tag ``ternbench-tiny:mini`` the grid uses it (plus the QAT students ``@qat-q-ffn`` / ``@qat-q-all``
+and ``@qat-q-all-a8``, the Q-ALL student on the fast W1.58A8 kernels,
 when those variants are registered); otherwise the tiny model runs with random weights and the
 grid says so plainly.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 EMBEDDED_ARCH = "ternbench-tiny"
 TRAINED_TAG = "mini"
 VARIANTS = ("fp32", "fp16", "q-ffn", "q-attn", "q-all")  # fp16: the paper's baseline precision
-QAT_VARIANTS = ("qat-q-ffn", "qat-q-all")
+QAT_VARIANTS = ("qat-q-ffn", "qat-q-all", "qat-q-all-a8")  # -a8: the Q-ALL student on the int8 kernels
 DATASETS = ("mini",)
 OUT = "results"
 

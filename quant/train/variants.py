@@ -1,7 +1,9 @@
 """bench.models plugin: the trained embedded teacher tag and its QAT+KD student variants.
 
 - pretrained tag ``ternbench-tiny:mini``: the contrastively trained embedded teacher;
-- variants ``qat-q-ffn`` / ``qat-q-all``: its QAT+KD students, loaded from their packed files.
+- variants ``qat-q-ffn`` / ``qat-q-all``: its QAT+KD students, loaded from their packed files;
+- ``qat-q-ffn-a8`` / ``qat-q-all-a8``: the same students on the fast ternary kernels of the build
+  device with per-token int8 activations (W1.58A8, ``quant.kernels``): their own accuracy.
   They are trained students *of that teacher*, so they apply only to ``ternbench-tiny:mini``;
   for any other model, train a student with ``ternbench train qat`` and evaluate the packed file.
 
@@ -37,6 +39,21 @@ def _student_builder(variant: str):
     return build
 
 
+def _student_a8_builder(variant: str):
+    load_student = _student_builder(variant)
+
+    def build(model, ctx):
+        from quant.kernels.swap import accelerate_
+
+        student = load_student(model, ctx)
+        accelerate_(student, backend="auto", activations="int8")
+        return student
+
+    return build
+
+
 register_pretrained(embedded.TEACHER_ARCH, embedded.TEACHER_TAG, lambda: embedded.teacher_path())
 for _name, _student in embedded.STUDENTS.items():
     register_variant(_name, _student_builder(_name), _student.description)
+    register_variant(f"{_name}-a8", _student_a8_builder(_name),
+                     f"{_student.description}, on the device's fast kernel with per-token int8 activations (W1.58A8)")

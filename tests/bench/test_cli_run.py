@@ -100,13 +100,14 @@ def test_default_grid_random_then_trained(monkeypatch):
         assert not grid.trained and "RANDOM WEIGHTS" in grid.note
     # once training registers the tag and the QAT variants, the default grid uses them
     monkeypatch.setitem(bm._PRETRAINED, ("ternbench-tiny", "mini"), lambda: "/nonexistent")
-    for v in ("qat-q-ffn", "qat-q-all"):
+    for v in ("qat-q-ffn", "qat-q-all", "qat-q-all-a8"):
         if v not in bm.VARIANTS:
             monkeypatch.setitem(bm.VARIANTS, v, bm.Variant(v, lambda m, c: m, "test"))
     grid = defaults.default_grid()
     assert grid.trained and "RANDOM" not in grid.note
     assert grid.models == tuple(f"ternbench-tiny:mini@{v}" for v in
-                                ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "qat-q-ffn", "qat-q-all"))
+                                ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "qat-q-ffn", "qat-q-all",
+                                 "qat-q-all-a8"))
 
 
 def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, monkeypatch):

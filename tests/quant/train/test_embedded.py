@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.datasets import mini
 from quant.train import embedded
@@ -83,3 +84,26 @@ def test_the_repos_shipped_models_are_current(tmp_path):
     for variant in embedded.STUDENTS:
         cfg = embedded.student_config(variant, root, embedded.shipped_dir() / manifest["teacher"]["file"])
         assert manifest[variant]["recipe_key"] == embedded._key(cfg, root, {"teacher_key": teacher_key})
+
+
+def test_a8_student_is_the_shipped_student_on_int8_kernels():
+    """``qat-q-all-a8``: the shipped Q-ALL student, every ternary weight on a W1.58A8 kernel, embeddings close
+    to the float-activation student (int8 activations change them a little: their own variant)."""
+    import torch.nn.functional as F
+
+    from bench.models import build_model
+    from quant.kernels import TernaryLinear
+
+    a16 = build_model("ternbench-tiny:mini@qat-q-all")
+    a8 = build_model("ternbench-tiny:mini@qat-q-all-a8")
+    linears = [m for m in a8.model.modules() if isinstance(m, TernaryLinear)]
+    assert linears and all(m.activations == "int8" and m.kernel.name == "cpu" for m in linears)
+    assert not any(isinstance(m, TernaryLinear) for m in a16.model.modules())
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 32, 32, generator=g)
+    tokens = a16.tokenizer(["a red circle", "a blue square", "the digit 7", "a green star"])
+    with torch.no_grad():
+        for enc, x in (("encode_image", images), ("encode_text", tokens)):
+            f, q = getattr(a16.model, enc)(x), getattr(a8.model, enc)(x)
+            cos = F.cosine_similarity(f, q).min().item()
+            assert 0.98 < cos < 1 - 1e-6, (enc, cos)
