@@ -14,10 +14,20 @@ from __future__ import annotations
 
 from bench.models import ModelSpecError, register_variant
 
-A8_PRESETS = ("q-ffn", "q-attn", "q-all")
+KERNEL_PRESETS = ("q-ffn", "q-attn", "q-all")
 
 
-def _a8_builder(preset_name: str, half: bool = False):
+# suffix -> (activations, backend, what it is)
+KERNEL_FORMS = {
+    "a8": ("int8", "auto", "ternary weights with per-token int8 activations (W1.58A8) on the device's fast kernel"),
+    "a8-2bit": ("int8", "packed", "W1.58A8 with the weights held 2-bit packed (4 trits a byte)"),
+    "2bit": ("float", "packed", "W1.58A16 (the fake-quant numerics) with the weights held 2-bit packed"),
+}
+
+
+def _kernel_builder(preset_name: str, suffix: str, half: bool = False):
+    activations, backend, _ = KERNEL_FORMS[suffix]
+
     def build(model, ctx):
         from quant import preset, quant_info, quantize_
         from quant.kernels.swap import accelerate_
@@ -28,19 +38,18 @@ def _a8_builder(preset_name: str, half: bool = False):
         elif info["config"].get("scope") != preset(preset_name).scope:
             raise ModelSpecError(
                 f"{ctx.spec.raw}: the file holds a ternary {info['config'].get('scope')!r} model; "
-                f"variant {preset_name}-a8 needs scope {preset(preset_name).scope!r} "
-                f"(use q-{info['config'].get('scope')}-a8)")
+                f"variant {preset_name}-{suffix} needs scope {preset(preset_name).scope!r} "
+                f"(use q-{info['config'].get('scope')}-{suffix})")
         if half:
             model.half()
-        accelerate_(model, backend="auto", activations="int8")
+        accelerate_(model, backend=backend, activations=activations)
         return model
     return build
 
 
-for _name in A8_PRESETS:
-    register_variant(f"{_name}-a8", _a8_builder(_name),
-                     f"{_name} ternary weights with per-token int8 activations (W1.58A8) on the fast kernel "
-                     "of the device, fp32 around it", replace=True)
-    register_variant(f"{_name}-a8-fp16", _a8_builder(_name, half=True),
-                     f"{_name} W1.58A8 on the device's kernel, pure fp16 around it (GPU)", precision="fp16",
-                     replace=True)
+for _name in KERNEL_PRESETS:
+    for _suffix, (_, _, _what) in KERNEL_FORMS.items():
+        register_variant(f"{_name}-{_suffix}", _kernel_builder(_name, _suffix),
+                         f"{_name}: {_what}, fp32 around it", replace=True)
+        register_variant(f"{_name}-{_suffix}-fp16", _kernel_builder(_name, _suffix, half=True),
+                         f"{_name}: {_what}, pure fp16 around it (GPU)", precision="fp16", replace=True)

@@ -176,6 +176,27 @@ def test_a8_variants_build_through_bench_models(tiny_inputs):
     assert torch.isfinite(img).all() and torch.isfinite(txt).all()
 
 
+def test_2bit_variants_hold_a_quarter_of_the_bytes_with_the_same_numerics(tiny_inputs):
+    from bench.models import build_model
+
+    built = {}
+    for v in ("q-all", "q-all-2bit", "q-all-a8", "q-all-a8-2bit"):
+        torch.manual_seed(0)  # the same random tiny model under each variant (as the runner seeds it)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built[v] = build_model(f"ternbench-tiny@{v}")
+    kinds = {v: sorted({m.kernel.name for m in b.model.modules() if isinstance(m, TernaryLinear)})
+             for v, b in built.items()}
+    assert kinds == {"q-all": [], "q-all-2bit": ["packed"], "q-all-a8": ["cpu"], "q-all-a8-2bit": ["packed"]}
+    size = {v: resident_weight_bytes(b.model) for v, b in built.items()}
+    assert size["q-all-2bit"] < size["q-all-a8"] / 2 < size["q-all"] / 4
+    emb = {v: _embed(b.model, *tiny_inputs) for v, b in built.items()}
+    for got, want in zip(emb["q-all-2bit"], emb["q-all"]):  # W1.58A16 either way
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for got, want in zip(emb["q-all-a8-2bit"], emb["q-all-a8"]):  # the same integers, scales in fp32
+        assert _min_cos(got, want) > 0.9999
+
+
 def test_stats_of_accelerated_model_equal_the_fake_quant_ones(q_all):
     from quant import stats
 
