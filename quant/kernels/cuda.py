@@ -1,4 +1,4 @@
-"""CUDA W1.58A8 kernels: per-token int8 activations on int8 tensor cores, scales fused.
+"""CUDA ternary kernels: per-token int8 activations on int8 tensor cores, scales fused.
 
 - ``cuda`` backend, Triton available: two kernels a layer. ``_quantize_rows`` reads each
   token once and writes its int8 codes and fp32 scale; ``_int8_matmul_scaled`` runs the
@@ -7,8 +7,11 @@
   matrix in memory). Tile sizes come from a table by M and N, measured with
   ``benchmarks/tune_cuda_tiles.py`` (no autotuning at run time: one compile per tile shape).
 - Without Triton: ``torch._int_mm`` (cuBLASLt int8) with the scales applied in torch.
+- ``packed`` backend on CUDA (``cuda-2bit``): ``_ternary2bit_matmul_scaled`` reads the weights
+  2-bit packed and unpacks each tile in registers, for int8 or fp16/bf16 activations.
 
-Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wants).
+Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wants), or
+2-bit packed, 4 trits a byte.
 """
 
 from __future__ import annotations
