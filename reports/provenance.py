@@ -21,7 +21,7 @@ class Provenance:
     git_revs: list[str]
     commands: list[tuple[str, int]]  # (command line, number of cells it produced)
     n_cells: int
-    other: dict[str, list[str]]  # python, torch_threads, seed, platform: distinct values
+    other: dict[str, list[str]]  # python, torch_threads, seed, platform, latency timing: distinct values
 
 
 def summarize(records: list[dict[str, Any]]) -> Provenance:
@@ -29,7 +29,10 @@ def summarize(records: list[dict[str, Any]]) -> Provenance:
     devices, revs, dates = set(), set(), []
     commands: Counter[str] = Counter()
     other: dict[str, set[str]] = {k: set() for k in ("python", "torch_threads", "seed", "platform")}
+    timing: set[str] = set()
     for r in records:
+        # How efficiency cells timed their latencies (eager, or CUDA graph replay).
+        timing.update(str(t) for t in ((r.get("details") or {}).get("timing") or {}).values())
         p = r.get("provenance") or {}
         for name, version in (p.get("packages") or {}).items():
             packages.setdefault(str(name), set()).add(str(version) if version else "not installed")
@@ -45,6 +48,7 @@ def summarize(records: list[dict[str, Any]]) -> Provenance:
             if p.get(k) is not None:
                 other[k].add(str(p[k]))
     dates.sort()
+    other["latency timing"] = timing
     return Provenance(
         packages={k: sorted(v) for k, v in sorted(packages.items())},
         devices=sorted(devices),

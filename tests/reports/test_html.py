@@ -159,6 +159,7 @@ def test_report_from_the_tiny_pipeline(pipeline_results, pipeline_report):
     # Self-contained: no URL outside the page; provenance footer from the records.
     assert all(u.startswith("data:") for u in page.urls)
     assert "--test-pipeline" in html and "torch" in html and "Git revision" in html
+    assert "<th>latency timing</th><td>eager</td>" in html  # how the efficiency cells were timed
 
 
 def test_results_strings_cannot_inject_markup(tmp_path, cell_writer):
