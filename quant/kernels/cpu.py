@@ -79,8 +79,10 @@ class FbgemmKernel(Kernel):
         if m == 0 or k < 2:  # the sentinel needs two columns
             return super().linear(x2d, bias)
         xf = x2d.float()
-        # One pass for the absmax (no |x| temporary), one for the codes, rounded in place.
-        scale = torch.linalg.vector_norm(xf, float("inf"), dim=1, keepdim=True).clamp_min_(EPS).div_(QMAX)
+        # max|x| as max(max x, -min x): two fast reductions and no |x| temporary (measured 13x faster
+        # than vector_norm(inf) and 3-6x faster than abs().amax() at 1600 x 768 on 2 AVX2 cores).
+        absmax = torch.maximum(xf.amax(dim=1, keepdim=True), xf.amin(dim=1, keepdim=True).neg_())
+        scale = absmax.clamp_min_(EPS).div_(QMAX)
         buf = torch.empty(m + 1, k)
         torch.div(xf, scale, out=buf[:m]).round_()
         buf[m].copy_(self._sentinel)
