@@ -269,11 +269,17 @@ def _skip_weight_init():
             setattr(torch.nn.init, n, fn)
 
 
-def load_packed(path: str | os.PathLike, device: str = "cpu"):
+def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | None = None,
+                activations: str = "int8"):
     """Rebuild the model of a packed file with no network and no original weights (eval mode).
 
     Every tensor is checked against its sha256, every ternary tensor against its shape
     and trit codes; any problem is a ``CheckpointError`` naming the file and tensor.
+
+    ``backend``: None (default) gives the fake-quant model (float weights holding
+    ``scale * trit``); ``"auto"`` (the kernel of ``device``), ``"cpu"``, ``"cuda"``,
+    ``"packed"`` or ``"reference"`` also swaps its ternary weights onto that kernel with
+    ``activations`` ``"int8"`` (W1.58A8) or ``"float"`` (W1.58A16): ``quant.kernels.accelerate_``.
     """
     import open_clip
     import torch
@@ -284,6 +290,12 @@ def load_packed(path: str | os.PathLike, device: str = "cpu"):
     from quant.packing import PackingError, unpack
     from quant.primitives import dequantize, scale_shape
 
+    if backend is not None:  # bad kernel options fail before any reading
+        from quant.errors import check_choice
+        from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES
+
+        check_choice("backend", backend, BACKEND_CHOICES)
+        check_choice("activations", activations, ACTIVATIONS)
     path = Path(path)
     meta = read_metadata(path)
     qcfg, entries = meta["quant_config"], meta["ternary"]
@@ -353,4 +365,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu"):
                   spec=meta["source_spec"], random_weights=meta["random_weights"], tokenizer=name)
     model.__dict__["ternbench_packed"] = {k: meta[k] for k in ("packing", "float_dtype", "content_sha256",
                                                                 "format_version", "file_bytes")}
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if backend is not None:
+        from quant.kernels.swap import accelerate_
+
+        accelerate_(model, backend=backend, activations=activations)
+    return model

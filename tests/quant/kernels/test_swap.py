@@ -160,6 +160,15 @@ def test_packed_checkpoint_gives_the_same_outputs(tiny_model, tiny_inputs, tmp_p
     accelerate_(loaded)
     for a, b in zip(_embed(tiny_model, *tiny_inputs), _embed(loaded, *tiny_inputs)):
         assert torch.equal(a, b)
+    # Or in one step: load_packed picks the device's kernel.
+    direct = load_packed(path, backend="auto")
+    assert {m.kernel.name for m in direct.modules() if isinstance(m, TernaryLinear)} == {"cpu"}
+    for a, b in zip(_embed(direct, *tiny_inputs), _embed(loaded, *tiny_inputs)):
+        assert torch.equal(a, b)
+    floats = load_packed(path, backend="packed", activations="float")
+    assert {m.kernel.name for m in floats.modules() if isinstance(m, TernaryLinear)} == {"packed"}
+    with pytest.raises(QuantConfigError, match="unknown backend 'gpu'.*valid: auto, cpu, cuda"):
+        load_packed(path, backend="gpu")
 
 
 def test_a8_variants_build_through_bench_models(tiny_inputs):
