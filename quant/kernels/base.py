@@ -87,7 +87,7 @@ BACKEND_CHOICES = ("auto", "cpu", "cuda", "packed", "reference")
 def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:
     """Add ``cls`` to backend ``name``'s kernels for ``activations`` (``first``: tried before the others)."""
     kernels = BACKENDS.setdefault(name, {}).setdefault(activations, [])
-    kernels.insert(0, cls) if first else kernels.append(cls)
+    kernels.insert(0 if first else len(kernels), cls)
 
 
 
