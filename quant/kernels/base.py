@@ -77,6 +77,11 @@ class DequantKernel(Kernel):
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
         return None if activations == "float" else "the dequant kernel has float activations only"
 
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # x @ trits.T, then the per-channel scale: one pass over the weight, no scaled copy.
+        y = F.linear(x2d, self._trits.to(x2d.dtype)).mul_(self._w_scale.to(x2d.dtype))
+        return y if bias is None else y.add_(bias.to(x2d.dtype))
+
 
 # backend -> activations -> kernel classes, the first usable one wins (a device's own first).
 BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
