@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything a CUDA machine should check, in one command (about 8 minutes on one H100):
+#   bash benchmarks/gpu_checks.sh OUT_DIR
+# 1. the test suite on CUDA (CUDA-only tests included)          -> OUT_DIR/pytest.log
+# 2. the shipped tile tables against fp16 at key layer shapes   -> OUT_DIR/tune_cuda_tiles.json
+# 3. whole-model latency, CUDA-graph replays, ViT-B-32 / L-14   -> OUT_DIR/bench_kernels_cuda.csv
+# 4. the bench's efficiency cells, fp16 vs the ternary kernels  -> OUT_DIR/efficiency.tgz
+# Each step has its own time limit so one slow step cannot take the others' output with it.
+set -u
+out=${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/.."
+
+timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests -n 8 2>&1 | tee "$out/pytest.log" | tail -8
+timeout 150 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
+    --shapes 50x768x3072 77x512x2048 1600x768x3072 1600x3072x768 6304x768x3072 8224x1024x4096 | tail -8
+timeout 240 python3 benchmarks/bench_kernels.py --device cuda --modes graph --no-layers --repeats 20 \
+    --archs ViT-B-32 ViT-L-14 --out "$out" | tail -20
+timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())' run --tasks efficiency \
+    --models ViT-B-32@fp16 ViT-B-32@q-all-a8-fp16 ViT-B-32@q-all-a8-2bit-fp16 ViT-B-32@q-all-2bit-fp16 \
+    --out "$out/efficiency" --no-report --no-progress 2>&1 | grep -v "^WARNING" | tail -8
+(cd "$out" && tar czf efficiency.tgz efficiency && rm -rf efficiency)
