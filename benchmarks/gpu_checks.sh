@@ -12,7 +12,8 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 
-timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests -n 8 2>&1 | tee "$out/pytest.log" | tail -8
+parallel=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist when installed
+timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests $parallel 2>&1 | tee "$out/pytest.log" | tail -8
 timeout 150 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
     --shapes 50x768x3072 77x512x2048 1600x768x3072 1600x3072x768 6304x768x3072 8224x1024x4096 | tail -8
 timeout 240 python3 benchmarks/bench_kernels.py --device cuda --modes graph --no-layers --repeats 20 \
