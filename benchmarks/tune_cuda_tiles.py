@@ -54,36 +54,18 @@ def _time(fn) -> float:
 
 
 def _int8_call(cuda_mod, x, trits, w_scale, bias, cfg):
-    bm, bn, bk, warps, stages = cfg
-    m, k = x.shape
-    n = trits.shape[0]
-
     def run():
         codes, scale = cuda_mod.quantize_per_token_cuda(x)
-        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-        grid = (-(-m // bm) * -(-n // bn),)
-        cuda_mod._int8_matmul_scaled[grid](
-            codes, trits, scale, w_scale, bias, out, m, n, k, codes.stride(0), trits.stride(0), out.stride(0),
-            HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
-        return out
+        return cuda_mod.int8_matmul_scaled(codes, scale, trits, w_scale, bias, x.dtype, tiles=cfg)
     return run
 
 
 def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
-    bm, bn, bj, warps, stages = cfg
-    m, k = x.shape
-    n = packed.numel() * 4 // k
-    packed = packed.reshape(n, k // 4)
+    n = packed.numel() * 4 // x.shape[1]
 
     def run():
-        a, scale = cuda_mod.quantize_per_token_cuda(x) if a_int8 else (x, w_scale)
-        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-        grid = (-(-m // bm) * -(-n // bn),)
-        cuda_mod._ternary2bit_matmul_scaled[grid](
-            a, packed, scale, w_scale, bias, out, m, n, k, a.stride(0), packed.stride(0), out.stride(0),
-            A_INT8=a_int8, HAS_BIAS=True, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
-            num_warps=warps, num_stages=stages)
-        return out
+        a, scale = cuda_mod.quantize_per_token_cuda(x) if a_int8 else (x, None)
+        return cuda_mod.ternary2bit_matmul_scaled(a, scale, packed, n, w_scale, bias, x.dtype, tiles=cfg)
     return run
 
 

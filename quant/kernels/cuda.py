@@ -61,21 +61,33 @@ if HAVE_TRITON:
         tl.store(s_ptr + row, scale)
 
     @triton.jit
-    def _int8_matmul_scaled(a_ptr, w_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
-                            stride_am, stride_wn, stride_cm,
-                            HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    def _program_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        """The rows and columns of C this program computes. Grouped ordering: neighbouring
+        programs share A rows and W columns in L2."""
         pid = tl.program_id(0)
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
-        # Grouped ordering: neighbouring programs share A rows and W columns in L2.
         group = GROUP_M * num_n
         first_m = (pid // group) * GROUP_M
         size_m = min(num_m - first_m, GROUP_M)
         pid_m = first_m + (pid % group) % size_m
         pid_n = (pid % group) // size_m
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+
+    @triton.jit
+    def _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS: tl.constexpr):
+        """``C[rm, rn] = out + bias[rn]`` in C's dtype (the GEMMs' common epilogue)."""
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+    @triton.jit
+    def _int8_matmul_scaled(a_ptr, w_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
+                            stride_am, stride_wn, stride_cm,
+                            HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+        rm, rn = _program_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
         rk = tl.arange(0, BLOCK_K)
         a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
         w_ptrs = w_ptr + rn[None, :] * stride_wn + rk[:, None]  # (BLOCK_K, BLOCK_N) view of W.T
@@ -90,10 +102,7 @@ if HAVE_TRITON:
         sa = tl.load(sa_ptr + rm, mask=rm < M, other=0.0)
         sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
         out = acc.to(tl.float32) * sa[:, None] * sw[None, :]
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS)
 
 
     @triton.jit
@@ -112,16 +121,7 @@ if HAVE_TRITON:
         accumulation. (Multiplying each unpacked plane separately, with the activation codes
         stored plane-major, measured 10-25% slower for int8 and 2-4x slower for half inputs.)
         """
-        pid = tl.program_id(0)
-        num_m = tl.cdiv(M, BLOCK_M)
-        num_n = tl.cdiv(N, BLOCK_N)
-        group = GROUP_M * num_n
-        first_m = (pid // group) * GROUP_M
-        size_m = min(num_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % group) % size_m
-        pid_n = (pid % group) // size_m
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rm, rn = _program_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
         rj = tl.arange(0, BLOCK_J)
         rk = tl.arange(0, 4 * BLOCK_J)
         kq = K // 4
@@ -150,10 +150,7 @@ if HAVE_TRITON:
         out = acc.to(tl.float32) * sw[None, :]
         if A_INT8:
             out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS)
 
 # Tile shapes by rows M and output width N: the winners of `benchmarks/tune_cuda_tiles.py` on
 # an H100 over CLIP's layer shapes (ViT-B/L, batch 1 and 32; geometric mean within a bucket).
@@ -203,14 +200,18 @@ def quantize_per_token_cuda(x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.Tensor, w_scale: torch.Tensor,
-                       bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:
-    """``(codes @ trits.T) * x_scale[:, None] * w_scale[None, :] + bias`` in one Triton GEMM."""
+                       bias: torch.Tensor | None, out_dtype: torch.dtype,
+                       tiles: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``(codes @ trits.T) * x_scale[:, None] * w_scale[None, :] + bias`` in one Triton GEMM.
+
+    ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)``; default from ``TILE_RULES``.
+    """
     m, k = codes.shape
     n = trits.shape[0]
     out = torch.empty(m, n, dtype=out_dtype, device=codes.device)
     if m == 0:
         return out
-    bm, bn, bk, warps, stages = _tiles(m, n)
+    bm, bn, bk, warps, stages = tiles or _tiles(m, n)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _int8_matmul_scaled[grid](
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
@@ -222,12 +223,13 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
 
 def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
                               w_scale: torch.Tensor, bias: torch.Tensor | None,
-                              out_dtype: torch.dtype) -> torch.Tensor:
+                              out_dtype: torch.dtype, tiles: tuple[int, ...] | None = None) -> torch.Tensor:
     """``(a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias`` reading 2-bit ``packed`` trits.
 
     ``packed``: ``(N * K / 4,)`` or ``(N, K / 4)`` uint8 in the ``2bit`` layout (K a multiple
     of 4). ``a``: per-token int8 codes with ``x_scale`` (W1.58A8), or fp16/bf16
-    activations with ``x_scale=None`` (W1.58A16).
+    activations with ``x_scale=None`` (W1.58A16). ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_J, warps,
+    stages)``; default from ``TILE_RULES_2BIT_A8`` / ``_A16``.
     """
     m, k = a.shape
     if k % 4:
@@ -237,7 +239,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     if m == 0:
         return out
     a_int8 = a.dtype == torch.int8
-    bm, bn, bj, warps, stages = _tiles(m, n, TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16)
+    bm, bn, bj, warps, stages = tiles or _tiles(m, n, TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     _ternary2bit_matmul_scaled[grid](
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
