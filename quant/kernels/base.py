@@ -64,6 +64,14 @@ class Kernel:
         return self._trits.nbytes + self._w_scale.nbytes
 
 
+def _scaled_linear(x2d: torch.Tensor, trits: torch.Tensor, w_scale: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
+    """W1.58A16 from trits already in ``x2d``'s dtype: ``x @ trits.T``, then the per-channel scale
+    (one pass over the weight, no scaled copy of it)."""
+    y = F.linear(x2d, trits).mul_(w_scale.to(x2d.dtype))
+    return y if bias is None else y.add_(bias.to(x2d.dtype))
+
+
 class DequantKernel(Kernel):
     """W1.58A16 on any device: int8 trits in memory, dequantized into the float matmul per call.
 
@@ -78,9 +86,7 @@ class DequantKernel(Kernel):
         return None if activations == "float" else "the dequant kernel has float activations only"
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        # x @ trits.T, then the per-channel scale: one pass over the weight, no scaled copy.
-        y = F.linear(x2d, self._trits.to(x2d.dtype)).mul_(self._w_scale.to(x2d.dtype))
-        return y if bias is None else y.add_(bias.to(x2d.dtype))
+        return _scaled_linear(x2d, self._trits.to(x2d.dtype), self._w_scale, bias)
 
 
 # backend -> activations -> kernel classes, the first usable one wins (a device's own first).
@@ -131,11 +137,6 @@ def _load_backends() -> None:
         from quant.kernels import cpu, cuda  # noqa: F401
 
 
-_SHIFTS_2BIT = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)
-# The four trits of every byte value of the 2bit packing (trit + 1 in bits 2i..2i+1).
-_TRITS_OF_BYTE = (((torch.arange(256).unsqueeze(1) >> torch.tensor([0, 2, 4, 6])) & 3) - 1).float()
-
-
 class Packed2bitKernel(Kernel):
     """Any device, either activation mode: weights held 2-bit packed (4 trits a byte, 16x
     smaller than fp32), unpacked into the matmul on every call.
@@ -156,27 +157,25 @@ class Packed2bitKernel(Kernel):
         self.device = trits.device
         self._packed = pack(trits, "2bit", name="ternary weight")
         self._w_scale = w_scale.float().contiguous()
-        self._tables: dict[torch.dtype, torch.Tensor] = {}  # byte -> 4 trits, per compute dtype
+        self._tables: dict[torch.dtype, torch.Tensor] = {}  # byte -> its 4 trits, per dtype
 
     def _unpack(self, dtype: torch.dtype) -> torch.Tensor:
-        """The trits ``(N, K)`` as ``dtype``: one table lookup per byte (``F.embedding`` over the
-        256 x 4 table), about 5x faster on the CPU than shifting and masking each field."""
+        """The trits ``(N, K)`` as ``dtype``: one lookup per byte in quant.packing's 256 x 4 byte
+        table (``F.embedding``), about 5x faster on the CPU than shifting and masking each field."""
         table = self._tables.get(dtype)
         if table is None:
-            table = self._tables[dtype] = _TRITS_OF_BYTE.to(device=self.device, dtype=dtype)
+            from quant.packing import get_format
+
+            table = self._tables[dtype] = (get_format("2bit").table - 1).to(device=self.device, dtype=dtype)
         n = self.out_features * self.in_features
         return F.embedding(self._packed.int(), table).reshape(-1)[:n].reshape(self.out_features, self.in_features)
 
     def trits(self) -> torch.Tensor:
-        codes = (self._packed.unsqueeze(1) >> _SHIFTS_2BIT.to(self.device)) & 3
-        n = self.out_features * self.in_features
-        return (codes.reshape(-1)[:n].to(torch.int8) - 1).reshape(self.out_features, self.in_features)
+        return self._unpack(torch.int8)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.activations == "float":
-            # x @ trits.T, then the per-channel scale: no scaled weight matrix is built.
-            y = F.linear(x2d, self._unpack(x2d.dtype)).mul_(self._w_scale.to(x2d.dtype))
-            return y if bias is None else y.add_(bias.to(x2d.dtype))
+            return _scaled_linear(x2d, self._unpack(x2d.dtype), self._w_scale, bias)
         if QMAX * self.in_features >= 2**24:  # fp32 no longer exact: the float64 reference
             return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, "int8")
         codes, x_scale = quantize_per_token(x2d)
