@@ -17,7 +17,9 @@ from bench.models import ModelSpecError, register_pretrained, register_variant
 from quant.train import embedded
 
 
-def _student_builder(variant: str):
+def _student_builder(variant: str, backend: str | None = None):
+    """The packed student ``variant``; with ``backend``, on that kernel with int8 activations."""
+
     def build(model, ctx):
         spec = ctx.spec
         if (spec.source, spec.arch, spec.pretrained) != ("openclip", embedded.TEACHER_ARCH, embedded.TEACHER_TAG):
@@ -30,7 +32,7 @@ def _student_builder(variant: str):
         from quant import load_packed
 
         path = embedded.student_path(variant, device=None)
-        student = load_packed(path, device=ctx.device)
+        student = load_packed(path, device=ctx.device, backend=backend, activations="int8")
         # The spec names the teacher; record what the model really is: the packed student's file
         # (bench.models reports its path and sha256, and the efficiency task its size).
         student.__dict__["ternbench_origin"].update(spec=spec.raw, checkpoint=str(path))
@@ -39,21 +41,8 @@ def _student_builder(variant: str):
     return build
 
 
-def _student_a8_builder(variant: str):
-    load_student = _student_builder(variant)
-
-    def build(model, ctx):
-        from quant.kernels.swap import accelerate_
-
-        student = load_student(model, ctx)
-        accelerate_(student, backend="auto", activations="int8")
-        return student
-
-    return build
-
-
 register_pretrained(embedded.TEACHER_ARCH, embedded.TEACHER_TAG, lambda: embedded.teacher_path())
 for _name, _student in embedded.STUDENTS.items():
     register_variant(_name, _student_builder(_name), _student.description)
-    register_variant(f"{_name}-a8", _student_a8_builder(_name),
+    register_variant(f"{_name}-a8", _student_builder(_name, backend="auto"),
                      f"{_student.description}, on the device's fast kernel with per-token int8 activations (W1.58A8)")
