@@ -15,14 +15,14 @@ from typing import Any
 
 from bench import results
 
-# (metric, header, kind): "time" ratios are baseline / value, "bytes" likewise (x smaller).
+# (metric, header); every ratio is baseline / value: a speed-up for times, "times smaller" for bytes.
 COLUMNS = (
-    ("image_latency_b1_ms", "image b1", "time"),
-    ("image_latency_bN_ms", "image b{N}", "time"),
-    ("text_latency_b1_ms", "text b1", "time"),
-    ("text_latency_bN_ms", "text b{N}", "time"),
-    ("weight_bytes", "weights", "bytes"),
-    ("peak_memory_bytes", "peak memory", "bytes"),
+    ("image_latency_b1_ms", "image b1"),
+    ("image_latency_bN_ms", "image b{N}"),
+    ("text_latency_b1_ms", "text b1"),
+    ("text_latency_bN_ms", "text b{N}"),
+    ("weight_bytes", "weights"),
+    ("peak_memory_bytes", "peak memory"),
 )
 
 
@@ -49,11 +49,11 @@ def format_table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], device:
         return ""
     base_spec, base, _ = rows[0]
     batch = int(base.get("throughput_batch") or 0)
-    header = ["model"] + [h.format(N=batch) for _, h, _ in COLUMNS]
+    header = ["model"] + [h.format(N=batch) for _, h in COLUMNS]
     table = [header]
     for spec, m, _ in rows:
         line = [spec]
-        for metric, _, _kind in COLUMNS:
+        for metric, _ in COLUMNS:
             v, b = m.get(metric), base.get(metric)
             if not isinstance(v, (int, float)):
                 line.append("-")
