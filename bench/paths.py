@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from quant.fileio import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def cache_dir() -> Path:
-    """``$TERNBENCH_CACHE``, else ``$XDG_CACHE_HOME/ternbench``, else ``~/.cache/ternbench``."""
-    env = os.environ.get("TERNBENCH_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ternbench"
+__all__ = ["REPO_ROOT", "cache_dir"]

@@ -44,6 +44,7 @@ from bench.tasks.efficiency import graph_replay, time_calls  # noqa: E402  (afte
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
+    "q-all-a8-fbgemm": {"activations": "int8", "backend": "fbgemm"},
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
     "q-all-a8-2bit": {"activations": "int8", "backend": "packed"},
@@ -221,7 +222,9 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes):
         scale = torch.tensor([0.02], device=device)
         bias = torch.randn(n, device=device)
         w = torch.randn(n, k, device=device)
-        tern = TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)
+        terns = {"q-all-a8": TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)}
+        if device == "cpu":  # the CPU's other W1.58A8 kernel, side by side
+            terns["q-all-a8-fbgemm"] = TernaryLinear(trits, scale, bias, "fbgemm", "int8", act_dtype)
         for batch in batches:
             m = batch * tokens
             x = torch.randn(m, k, device=device)
@@ -230,7 +233,7 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes):
             cases = {
                 "fp32": partial(F.linear, x, w, bias),
                 half_name: partial(F.linear, xh, wh, bh),
-                "q-all-a8": partial(tern, xa),
+                **{name: partial(tern, xa) for name, tern in terns.items()},
             }
             for mode in modes:
                 base = {}
@@ -241,7 +244,8 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes):
                     rows.append({"kind": "layer", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
                                  "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
                                  "p90_ms": p90(times), "repeats": repeats,
-                                 "weight_bytes": {"fp32": 4 * n * k, half_name: 2 * n * k}.get(name, tern.kernel_nbytes()),
+                                 "weight_bytes": ({"fp32": 4 * n * k, half_name: 2 * n * k}[name] if name not in terns
+                                                  else terns[name].kernel_nbytes()),
                                  "peak_memory_bytes": None})
                 print(f"  layer {tower:5s} {mode:5s} {m}x{k}x{n}: "
                       + "  ".join(f"{k_} {v:.4f} ms" for k_, v in base.items()), flush=True)
@@ -311,7 +315,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
                    help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
-                        "(cuda: also q-all-a8-2bit)")
+                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-fbgemm)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -338,6 +342,8 @@ def main(argv=None) -> int:
     names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a16-2bit", "q-all-a8"]
     if not args.variants and args.device == "cuda":  # the 2-bit Triton GEMM (on the CPU: unpack per call)
         names.append("q-all-a8-2bit")
+    if not args.variants and args.device == "cpu":  # the CPU's two W1.58A8 kernels side by side
+        names.append("q-all-a8-fbgemm")
 
     from bench.embedded import register
 

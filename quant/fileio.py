@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
+"""Atomic file writes (a reader never sees a half-written file, a crash leaves no partial output)
+and where ternbench caches things."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def cache_dir() -> Path:
+    """``$TERNBENCH_CACHE``, else ``$XDG_CACHE_HOME/ternbench``, else ``~/.cache/ternbench``."""
+    env = os.environ.get("TERNBENCH_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ternbench"
 
 
 @contextmanager

@@ -93,7 +93,7 @@ class DequantKernel(Kernel):
 BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
     "reference": {"int8": [Kernel], "float": [Kernel]},
 }
-BACKEND_CHOICES = ("auto", "cpu", "cuda", "packed", "reference")
+BACKEND_CHOICES = ("auto", "cpu", "cpu-pairs", "fbgemm", "cuda", "packed", "reference")
 
 
 def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:
@@ -134,7 +134,7 @@ def _load_backends() -> None:
     global _backends_loaded
     if not _backends_loaded:
         _backends_loaded = True
-        from quant.kernels import cpu, cuda  # noqa: F401
+        from quant.kernels import cpu, cpu_pairs, cuda  # noqa: F401
 
 
 class Packed2bitKernel(Kernel):

@@ -34,7 +34,7 @@ def fbgemm_available() -> bool:
 class FbgemmKernel(Kernel):
     """W1.58A8 on the CPU through ``quantized::linear_dynamic`` (see module docstring)."""
 
-    name = "cpu"
+    name = "fbgemm"
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         n, k = trits.shape
@@ -100,4 +100,5 @@ class FbgemmKernel(Kernel):
 
 
 register_backend("cpu", "int8", FbgemmKernel)
+register_backend("fbgemm", "int8", FbgemmKernel)
 register_backend("cpu", "float", DequantKernel)

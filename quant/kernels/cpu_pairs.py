@@ -1,0 +1,102 @@
+"""CPU W1.58A8 without multiplications: the pair-table kernel (``csrc/ternary_pairs.c``).
+
+On AVX2 CPUs without VNNI an int8 GEMM runs no faster than fp32 (FBGEMM measured at the
+speed of sgemm here), so int8 activations alone cannot make a ternary layer faster than
+fp32 at batch 32. Ternary weights need no multiply at all: each output is a sum and a
+difference of activations. The kernel takes the weights two at a time and, per block of
+tokens, builds a table of four int16 rows per weight pair (``x0, x1, x0 + x1, x0 - x1``
+of the int8 codes); every non-zero weight pair is then one vector add or subtract of a
+table row. The weight is held as each output channel's list of table rows (uint8 gaps,
+about 0.45 bytes a weight at CLIP's ~30% zeros: 9x smaller than fp32), and the integer
+part is exact, as FBGEMM's is (tests compare both with the reference).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from quant.kernels import native
+from quant.kernels.base import Kernel, register_backend
+from quant.kernels.reference import EPS
+
+SOURCE = "ternary_pairs"
+# Tokens per block: 64 (4 AVX2 vectors a table row) while a block's table (K/2 pairs x 4 rows x
+# 64 x 2 bytes) fits the 512 KiB L2 with room, else 32; measured on the Zen 1 build machine.
+WIDE_BLOCK_MAX_K = 1024
+MIN_WORK_PER_THREAD = 2_000_000  # weight-pair adds x tokens; below it one thread is faster
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class PairTableKernel(Kernel):
+    """W1.58A8 on the CPU as table-row additions (see module docstring); AVX2, built with ``cc``."""
+
+    name = "cpu-pairs"
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        self.activations = activations
+        self.out_features, self.in_features = n, k = trits.shape
+        self.device = trits.device
+        lib = self._lib()
+        t = trits.to(torch.int8).contiguous()
+        self._offs = torch.empty(n, dtype=torch.int64)
+        self._nadd = torch.empty(n, dtype=torch.int32)
+        self._nsub = torch.empty(n, dtype=torch.int32)
+        total = lib.tp_encode(t.data_ptr(), n, k, None, None, None, None)
+        self._gaps = torch.empty(total, dtype=torch.uint8)
+        lib.tp_encode(t.data_ptr(), n, k, _ptr(self._gaps), self._offs.data_ptr(),
+                      self._nadd.data_ptr(), self._nsub.data_ptr())
+        self._w_scale = w_scale.float().contiguous()
+        # work per token: the rows each output adds (for the thread split)
+        self._rows_total = int(total)
+
+    @staticmethod
+    def _lib():
+        lib = native.load(SOURCE)
+        if isinstance(lib, str):
+            raise RuntimeError(f"the pair-table kernel is unavailable: {lib}")
+        return lib
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        if device.type != "cpu":
+            return f"the pair-table kernel runs on the CPU, not {device.type}"
+        if activations != "int8":
+            return "the pair-table kernel has int8 activations only"
+        lib = native.load(SOURCE)
+        return lib if isinstance(lib, str) else None
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        lib = self._lib()
+        m, k = x2d.shape
+        n = self.out_features
+        y = torch.empty(m, n)
+        if m == 0:
+            return y.to(x2d.dtype)
+        xf = x2d.float().contiguous()
+        block = 64 if k <= WIDE_BLOCK_MAX_K else 32
+        blocks = -(-m // block)
+        table = torch.empty(blocks * ((k + 1) // 2) * 4 * block, dtype=torch.int16)
+        x_scale = torch.empty(blocks * block)
+        threads = max(1, min(torch.get_num_threads(), self._rows_total * m // MIN_WORK_PER_THREAD))
+        bias = None if bias is None else bias.float().contiguous()
+        lib.tp_quantize_table(xf.data_ptr(), k, m, k, block, EPS, table.data_ptr(), x_scale.data_ptr(), threads)
+        lib.tp_gemm(table.data_ptr(), m, k, n, block, self._gaps.data_ptr(), self._offs.data_ptr(),
+                    self._nadd.data_ptr(), self._nsub.data_ptr(), x_scale.data_ptr(), self._w_scale.data_ptr(),
+                    _ptr(bias), y.data_ptr(), n, threads)
+        return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
+
+    def trits(self) -> torch.Tensor:
+        out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
+        self._lib().tp_decode(self._gaps.data_ptr(), self._offs.data_ptr(), self._nadd.data_ptr(),
+                              self._nsub.data_ptr(), self.out_features, self.in_features, out.data_ptr())
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self._gaps, self._offs, self._nadd, self._nsub, self._w_scale))
+
+
+register_backend("cpu", "int8", PairTableKernel, first=True)
+register_backend("cpu-pairs", "int8", PairTableKernel)
