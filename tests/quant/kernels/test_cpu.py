@@ -67,9 +67,15 @@ def test_trits_come_back_exactly_and_weight_is_one_byte():
     assert 96 * 40 <= kernel.nbytes() < 2 * 96 * 40
 
 
-def test_auto_backend_on_cpu_is_fbgemm():
+def test_fbgemm_backend_and_auto_without_the_native_kernel(monkeypatch):
+    from quant.kernels import native
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert select_kernel("fbgemm", "cpu", "int8") is FbgemmKernel
+        # where the pair-table kernel cannot be built, auto on the CPU is FBGEMM, without a warning
+        monkeypatch.setattr(native, "_libs", {})
+        monkeypatch.setenv("TERNBENCH_NATIVE", "0")
         assert select_kernel("auto", "cpu", "int8") is FbgemmKernel
 
 
@@ -78,5 +84,5 @@ def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
 
     monkeypatch.setattr(cpu, "fbgemm_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no FBGEMM engine"):
-        cls = select_kernel("cpu", "cpu", "int8")
+        cls = select_kernel("fbgemm", "cpu", "int8")
     assert cls is BACKENDS["reference"]["int8"][0]
