@@ -20,9 +20,10 @@ from quant.kernels.base import Kernel, register_backend
 from quant.kernels.reference import EPS
 
 SOURCE = "ternary_pairs"
-# Tokens per block: 64 (4 AVX2 vectors a table row) while a block's table (K/2 pairs x 4 rows x
-# 64 x 2 bytes) fits the 512 KiB L2 with room, else 32; measured on the Zen 1 build machine.
-WIDE_BLOCK_MAX_K = 1024
+PAIRS_PER_CHUNK = 64  # KC in the C source
+# Tokens per block: 64 (4 AVX2 vectors a table row; 18 G row-lane adds/s/core against 14.6 at 32,
+# measured on the Zen 1 build machine), 32 for up to 32 tokens (less padding).
+SMALL_BLOCK_MAX_M = 32
 MIN_WORK_PER_THREAD = 2_000_000  # weight-pair adds x tokens; below it one thread is faster
 
 
@@ -41,16 +42,14 @@ class PairTableKernel(Kernel):
         self.device = trits.device
         lib = self._lib()
         t = trits.to(torch.int8).contiguous()
+        chunks = -(-((k + 1) // 2) // PAIRS_PER_CHUNK)
+        self._counts = torch.empty(chunks, n, 2, dtype=torch.uint8)
         self._offs = torch.empty(n, dtype=torch.int64)
-        self._nadd = torch.empty(n, dtype=torch.int32)
-        self._nsub = torch.empty(n, dtype=torch.int32)
-        total = lib.tp_encode(t.data_ptr(), n, k, None, None, None, None)
+        total = lib.tp_encode(t.data_ptr(), n, k, None, None, None)
         self._gaps = torch.empty(total, dtype=torch.uint8)
-        lib.tp_encode(t.data_ptr(), n, k, _ptr(self._gaps), self._offs.data_ptr(),
-                      self._nadd.data_ptr(), self._nsub.data_ptr())
+        lib.tp_encode(t.data_ptr(), n, k, _ptr(self._gaps), self._counts.data_ptr(), self._offs.data_ptr())
         self._w_scale = w_scale.float().contiguous()
-        # work per token: the rows each output adds (for the thread split)
-        self._rows_total = int(total)
+        self._rows_total = int(total)  # table rows added per token (for the thread count)
 
     @staticmethod
     def _lib():
@@ -76,26 +75,26 @@ class PairTableKernel(Kernel):
         if m == 0:
             return y.to(x2d.dtype)
         xf = x2d.float().contiguous()
-        block = 64 if k <= WIDE_BLOCK_MAX_K else 32
+        block = 32 if m <= SMALL_BLOCK_MAX_M else 64
         blocks = -(-m // block)
         table = torch.empty(blocks * ((k + 1) // 2) * 4 * block, dtype=torch.int16)
         x_scale = torch.empty(blocks * block)
         threads = max(1, min(torch.get_num_threads(), self._rows_total * m // MIN_WORK_PER_THREAD))
         bias = None if bias is None else bias.float().contiguous()
         lib.tp_quantize_table(xf.data_ptr(), k, m, k, block, EPS, table.data_ptr(), x_scale.data_ptr(), threads)
-        lib.tp_gemm(table.data_ptr(), m, k, n, block, self._gaps.data_ptr(), self._offs.data_ptr(),
-                    self._nadd.data_ptr(), self._nsub.data_ptr(), x_scale.data_ptr(), self._w_scale.data_ptr(),
-                    _ptr(bias), y.data_ptr(), n, threads)
+        lib.tp_gemm(table.data_ptr(), m, k, n, block, _ptr(self._gaps), self._counts.data_ptr(),
+                    self._offs.data_ptr(), x_scale.data_ptr(), self._w_scale.data_ptr(), _ptr(bias),
+                    y.data_ptr(), n, threads)
         return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
 
     def trits(self) -> torch.Tensor:
         out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
-        self._lib().tp_decode(self._gaps.data_ptr(), self._offs.data_ptr(), self._nadd.data_ptr(),
-                              self._nsub.data_ptr(), self.out_features, self.in_features, out.data_ptr())
+        self._lib().tp_decode(_ptr(self._gaps), self._counts.data_ptr(), self._offs.data_ptr(),
+                              self.out_features, self.in_features, out.data_ptr())
         return out
 
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self._gaps, self._offs, self._nadd, self._nsub, self._w_scale))
+        return sum(t.nbytes for t in (self._gaps, self._counts, self._offs, self._w_scale))
 
 
 register_backend("cpu", "int8", PairTableKernel, first=True)

@@ -9,187 +9,223 @@
  * list of table rows (adds, then subtracts), stored as uint8 gaps between row ids, so the
  * resident weight is about 0.45 bytes a weight (fp32: 4) and the accumulation is exact.
  *
- * Layout: table[mb][j][t][MB] int16 (t = 0..3 as above, MB tokens of block mb, zero padded).
- * Rows are added into int16 lanes (|row| <= 254, so FLUSH = 128 rows fit) and widened into
- * int32 every FLUSH rows. Output y = float(acc) * w_scale[n] * x_scale[m] + bias[n], in the
- * same order of roundings as the FBGEMM path (FBGEMM applies w_scale, then we x_scale).
+ * Layout: table[mb][j][t][MB] int16 (t = 0..3 as above, MB tokens of block mb; padding lanes
+ * hold garbage whose sums are never written). A column's rows of one chunk of KC pairs sum in
+ * int16 lanes, then widen into int32 accumulators. Output y = float(acc) * w_scale[n] *
+ * x_scale[m] + bias[n], the same order of roundings as the FBGEMM path (bit-equal, tested).
  *
- * Gap encoding: a list is increasing row ids r (= 4 j + t); each entry is r - previous
- * (the first from -1), 1..255; 0 means "advance 255 rows, add nothing" (long zero runs).
+ * Gap encoding: per column and chunk, an add list and a subtract list of increasing row ids
+ * r = 4 (j - chunk start) + t; each entry is r - previous (the first from -1), 1..255; 0 means
+ * "advance 255 rows, add nothing".
  */
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define FLUSH 128
+/* Weight pairs per chunk: a chunk of a token block's table is KC * 4 rows (16 KiB at 32 tokens),
+ * small enough to stay in L1 while every column of a thread adds its rows from it (the kernel
+ * is bound by table reads: from L2 it ran at 60% of the speed). A column's entries in a chunk
+ * sum at most KC rows of |value| <= 254 into int16 lanes: 16256, no overflow. */
+#define KC 64
 
 /* (w0, w1) -> +-(1 + table row type), 0: nothing. Indexed [w0 + 1][w1 + 1]. */
 static const int8_t PAIR_CODE[3][3] = {{-3, -1, -4}, {-2, 0, 2}, {4, 1, 3}};
 /* row type -> (w0, w1) for a positive entry (negated for the subtract list). */
 static const int8_t TYPE_W0[4] = {1, 0, 1, 1}, TYPE_W1[4] = {0, 1, 1, -1};
 
-int64_t tp_encode(const int8_t *w, int N, int K, uint8_t *out, int64_t *offs, int32_t *nadd, int32_t *nsub) {
+static inline int n_chunks(int K) { return ((K + 1) / 2 + KC - 1) / KC; }
+
+/* Encode trits (N, K): per column, per chunk, the add list then the subtract list of table rows
+ * (ids relative to the chunk) as gaps. counts[chunk][n][2] (entries, escapes included: <= KC + 1),
+ * offs[n] the column's first byte. out == NULL: count only. Returns the total bytes. */
+int64_t tp_encode(const int8_t *w, int N, int K, uint8_t *out, uint8_t *counts, int64_t *offs) {
   int64_t pos = 0;
-  int K2 = (K + 1) / 2;
+  int K2 = (K + 1) / 2, nch = n_chunks(K);
   for (int n = 0; n < N; n++) {
     const int8_t *r = w + (int64_t)n * K;
     if (offs) offs[n] = pos;
-    for (int sub = 0; sub < 2; sub++) {
-      int64_t start = pos;
-      int prev = -1;
-      for (int j = 0; j < K2; j++) {
-        int w0 = r[2 * j], w1 = 2 * j + 1 < K ? r[2 * j + 1] : 0;
-        int c = PAIR_CODE[w0 + 1][w1 + 1];
-        if (!c || (c < 0) != sub) continue;
-        int row = 4 * j + (c > 0 ? c : -c) - 1, gap = row - prev;
-        prev = row;
-        for (; gap > 255; gap -= 255, pos++)
-          if (out) out[pos] = 0;
-        if (out) out[pos] = (uint8_t)gap;
-        pos++;
+    for (int c = 0; c < nch; c++)
+      for (int sub = 0; sub < 2; sub++) {
+        int64_t start = pos;
+        int prev = -1;
+        for (int j = c * KC; j < K2 && j < (c + 1) * KC; j++) {
+          int w0 = r[2 * j], w1 = 2 * j + 1 < K ? r[2 * j + 1] : 0;
+          int code = PAIR_CODE[w0 + 1][w1 + 1];
+          if (!code || (code < 0) != sub) continue;
+          int row = 4 * (j - c * KC) + (code > 0 ? code : -code) - 1, gap = row - prev;
+          prev = row;
+          for (; gap > 255; gap -= 255, pos++)
+            if (out) out[pos] = 0;
+          if (out) out[pos] = (uint8_t)gap;
+          pos++;
+        }
+        if (counts) counts[((int64_t)c * N + n) * 2 + sub] = (uint8_t)(pos - start);
       }
-      int32_t *count = sub ? nsub : nadd;
-      if (count) count[n] = (int32_t)(pos - start);
-    }
   }
   return pos;
 }
 
-void tp_decode(const uint8_t *gaps, const int64_t *offs, const int32_t *nadd, const int32_t *nsub,
-               int N, int K, int8_t *w) {
+void tp_decode(const uint8_t *gaps, const uint8_t *counts, const int64_t *offs, int N, int K, int8_t *w) {
+  int nch = n_chunks(K);
   memset(w, 0, (size_t)N * K);
   for (int n = 0; n < N; n++) {
     const uint8_t *g = gaps + offs[n];
     int8_t *r = w + (int64_t)n * K;
-    for (int sub = 0; sub < 2; sub++) {
-      int row = -1, count = sub ? nsub[n] : nadd[n], sign = sub ? -1 : 1;
-      for (int i = 0; i < count; i++, g++) {
-        if (!*g) { row += 255; continue; }
-        row += *g;
-        int j = row / 4, t = row % 4;
-        r[2 * j] = (int8_t)(sign * TYPE_W0[t]);
-        if (2 * j + 1 < K) r[2 * j + 1] = (int8_t)(sign * TYPE_W1[t]);
-      }
-    }
-  }
-}
-
-/* Per-token absmax int8 codes of x rows [m0, m1) (row stride ldx floats) into the pair table
- * of MB-token blocks, and their scales: scale = max(absmax, eps) / 127, code = round(x / scale)
- * (IEEE division, round half to even: bit-equal to quant.kernels.reference.quantize_per_token). */
-static void quantize_row(const float *r, int m, int K, int MB, float eps, int16_t *table, float *xs) {
-  int K2 = (K + 1) / 2;
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  {
-    __m256 mx = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= K; k += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(r + k)));
-    float lanes[8], amax = 0.f;
-    _mm256_storeu_ps(lanes, mx);
-    for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
-    for (; k < K; k++) { float a = r[k] < 0 ? -r[k] : r[k]; amax = a > amax ? a : amax; }
-    float s = (amax > eps ? amax : eps) / 127.0f;
-    xs[m] = s;
-    int16_t *o = table + (int64_t)(m / MB) * K2 * 4 * MB + m % MB;
-    __m256 vs = _mm256_set1_ps(s);
-    int32_t codes[8];
-    for (k = 0; k < K; k += 8) {
-      if (k + 8 <= K) {
-        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm256_storeu_si256((__m256i *)codes, _mm256_cvtps_epi32(q));
-      } else {
-        for (int i = 0; i < 8; i++) {
-          float q = k + i < K ? r[k + i] / s : 0.f;
-          codes[i] = (int32_t)_mm_cvtss_f32(_mm_round_ss(_mm_setzero_ps(), _mm_set_ss(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int c = 0; c < nch; c++)
+      for (int sub = 0; sub < 2; sub++) {
+        int row = -1, count = counts[((int64_t)c * N + n) * 2 + sub], sign = sub ? -1 : 1;
+        for (int i = 0; i < count; i++, g++) {
+          if (!*g) { row += 255; continue; }
+          row += *g;
+          int j = c * KC + row / 4, t = row % 4;
+          r[2 * j] = (int8_t)(sign * TYPE_W0[t]);
+          if (2 * j + 1 < K) r[2 * j + 1] = (int8_t)(sign * TYPE_W1[t]);
         }
       }
-      for (int i = 0; i < 8 && k + i < K; i += 2) {
-        int16_t a = (int16_t)codes[i], b = (int16_t)codes[i + 1];
-        int16_t *t = o + (int64_t)((k + i) / 2) * 4 * MB;
-        t[0] = a; t[MB] = b; t[2 * MB] = (int16_t)(a + b); t[3 * MB] = (int16_t)(a - b);
+  }
+}
+
+/* Per-token absmax int8 codes into the pair table of MB-token blocks, and their scales:
+ * scale = max(absmax, eps) / 127, code = round(x / scale) (IEEE division, round half to even:
+ * bit-equal to quant.kernels.reference.quantize_per_token). */
+static float row_scale(const float *r, int K, float eps) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 mx = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(r + k)));
+  float lanes[8], amax = 0.f;
+  _mm256_storeu_ps(lanes, mx);
+  for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
+  for (; k < K; k++) { float a = r[k] < 0 ? -r[k] : r[k]; amax = a > amax ? a : amax; }
+  return (amax > eps ? amax : eps) / 127.0f;
+}
+
+/* Pairs [j0, j1) of one token's codes into its lane of the block table (o: the lane's first cell). */
+static void quantize_pairs(const float *r, int K, float s, int j0, int j1, int MB, int16_t *o) {
+  __m256 vs = _mm256_set1_ps(s);
+  int32_t codes[8];
+  for (int j = j0; j < j1; j += 4) {
+    int k = 2 * j;
+    if (k + 8 <= K) {
+      __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_si256((__m256i *)codes, _mm256_cvtps_epi32(q));
+    } else {
+      for (int i = 0; i < 8; i++) {
+        __m128 q = _mm_set_ss(k + i < K ? r[k + i] / s : 0.f);
+        codes[i] = _mm_cvtss_si32(_mm_round_ss(q, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       }
+    }
+    for (int p = 0; p < 4 && j + p < j1; p++) {
+      int16_t a = (int16_t)codes[2 * p], b = (int16_t)codes[2 * p + 1];
+      int16_t *t = o + (int64_t)(j + p) * 4 * MB;
+      t[0] = a; t[MB] = b; t[2 * MB] = (int16_t)(a + b); t[3 * MB] = (int16_t)(a - b);
     }
   }
 }
 
-/* Threads split the token blocks (a block's table lanes are shared cache lines). */
+/* Threads split the token blocks (a block's lanes share cache lines); within a block the table
+ * is written a chunk of pairs at a time for all its tokens (the chunk's lines stay in L1: row
+ * by row over a whole 786 KiB table at K = 3072 was 5x slower). */
 void tp_quantize_table(const float *x, int64_t ldx, int M, int K, int MB, float eps, int16_t *table,
                        float *xs, int threads) {
-  int nmb = (M + MB - 1) / MB;
+  int nmb = (M + MB - 1) / MB, K2 = (K + 1) / 2;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && nmb > 1)
-  for (int mb = 0; mb < nmb; mb++)
-    for (int m = mb * MB; m < M && m < (mb + 1) * MB; m++) quantize_row(x + (int64_t)m * ldx, m, K, MB, eps, table, xs);
+  for (int mb = 0; mb < nmb; mb++) {
+    int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
+    int16_t *block = table + (int64_t)mb * K2 * 4 * MB;
+    for (int i = 0; i < mcount; i++) xs[m0 + i] = row_scale(x + (int64_t)(m0 + i) * ldx, K, eps);
+    for (int j0 = 0; j0 < K2; j0 += KC)
+      for (int i = 0; i < mcount; i++)
+        quantize_pairs(x + (int64_t)(m0 + i) * ldx, K, xs[m0 + i], j0, j0 + KC < K2 ? j0 + KC : K2, MB, block + i);
+  }
 }
 
-/* One column n over one token block: NV int16 vectors of 16 tokens (MB = 16 NV). */
-#define DEFINE_COLUMN(NV)                                                                            \
-  static inline void column_##NV(const int16_t *rows, const uint8_t *g, int nadd, int nsub,          \
-                                 __m256i *acc32) {                                                   \
+/* One column's entries in one chunk added into its int32 accumulators (2 NV vectors of 8 tokens,
+ * in memory); returns where the column's next chunk starts. */
+#define DEFINE_CHUNK(NV)                                                                             \
+  static inline const uint8_t *chunk_##NV(const int16_t *rows, const uint8_t *g, int nadd, int nsub, \
+                                          __m256i *acc32) {                                          \
     __m256i a16[NV];                                                                                 \
-    for (int v = 0; v < 2 * NV; v++) acc32[v] = _mm256_setzero_si256();                             \
-    for (int sub = 0; sub < 2; sub++) {                                                              \
-      const int16_t *row = rows - NV * 16;                                                           \
-      int count = sub ? nsub : nadd;                                                                 \
-      for (int c0 = 0; c0 < count; c0 += FLUSH) {                                                    \
-        const uint8_t *ge = g + (count - c0 < FLUSH ? count - c0 : FLUSH);                           \
-        for (int v = 0; v < NV; v++) a16[v] = _mm256_setzero_si256();                                \
-        if (!sub) {                                                                                  \
-          for (; g < ge; g++) {                                                                      \
-            unsigned d = *g;                                                                         \
-            if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                     \
-            row += d * NV * 16;                                                                      \
-            for (int v = 0; v < NV; v++)                                                             \
-              a16[v] = _mm256_add_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));        \
-          }                                                                                          \
-        } else {                                                                                     \
-          for (; g < ge; g++) {                                                                      \
-            unsigned d = *g;                                                                         \
-            if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                     \
-            row += d * NV * 16;                                                                      \
-            for (int v = 0; v < NV; v++)                                                             \
-              a16[v] = _mm256_sub_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));        \
-          }                                                                                          \
-        }                                                                                            \
-        for (int v = 0; v < NV; v++) {                                                               \
-          acc32[2 * v] = _mm256_add_epi32(acc32[2 * v], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[v]))); \
-          acc32[2 * v + 1] = _mm256_add_epi32(acc32[2 * v + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[v], 1))); \
-        }                                                                                            \
-      }                                                                                              \
+    for (int v = 0; v < NV; v++) a16[v] = _mm256_setzero_si256();                                    \
+    const int16_t *row = rows - NV * 16;                                                             \
+    for (const uint8_t *ge = g + nadd; g < ge; g++) {                                                \
+      unsigned d = *g;                                                                               \
+      if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                           \
+      row += d * NV * 16;                                                                            \
+      for (int v = 0; v < NV; v++)                                                                   \
+        a16[v] = _mm256_add_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));              \
     }                                                                                                \
+    row = rows - NV * 16;                                                                            \
+    for (const uint8_t *ge = g + nsub; g < ge; g++) {                                                \
+      unsigned d = *g;                                                                               \
+      if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                           \
+      row += d * NV * 16;                                                                            \
+      for (int v = 0; v < NV; v++)                                                                   \
+        a16[v] = _mm256_sub_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));              \
+    }                                                                                                \
+    for (int v = 0; v < NV; v++) {                                                                   \
+      __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a16[v]));                            \
+      __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a16[v], 1));                       \
+      _mm256_store_si256(acc32 + 2 * v, _mm256_add_epi32(_mm256_load_si256(acc32 + 2 * v), lo));     \
+      _mm256_store_si256(acc32 + 2 * v + 1, _mm256_add_epi32(_mm256_load_si256(acc32 + 2 * v + 1), hi)); \
+    }                                                                                                \
+    return g;                                                                                        \
   }
-DEFINE_COLUMN(2)
-DEFINE_COLUMN(4)
+DEFINE_CHUNK(2)
+DEFINE_CHUNK(4)
 
-/* y (M, N) row-major with row stride ldy. Token blocks in turn (one block's table stays in L2);
- * threads split the columns in groups of 8 (the same columns for every block: their lists stay
- * in the thread's cache). The threads are torch's own OpenMP pool (same libgomp.so.1). */
-void tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *gaps, const int64_t *offs,
-             const int32_t *nadd, const int32_t *nsub, const float *xs, const float *ws, const float *bias,
-             float *y, int64_t ldy, int threads) {
-  int K2 = (K + 1) / 2, nmb = (M + MB - 1) / MB, ngroups = (N + 7) / 8;
+/* y (M, N) row-major with row stride ldy. Each thread owns a range of columns (groups of 8) and
+ * needs no barrier; per token block it walks the table chunk by chunk, every one of its columns
+ * adding its rows of that chunk, then scales and writes its columns. The threads are torch's own
+ * OpenMP pool (the library links libgomp.so.1, torch's copy once torch is loaded). */
+void tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *gaps, const uint8_t *counts,
+             const int64_t *offs, const float *xs, const float *ws, const float *bias, float *y, int64_t ldy,
+             int threads) {
+  int K2 = (K + 1) / 2, nmb = (M + MB - 1) / MB, nch = n_chunks(K), ngroups = (N + 7) / 8;
 #pragma omp parallel num_threads(threads) if (threads > 1)
-  for (int mb = 0; mb < nmb; mb++) {
-    const int16_t *rows = table + (int64_t)mb * K2 * 4 * MB;
-    int mcount = M - mb * MB < MB ? M - mb * MB : MB;
-#pragma omp for schedule(static)
-    for (int group = 0; group < ngroups; group++) {
+  {
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int n0 = 8 * (int)((int64_t)ngroups * tid / nt), n1 = 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
+    if (n1 > N) n1 = N;
+    if (n0 < n1) {
+      int32_t *acc = aligned_alloc(32, (size_t)(n1 - n0) * MB * sizeof(int32_t));
+      const uint8_t **next = malloc((size_t)(n1 - n0) * sizeof(*next));
       float tmp[8][64] __attribute__((aligned(32)));
-      __m256i acc32[8];
-      int nb = 8 * group, ncount = N - nb < 8 ? N - nb : 8;
-      for (int c = 0; c < ncount; c++) {
-        int n = nb + c;
-        if (MB == 64) column_4(rows, gaps + offs[n], nadd[n], nsub[n], acc32);
-        else column_2(rows, gaps + offs[n], nadd[n], nsub[n], acc32);
-        __m256 w = _mm256_set1_ps(ws[n]), b = _mm256_set1_ps(bias ? bias[n] : 0.f);
-        for (int v = 0; v < MB / 8; v++) {
-          __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(acc32[v]), w);
-          p = _mm256_mul_ps(p, _mm256_loadu_ps(xs + mb * MB + 8 * v));
-          _mm256_store_ps(tmp[c] + 8 * v, _mm256_add_ps(p, b));
+      for (int mb = 0; mb < nmb; mb++) {
+        const int16_t *block = table + (int64_t)mb * K2 * 4 * MB;
+        int mcount = M - mb * MB < MB ? M - mb * MB : MB;
+        memset(acc, 0, (size_t)(n1 - n0) * MB * sizeof(int32_t));
+        for (int n = n0; n < n1; n++) next[n - n0] = gaps + offs[n];
+        for (int c = 0; c < nch; c++) {
+          const int16_t *rows = block + (int64_t)c * KC * 4 * MB;
+          const uint8_t *cnt = counts + ((int64_t)c * N) * 2;
+          for (int n = n0; n < n1; n++) {
+            __m256i *a = (__m256i *)(acc + (int64_t)(n - n0) * MB);
+            next[n - n0] = MB == 64 ? chunk_4(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a)
+                                    : chunk_2(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a);
+          }
+        }
+        for (int nb = n0; nb < n1; nb += 8) {
+          int ncount = n1 - nb < 8 ? n1 - nb : 8;
+          for (int i = 0; i < ncount; i++) {
+            int n = nb + i;
+            const __m256i *a = (const __m256i *)(acc + (int64_t)(n - n0) * MB);
+            __m256 w = _mm256_set1_ps(ws[n]), b = _mm256_set1_ps(bias ? bias[n] : 0.f);
+            for (int v = 0; v < MB / 8; v++) {
+              __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(a + v)), w);
+              p = _mm256_mul_ps(p, _mm256_loadu_ps(xs + mb * MB + 8 * v));
+              _mm256_store_ps(tmp[i] + 8 * v, _mm256_add_ps(p, b));
+            }
+          }
+          float *out = y + (int64_t)mb * MB * ldy + nb;
+          for (int m = 0; m < mcount; m++)
+            for (int i = 0; i < ncount; i++) out[(int64_t)m * ldy + i] = tmp[i][m];
         }
       }
-      float *out = y + (int64_t)mb * MB * ldy + nb;
-      for (int m = 0; m < mcount; m++)
-        for (int c = 0; c < ncount; c++) out[(int64_t)m * ldy + c] = tmp[c][m];
+      free(next);
+      free(acc);
     }
   }
 }

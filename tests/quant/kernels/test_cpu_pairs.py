@@ -6,15 +6,16 @@ import torch
 from quant.kernels import native
 from quant.kernels.base import select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
-from quant.kernels.cpu_pairs import SOURCE, WIDE_BLOCK_MAX_K, PairTableKernel
+from quant.kernels.cpu_pairs import PAIRS_PER_CHUNK, SOURCE, PairTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
 _why = PairTableKernel.unavailable_reason(torch.device("cpu"), "int8")
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"pair-table kernel unavailable: {_why}")
 
-# odd sizes, K = 1 and 2, token counts across the 32/64-token blocks, K past the wide-block limit
+# odd sizes, K = 1 and 2, token counts across the 32/64-token blocks, K across chunks of weight pairs
+CHUNK_K = 2 * PAIRS_PER_CHUNK
 SHAPES = [(1, 1, 3), (1, 2, 1), (3, 5, 7), (17, 33, 65), (50, 128, 384), (65, 257, 129), (97, 64, 9),
-          (33, WIDE_BLOCK_MAX_K + 3, 17), (130, 2 * WIDE_BLOCK_MAX_K, 24)]
+          (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24)]
 
 
 def _case(m, k, n, seed):
