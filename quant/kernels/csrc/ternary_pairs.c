@@ -15,8 +15,8 @@
  * x_scale[m] + bias[n], the same order of roundings as the FBGEMM path (bit-equal, tested).
  *
  * Gap encoding: per column and chunk, an add list and a subtract list of increasing row ids
- * r = 4 (j - chunk start) + t; each entry is r - previous (the first from -1), 1..255; 0 means
- * "advance 255 rows, add nothing".
+ * r = 4 (j - chunk start) + t; each entry is r - previous (the first from 0): 0..255, since a
+ * chunk has 256 rows, so the inner loop has no branch.
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -29,6 +29,7 @@
  * is bound by table reads: from L2 it ran at 60% of the speed). A column's entries in a chunk
  * sum at most KC rows of |value| <= 254 into int16 lanes: 16256, no overflow. */
 #define KC 64
+_Static_assert(4 * KC <= 256, "row gaps within a chunk must fit a byte");
 
 /* (w0, w1) -> +-(1 + table row type), 0: nothing. Indexed [w0 + 1][w1 + 1]. */
 static const int8_t PAIR_CODE[3][3] = {{-3, -1, -4}, {-2, 0, 2}, {4, 1, 3}};
@@ -38,7 +39,7 @@ static const int8_t TYPE_W0[4] = {1, 0, 1, 1}, TYPE_W1[4] = {0, 1, 1, -1};
 static inline int n_chunks(int K) { return ((K + 1) / 2 + KC - 1) / KC; }
 
 /* Encode trits (N, K): per column, per chunk, the add list then the subtract list of table rows
- * (ids relative to the chunk) as gaps. counts[chunk][n][2] (entries, escapes included: <= KC + 1),
+ * (ids relative to the chunk) as gaps. counts[chunk][n][2] (entries: <= KC),
  * offs[n] the column's first byte. out == NULL: count only. Returns the total bytes. */
 int64_t tp_encode(const int8_t *w, int N, int K, uint8_t *out, uint8_t *counts, int64_t *offs) {
   int64_t pos = 0;
@@ -49,16 +50,14 @@ int64_t tp_encode(const int8_t *w, int N, int K, uint8_t *out, uint8_t *counts, 
     for (int c = 0; c < nch; c++)
       for (int sub = 0; sub < 2; sub++) {
         int64_t start = pos;
-        int prev = -1;
+        int prev = 0;
         for (int j = c * KC; j < K2 && j < (c + 1) * KC; j++) {
           int w0 = r[2 * j], w1 = 2 * j + 1 < K ? r[2 * j + 1] : 0;
           int code = PAIR_CODE[w0 + 1][w1 + 1];
           if (!code || (code < 0) != sub) continue;
-          int row = 4 * (j - c * KC) + (code > 0 ? code : -code) - 1, gap = row - prev;
+          int row = 4 * (j - c * KC) + (code > 0 ? code : -code) - 1;
+          if (out) out[pos] = (uint8_t)(row - prev);  /* 0..255: a chunk has 4 KC = 256 rows */
           prev = row;
-          for (; gap > 255; gap -= 255, pos++)
-            if (out) out[pos] = 0;
-          if (out) out[pos] = (uint8_t)gap;
           pos++;
         }
         if (counts) counts[((int64_t)c * N + n) * 2 + sub] = (uint8_t)(pos - start);
@@ -75,9 +74,8 @@ void tp_decode(const uint8_t *gaps, const uint8_t *counts, const int64_t *offs, 
     int8_t *r = w + (int64_t)n * K;
     for (int c = 0; c < nch; c++)
       for (int sub = 0; sub < 2; sub++) {
-        int row = -1, count = counts[((int64_t)c * N + n) * 2 + sub], sign = sub ? -1 : 1;
+        int row = 0, count = counts[((int64_t)c * N + n) * 2 + sub], sign = sub ? -1 : 1;
         for (int i = 0; i < count; i++, g++) {
-          if (!*g) { row += 255; continue; }
           row += *g;
           int j = c * KC + row / 4, t = row % 4;
           r[2 * j] = (int8_t)(sign * TYPE_W0[t]);
@@ -149,19 +147,15 @@ void tp_quantize_table(const float *x, int64_t ldx, int M, int K, int MB, float 
                                           __m256i *acc32) {                                          \
     __m256i a16[NV];                                                                                 \
     for (int v = 0; v < NV; v++) a16[v] = _mm256_setzero_si256();                                    \
-    const int16_t *row = rows - NV * 16;                                                             \
+    const int16_t *row = rows;                                                                       \
     for (const uint8_t *ge = g + nadd; g < ge; g++) {                                                \
-      unsigned d = *g;                                                                               \
-      if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                           \
-      row += d * NV * 16;                                                                            \
+      row += *g * NV * 16;                                                                           \
       for (int v = 0; v < NV; v++)                                                                   \
         a16[v] = _mm256_add_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));              \
     }                                                                                                \
-    row = rows - NV * 16;                                                                            \
+    row = rows;                                                                                      \
     for (const uint8_t *ge = g + nsub; g < ge; g++) {                                                \
-      unsigned d = *g;                                                                               \
-      if (__builtin_expect(d == 0, 0)) { row += 255 * NV * 16; continue; }                           \
-      row += d * NV * 16;                                                                            \
+      row += *g * NV * 16;                                                                           \
       for (int v = 0; v < NV; v++)                                                                   \
         a16[v] = _mm256_sub_epi16(a16[v], _mm256_load_si256((const __m256i *)row + v));              \
     }                                                                                                \

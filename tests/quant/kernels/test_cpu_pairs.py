@@ -46,7 +46,7 @@ def test_linear_matches_reference_and_fbgemm(m, k, n):
 
 
 def test_trits_come_back_exactly_with_long_zero_runs():
-    # gaps over 255 table rows (127 zero pairs) take escape entries; K odd leaves a half pair
+    # long zero runs (a column's gaps restart at every chunk of pairs), first and last weights; K odd: a half pair
     k = 1501
     trits = torch.zeros(6, k, dtype=torch.int8)
     trits[0, [0, k - 1]] = 1
