@@ -6,8 +6,9 @@ kernel class per activation mode: ``int8`` (W1.58A8, per-token absmax activation
 ``float`` (W1.58A16, activations stay in the model's float dtype).
 
 Backends: ``reference`` (any device, slow, the ground truth), ``packed`` (any device,
-2-bit weights unpacked per call: smallest memory), ``cpu`` and ``cuda`` (registered by
-``cpu.py`` / ``cuda.py``). ``select_kernel`` picks by device for
+2-bit weights unpacked per call: smallest memory), ``cpu`` (the pair-table kernel of
+``cpu_pairs.py``, else FBGEMM of ``cpu.py``; ``cpu-pairs`` / ``fbgemm`` name one of them) and
+``cuda`` (``cuda.py``). ``select_kernel`` picks by device for
 ``auto`` and falls back to the reference, with a warning, where a kernel is unavailable.
 """
 

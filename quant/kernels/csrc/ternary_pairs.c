@@ -7,7 +7,7 @@
  * build a table of 4 int16 rows per pair, x0, x1, x0 + x1, x0 - x1, and every non-zero
  * weight pair of a column is then ONE add or subtract of a table row. A column's work is a
  * list of table rows (adds, then subtracts), stored as uint8 gaps between row ids, so the
- * resident weight is about 0.45 bytes a weight (fp32: 4) and the accumulation is exact.
+ * resident weight is about half a byte a weight (fp32: 4) and the accumulation is exact.
  *
  * Layout: table[mb][j][t][MB] int16 (t = 0..3 as above, MB tokens of block mb; padding lanes
  * hold garbage whose sums are never written). A column's rows of one chunk of KC pairs sum in
