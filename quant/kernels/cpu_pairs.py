@@ -82,9 +82,10 @@ class PairTableKernel(Kernel):
         threads = max(1, min(torch.get_num_threads(), self._rows_total * m // MIN_WORK_PER_THREAD))
         bias = None if bias is None else bias.float().contiguous()
         lib.tp_quantize_table(xf.data_ptr(), k, m, k, block, EPS, table.data_ptr(), x_scale.data_ptr(), threads)
-        lib.tp_gemm(table.data_ptr(), m, k, n, block, _ptr(self._gaps), self._counts.data_ptr(),
-                    self._offs.data_ptr(), x_scale.data_ptr(), self._w_scale.data_ptr(), _ptr(bias),
-                    y.data_ptr(), n, threads)
+        if lib.tp_gemm(table.data_ptr(), m, k, n, block, _ptr(self._gaps), self._counts.data_ptr(),
+                       self._offs.data_ptr(), x_scale.data_ptr(), self._w_scale.data_ptr(), _ptr(bias),
+                       y.data_ptr(), n, threads):
+            raise MemoryError(f"pair-table kernel: no memory for the accumulators of a {m}x{k}x{n} product")
         return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
 
     def trits(self) -> torch.Tensor:

@@ -34,7 +34,7 @@ SIGNATURES = {
     "tp_encode": (_L, [_P, _I, _I, _P, _P, _P]),
     "tp_decode": (None, [_P, _P, _P, _I, _I, _P]),
     "tp_quantize_table": (None, [_P, _L, _I, _I, _I, _F, _P, _P, _I]),
-    "tp_gemm": (None, [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _L, _I]),
+    "tp_gemm": (_I, [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _L, _I]),
 }
 
 _libs: dict[str, ctypes.CDLL | str] = {}  # source name -> library, or why it is unavailable

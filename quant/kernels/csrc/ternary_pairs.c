@@ -236,11 +236,12 @@ DEFINE_CHUNK(4)
 /* y (M, N) row-major with row stride ldy. Each thread owns a range of columns (groups of 8) and
  * needs no barrier; per token block it walks the table chunk by chunk, every one of its columns
  * adding its rows of that chunk, then scales and writes its columns. The threads are torch's own
- * OpenMP pool (the library links libgomp.so.1, torch's copy once torch is loaded). */
-void tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *gaps, const uint8_t *counts,
+ * OpenMP pool (the library links libgomp.so.1, torch's copy once torch is loaded).
+ * Returns 0, or 1 when a thread's accumulators could not be allocated. */
+int tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *gaps, const uint8_t *counts,
              const int64_t *offs, const float *xs, const float *ws, const float *bias, float *y, int64_t ldy,
              int threads) {
-  int K2 = (K + 1) / 2, nmb = (M + MB - 1) / MB, nch = n_chunks(K), ngroups = (N + 7) / 8;
+  int K2 = (K + 1) / 2, nmb = (M + MB - 1) / MB, nch = n_chunks(K), ngroups = (N + 7) / 8, failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -250,7 +251,11 @@ void tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *g
       int32_t *acc = aligned_alloc(32, (size_t)(n1 - n0) * MB * sizeof(int32_t));
       const uint8_t **next = malloc((size_t)(n1 - n0) * sizeof(*next));
       float tmp[8][64] __attribute__((aligned(32)));
-      for (int mb = 0; mb < nmb; mb++) {
+      if (!acc || !next) {
+#pragma omp atomic write
+        failed = 1;
+      }
+      for (int mb = 0; mb < nmb && acc && next; mb++) {
         const int16_t *block = table + (int64_t)mb * K2 * 4 * MB;
         int mcount = M - mb * MB < MB ? M - mb * MB : MB;
         memset(acc, 0, (size_t)(n1 - n0) * MB * sizeof(int32_t));
@@ -285,4 +290,5 @@ void tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *g
       free(acc);
     }
   }
+  return failed;
 }
