@@ -24,7 +24,7 @@ import warnings
 import torch
 
 from quant.kernels.base import DequantKernel, Kernel, register_backend
-from quant.kernels.reference import EPS, QMAX
+from quant.kernels.reference import EPS, QMAX, ternary_linear_reference
 
 
 def fbgemm_available() -> bool:
@@ -55,7 +55,8 @@ class FbgemmKernel(Kernel):
                 torch.backends.quantized.engine = prev
         self._w_scale = w_scale.float().contiguous()
         sentinel = torch.zeros(k)
-        sentinel[0], sentinel[1] = -QMAX, QMAX + 1
+        if k >= 2:  # (a 1-wide input goes to the reference, see linear)
+            sentinel[0], sentinel[1] = -QMAX, QMAX + 1
         self._sentinel = sentinel
 
     @classmethod
@@ -77,7 +78,7 @@ class FbgemmKernel(Kernel):
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         m, k = x2d.shape
         if m == 0 or k < 2:  # the sentinel needs two columns
-            return super().linear(x2d, bias)
+            return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, self.activations)
         xf = x2d.float()
         # max|x| as max(max x, -min x): two fast reductions and no |x| temporary (measured 13x faster
         # than vector_norm(inf) and 3-6x faster than abs().amax() at 1600 x 768 on 2 AVX2 cores).

@@ -1,3 +1,6 @@
+"""The contract of the CPU's W1.58A8 kernels (FBGEMM and the pair-table kernel alike), and FBGEMM's own
+tests. The pair-table kernel's own: test_cpu_pairs.py."""
+
 import warnings
 
 import pytest
@@ -5,11 +8,20 @@ import torch
 
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
+from quant.kernels.cpu_pairs import PAIRS_PER_CHUNK, PairTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
-pytestmark = pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
-
-SHAPES = [(1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128, 384), (97, 257, 129)]
+CPU = torch.device("cpu")
+KERNELS = [
+    pytest.param(FbgemmKernel, marks=pytest.mark.skipif(not fbgemm_available(), reason="no FBGEMM engine")),
+    pytest.param(PairTableKernel, marks=pytest.mark.skipif(
+        PairTableKernel.unavailable_reason(CPU, "int8") is not None,
+        reason=f"pair-table kernel unavailable: {PairTableKernel.unavailable_reason(CPU, 'int8')}")),
+]
+CHUNK_K = 2 * PAIRS_PER_CHUNK  # the pair-table kernel's chunk of K
+# odd sizes, K = 1 and 2, token counts across 32/64-token blocks, K across the pair-table chunks
+SHAPES = [(1, 1, 3), (1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128, 384), (65, 257, 129),
+          (97, 64, 9), (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24)]
 
 
 def _case(m, k, n, seed):
@@ -19,19 +31,21 @@ def _case(m, k, n, seed):
     return x, trits, torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
 
 
+@pytest.mark.parametrize("kernel_cls", KERNELS)
 @pytest.mark.parametrize("m,k,n", SHAPES)
-def test_integer_part_is_exact(m, k, n):
+def test_integer_part_is_exact(kernel_cls, m, k, n):
     x, trits, _, _ = _case(m, k, n, seed=m + k + n)
     codes, _ = quantize_per_token(x)
-    kernel = FbgemmKernel(trits, torch.ones(n), "int8")
-    acc = kernel.int_matmul(codes.float())
+    codes[:, 0] = 127  # every row's absmax is 127: the kernel's own quantization is the identity, scale 1
+    acc = kernel_cls(trits, torch.ones(n), "int8").linear(codes.float(), None)
     assert torch.equal(acc.double(), int_matmul_reference(codes, trits).double())
 
 
+@pytest.mark.parametrize("kernel_cls", KERNELS)
 @pytest.mark.parametrize("m,k,n", SHAPES)
-def test_linear_matches_reference_after_scaling(m, k, n):
+def test_linear_matches_reference_after_scaling(kernel_cls, m, k, n):
     x, trits, w_scale, bias = _case(m, k, n, seed=7 * m + n)
-    kernel = FbgemmKernel(trits, w_scale, "int8")
+    kernel = kernel_cls(trits, w_scale, "int8")
     ref = ternary_linear_a8_reference(x, trits, w_scale, bias)
     out = kernel.linear(x, bias)
     # Same integers; only fp32 rounding of the two scale multiplications differs.
@@ -39,34 +53,58 @@ def test_linear_matches_reference_after_scaling(m, k, n):
     torch.testing.assert_close(kernel.linear(x, None), ref - bias, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
-def test_extreme_codes_do_not_saturate():
-    # Every activation code at +-127 and every trit +-1 in the same sign: the largest possible sums.
-    k, n = 1024, 8
-    x = torch.ones(4, k)
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_extreme_codes_do_not_saturate(kernel_cls):
+    # Every activation code at +-127 and every trit +-1 in the same sign: the largest possible sums
+    # (the pair-table kernel widens its int16 sums before they overflow).
+    k, n = 3001, 8
+    x = torch.ones(70, k)
     x[1] = -1
     trits = torch.ones(n, k, dtype=torch.int8)
     trits[1] = -1
-    out = FbgemmKernel(trits, torch.ones(n), "int8").linear(x, None)
+    out = kernel_cls(trits, torch.ones(n), "int8").linear(x, None)
     assert torch.equal(out, ternary_linear_a8_reference(x, trits, torch.ones(n)))
+    assert out[0, 0].item() == pytest.approx(k)  # 127 * k codes times the scale 1/127
 
 
-def test_zero_channel_and_zero_rows():
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_zero_channel_and_zero_rows(kernel_cls):
     x, trits, w_scale, bias = _case(4, 16, 6, seed=3)
     trits[2] = 0
     w_scale[2] = 0.0
     x[1] = 0
-    out = FbgemmKernel(trits, w_scale, "int8").linear(x, bias)
+    out = kernel_cls(trits, w_scale, "int8").linear(x, bias)
     torch.testing.assert_close(out, ternary_linear_a8_reference(x, trits, w_scale, bias))
     assert torch.equal(out[1], bias)
 
 
-def test_trits_come_back_exactly_and_weight_is_one_byte():
-    _, trits, w_scale, _ = _case(1, 96, 40, seed=5)
-    kernel = FbgemmKernel(trits, w_scale, "int8")
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_trits_come_back_exactly_and_weight_is_at_most_a_byte(kernel_cls):
+    _, trits, w_scale, _ = _case(1, 768, 256, seed=5)
+    kernel = kernel_cls(trits, w_scale, "int8")
     assert torch.equal(kernel.trits(), trits)
+    assert kernel.nbytes() < 1.1 * 768 * 256
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+def test_dtype_and_empty_batch(kernel_cls):
+    x, trits, w_scale, bias = _case(9, 40, 12, seed=2)
+    kernel = kernel_cls(trits, w_scale, "int8")
+    out = kernel.linear(x.bfloat16(), bias)
+    assert out.dtype == torch.bfloat16 and out.shape == (9, 12)
+    assert kernel.linear(x[:0], bias).shape == (0, 12)
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
+def test_fbgemm_integer_product_and_one_byte_a_weight():
+    x, trits, _, _ = _case(17, 96, 40, seed=4)
+    codes, _ = quantize_per_token(x)
+    kernel = FbgemmKernel(trits, torch.ones(40), "int8")
+    assert torch.equal(kernel.int_matmul(codes.float()).double(), int_matmul_reference(codes, trits).double())
     assert 96 * 40 <= kernel.nbytes() < 2 * 96 * 40
 
 
+@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
 def test_fbgemm_backend_and_auto_without_the_native_kernel(monkeypatch):
     from quant.kernels import native
 
