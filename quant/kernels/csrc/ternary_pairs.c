@@ -231,6 +231,7 @@ void tp_quantize_table(const float *x, int64_t ldx, int M, int K, int MB, float 
     return g;                                                                                        \
   }
 DEFINE_CHUNK(2)
+DEFINE_CHUNK(3)
 DEFINE_CHUNK(4)
 
 /* y (M, N) row-major with row stride ldy. Each thread owns a range of columns (groups of 8) and
@@ -265,8 +266,9 @@ int tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *ga
           const uint8_t *cnt = counts + ((int64_t)c * N) * 2;
           for (int n = n0; n < n1; n++) {
             __m256i *a = (__m256i *)(acc + (int64_t)(n - n0) * MB);
-            next[n - n0] = MB == 64 ? chunk_4(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a)
-                                    : chunk_2(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a);
+            next[n - n0] = MB == 64   ? chunk_4(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a)
+                           : MB == 48 ? chunk_3(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a)
+                                      : chunk_2(rows, next[n - n0], cnt[2 * n], cnt[2 * n + 1], a);
           }
         }
         for (int nb = n0; nb < n1; nb += 8) {

@@ -8,7 +8,7 @@ import torch
 
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
-from quant.kernels.cpu_pairs import PAIRS_PER_CHUNK, PairTableKernel
+from quant.kernels.cpu_pairs import BLOCK_SPEED, PAIRS_PER_CHUNK, PairTableKernel, block_tokens
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
 CPU = torch.device("cpu")
@@ -22,6 +22,10 @@ CHUNK_K = 2 * PAIRS_PER_CHUNK  # the pair-table kernel's chunk of K
 # odd sizes, K = 1 and 2, token counts across 32/64-token blocks, K across the pair-table chunks
 SHAPES = [(1, 1, 3), (1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128, 384), (65, 257, 129),
           (97, 64, 9), (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24)]
+
+
+def test_shapes_cover_every_token_block_of_the_pair_table_kernel():
+    assert {block_tokens(m) for m, _, _ in SHAPES} == set(BLOCK_SPEED)
 
 
 def _case(m, k, n, seed):

@@ -90,3 +90,10 @@ def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
     stamp = built[0].stat().st_mtime_ns
     native.load(SOURCE)
     assert built[0].stat().st_mtime_ns == stamp  # found, not rebuilt
+
+
+
+def test_token_blocks_are_chosen_by_padded_work():
+    from quant.kernels.cpu_pairs import block_tokens
+
+    assert [block_tokens(m) for m in (20, 50, 77, 197, 1600)] == [32, 64, 48, 64, 64]
