@@ -47,6 +47,8 @@ class PairTableKernel(Kernel):
         self.device = trits.device
         lib = self._lib()
         t = trits.to(torch.int8).contiguous()
+        if t.numel() and int(t.abs().max()) > 1:  # the C encoder indexes a table by trit
+            raise ValueError(f"trits must be -1, 0 or 1; got values up to {int(t.abs().max())}")
         chunks = -(-((k + 1) // 2) // PAIRS_PER_CHUNK)
         self._counts = torch.empty(chunks, n, 2, dtype=torch.uint8)
         self._offs = torch.empty(n, dtype=torch.int64)

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Weight pairs per chunk: a chunk of a token block's table is KC * 4 rows (16 KiB at 32 tokens),
+/* Weight pairs per chunk: a chunk of a token block's table is KC * 4 rows (32 KiB at 64 tokens),
  * small enough to stay in L1 while every column of a thread adds its rows from it (the kernel
  * is bound by table reads: from L2 it ran at 60% of the speed). A column's entries in a chunk
  * sum at most KC rows of |value| <= 254 into int16 lanes: 16256, no overflow. */

@@ -97,3 +97,8 @@ def test_token_blocks_are_chosen_by_padded_work():
     from quant.kernels.cpu_pairs import block_tokens
 
     assert [block_tokens(m) for m in (20, 50, 77, 197, 1600)] == [32, 64, 48, 64, 64]
+
+
+def test_non_ternary_weights_are_refused():
+    with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
+        PairTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")
