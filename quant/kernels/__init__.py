@@ -2,7 +2,8 @@
 
 - ``reference``: slow pure-torch ground truth for every kernel;
 - ``base``: the kernel interface and the backend registry (auto by device, fallback);
-- ``cpu`` / ``cuda``: the device kernels;
+- ``cpu_pairs`` / ``cpu`` / ``cuda``: the device kernels (CPU: the pair-table kernel, C in ``csrc/``
+  built by ``native``, then FBGEMM);
 - ``modules``: TernaryLinear, TernaryMultiheadAttention, TernaryPatchEmbed, TernaryEmbedding;
 - ``swap``: ``accelerate_(model, backend, activations)``;
 - ``variants``: the ``q-*-a8`` model variants for ``bench.models``.
