@@ -21,7 +21,7 @@ class Provenance:
     git_revs: list[str]
     commands: list[tuple[str, int]]  # (command line, number of cells it produced)
     n_cells: int
-    other: dict[str, list[str]]  # python, torch_threads, seed, platform, latency timing: distinct values
+    other: dict[str, list[str]]  # python, torch_threads, seed, platform, latency timing, ternary kernels
 
 
 def summarize(records: list[dict[str, Any]]) -> Provenance:
@@ -30,9 +30,13 @@ def summarize(records: list[dict[str, Any]]) -> Provenance:
     commands: Counter[str] = Counter()
     other: dict[str, set[str]] = {k: set() for k in ("python", "torch_threads", "seed", "platform")}
     timing: set[str] = set()
+    kernels: set[str] = set()
     for r in records:
-        # How efficiency cells timed their latencies (eager, or CUDA graph replay).
-        timing.update(str(t) for t in ((r.get("details") or {}).get("timing") or {}).values())
+        # How efficiency cells timed their latencies (eager, or CUDA graph replay), and which kernels
+        # ran the ternary weights (the CPU's pair-table kernel or FBGEMM, ...): both decide latencies.
+        details = r.get("details") or {}
+        timing.update(str(t) for t in (details.get("timing") or {}).values())
+        kernels.update(str(k) for k in (details.get("kernels") or []))
         p = r.get("provenance") or {}
         for name, version in (p.get("packages") or {}).items():
             packages.setdefault(str(name), set()).add(str(version) if version else "not installed")
@@ -49,6 +53,7 @@ def summarize(records: list[dict[str, Any]]) -> Provenance:
                 other[k].add(str(p[k]))
     dates.sort()
     other["latency timing"] = timing
+    other["ternary kernels"] = kernels
     return Provenance(
         packages={k: sorted(v) for k, v in sorted(packages.items())},
         devices=sorted(devices),

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from quant.apply import quant_info
 from quant.errors import TernbenchError
 
 # Varied captions so the text encoder sees realistic token counts (not one padded word).
@@ -294,6 +295,8 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "config": {"batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
                    "cuda_graphs": cfg.cuda_graphs},
         "timing": timing,
+        # which kernels ran the ternary weights (latency depends on it: e.g. cpu-pairs or fbgemm)
+        "kernels": ((quant_info(model) or {}).get("accelerated") or {}).get("kernels", []),
         "dtype": str(dtype).replace("torch.", ""),
         "image_size": [h, w],
         "rss_growth_bytes": rss.growth if not is_cuda else None,

@@ -56,6 +56,23 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2, "cuda_graphs": True}
     assert details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
+    assert details["kernels"] == []  # no ternary kernel in a float model
+
+
+def test_the_kernels_that_ran_are_recorded_and_shown_in_the_provenance(tiny_model, tok):
+    import copy
+
+    import quant
+    from quant.kernels import accelerate_, select_kernel
+    from reports.provenance import summarize
+
+    q = copy.deepcopy(tiny_model)
+    quant.quantize_(q, quant.preset("q-all"))
+    accelerate_(q)
+    _, _, details = measure(q, tok, torch.float32, "cpu", TINY)
+    assert details["kernels"] == [select_kernel("auto", "cpu", "int8").name]
+    other = summarize([{"details": details, "provenance": {}}]).other
+    assert other["ternary kernels"] == details["kernels"] and other["latency timing"] == ["eager"]
 
 
 def test_quantized_and_half_models(tiny_model, tok):
