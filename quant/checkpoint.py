@@ -277,8 +277,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
     and trit codes; any problem is a ``CheckpointError`` naming the file and tensor.
 
     ``backend``: None (default) gives the fake-quant model (float weights holding
-    ``scale * trit``); ``"auto"`` (the kernel of ``device``), ``"cpu"``, ``"cuda"``,
-    ``"packed"`` or ``"reference"`` also swaps its ternary weights onto that kernel with
+    ``scale * trit``); ``"auto"`` (the kernel of ``device``) or another backend of
+    ``quant.kernels.base.BACKEND_CHOICES`` (``"cpu"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
+    ``"packed"``, ``"reference"``) also swaps its ternary weights onto that kernel with
     ``activations`` ``"int8"`` (W1.58A8) or ``"float"`` (W1.58A16): ``quant.kernels.accelerate_``.
     """
     import open_clip

@@ -20,7 +20,6 @@ from quant.kernels.base import Kernel, register_backend
 from quant.kernels.reference import EPS
 
 SOURCE = "ternary_pairs"
-PAIRS_PER_CHUNK = 64  # KC in the C source
 # Tokens per block -> relative speed per token lane (AVX2 vectors of 16 a table row: 4, 3 or 2);
 # the block is chosen by padded lanes / speed, so 77 text tokens take 2 x 48, 50 image tokens 1 x 64.
 BLOCK_SPEED = {64: 1.0, 48: 0.88, 32: 0.8}  # measured: 48 at 0.86-0.91, 32 at 0.77-0.86
@@ -49,8 +48,7 @@ class PairTableKernel(Kernel):
         t = trits.to(torch.int8).contiguous()
         if t.numel() and int(t.abs().max()) > 1:  # the C encoder indexes a table by trit
             raise ValueError(f"trits must be -1, 0 or 1; got values up to {int(t.abs().max())}")
-        chunks = -(-((k + 1) // 2) // PAIRS_PER_CHUNK)
-        self._counts = torch.empty(chunks, n, 2, dtype=torch.uint8)
+        self._counts = torch.empty(lib.tp_chunks(k), n, 2, dtype=torch.uint8)
         self._offs = torch.empty(n, dtype=torch.int64)
         total = lib.tp_encode(t.data_ptr(), n, k, None, None, None)
         self._gaps = torch.empty(total, dtype=torch.uint8)
@@ -83,9 +81,8 @@ class PairTableKernel(Kernel):
             return y.to(x2d.dtype)
         xf = x2d.float().contiguous()
         block = block_tokens(m)
-        blocks = -(-m // block)
-        table = torch.empty(blocks * ((k + 1) // 2) * 4 * block, dtype=torch.int16)
-        x_scale = torch.empty(blocks * block)
+        table = torch.empty(lib.tp_table_cells(m, k, block), dtype=torch.int16)
+        x_scale = torch.empty(-(-m // block) * block)
         threads = max(1, min(torch.get_num_threads(), self._rows_total * m // MIN_WORK_PER_THREAD))
         bias = None if bias is None else bias.float().contiguous()
         lib.tp_quantize_table(xf.data_ptr(), k, m, k, block, EPS, table.data_ptr(), x_scale.data_ptr(), threads)

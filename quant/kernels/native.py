@@ -31,6 +31,8 @@ FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 _P, _I, _L, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
 # function -> (restype, argtypes); the C prototypes in csrc/ternary_pairs.c
 SIGNATURES = {
+    "tp_chunks": (_I, [_I]),
+    "tp_table_cells": (_L, [_I, _I, _I]),
     "tp_encode": (_L, [_P, _I, _I, _P, _P, _P]),
     "tp_decode": (None, [_P, _P, _P, _I, _I, _P]),
     "tp_quantize_table": (None, [_P, _L, _I, _I, _I, _F, _P, _P, _I]),

@@ -38,6 +38,11 @@ static const int8_t TYPE_W0[4] = {1, 0, 1, 1}, TYPE_W1[4] = {0, 1, 1, -1};
 
 static inline int n_chunks(int K) { return ((K + 1) / 2 + KC - 1) / KC; }
 
+/* The layout, for the caller's allocations: chunks of K (counts[chunk][n][2]), and the int16 cells
+ * of the table of M tokens in MB-token blocks. */
+int tp_chunks(int K) { return n_chunks(K); }
+int64_t tp_table_cells(int M, int K, int MB) { return (int64_t)((M + MB - 1) / MB) * ((K + 1) / 2) * 4 * MB; }
+
 /* Encode trits (N, K): per column, per chunk, the add list then the subtract list of table rows
  * (ids relative to the chunk) as gaps. counts[chunk][n][2] (entries: <= KC),
  * offs[n] the column's first byte. out == NULL: count only. Returns the total bytes. */

@@ -8,7 +8,7 @@ import torch
 
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
-from quant.kernels.cpu_pairs import BLOCK_SPEED, PAIRS_PER_CHUNK, PairTableKernel, block_tokens
+from quant.kernels.cpu_pairs import BLOCK_SPEED, PairTableKernel, block_tokens
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
 CPU = torch.device("cpu")
@@ -18,7 +18,7 @@ KERNELS = [
         PairTableKernel.unavailable_reason(CPU, "int8") is not None,
         reason=f"pair-table kernel unavailable: {PairTableKernel.unavailable_reason(CPU, 'int8')}")),
 ]
-CHUNK_K = 2 * PAIRS_PER_CHUNK  # the pair-table kernel's chunk of K
+CHUNK_K = 128  # the pair-table kernel's chunk of K (64 weight pairs; checked below)
 # odd sizes, K = 1 and 2, token counts across 32/64-token blocks, K across the pair-table chunks
 SHAPES = [(1, 1, 3), (1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128, 384), (65, 257, 129),
           (97, 64, 9), (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24)]
@@ -26,6 +26,14 @@ SHAPES = [(1, 1, 3), (1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128,
 
 def test_shapes_cover_every_token_block_of_the_pair_table_kernel():
     assert {block_tokens(m) for m, _, _ in SHAPES} == set(BLOCK_SPEED)
+
+
+@pytest.mark.skipif(PairTableKernel.unavailable_reason(CPU, "int8") is not None, reason="pair-table kernel unavailable")
+def test_chunk_k_is_the_pair_table_kernels_chunk():
+    from quant.kernels import native
+
+    lib = native.load("ternary_pairs")
+    assert (lib.tp_chunks(CHUNK_K), lib.tp_chunks(CHUNK_K + 1), lib.tp_chunks(1)) == (1, 2, 1)
 
 
 def _case(m, k, n, seed):
