@@ -226,7 +226,7 @@ def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]
     """
     import quant
 
-    if quant.quant_info(model) is not None:
+    if quant_info(model) is not None:
         s = quant.stats(model)
         return s, (f"packed checkpoint: ternary weights {s.total.get('packing')} + scales, "
                    f"other tensors {s.total.get('float_dtype')}")
