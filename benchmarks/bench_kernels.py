@@ -44,6 +44,7 @@ from bench.tasks.efficiency import graph_replay, time_calls  # noqa: E402  (afte
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
+    "q-all-a8-pairs": {"activations": "int8", "backend": "cpu-pairs"},
     "q-all-a8-fbgemm": {"activations": "int8", "backend": "fbgemm"},
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
@@ -351,8 +352,8 @@ def main(argv=None) -> int:
     names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a16-2bit", "q-all-a8"]
     if not args.variants and args.device == "cuda":  # the 2-bit Triton GEMM (on the CPU: unpack per call)
         names.append("q-all-a8-2bit")
-    if not args.variants and args.device == "cpu":  # the CPU's two W1.58A8 kernels side by side
-        names.append("q-all-a8-fbgemm")
+    if not args.variants and args.device == "cpu":  # the CPU's W1.58A8 kernels side by side
+        names += ["q-all-a8-pairs", "q-all-a8-fbgemm"]
 
     from bench.embedded import register
 

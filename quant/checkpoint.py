@@ -278,7 +278,7 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
 
     ``backend``: None (default) gives the fake-quant model (float weights holding
     ``scale * trit``); ``"auto"`` (the kernel of ``device``) or another backend of
-    ``quant.kernels.base.BACKEND_CHOICES`` (``"cpu"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
+    ``quant.kernels.base.BACKEND_CHOICES`` (``"cpu"``, ``"cpu-quads"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
     ``"packed"``, ``"reference"``) also swaps its ternary weights onto that kernel with
     ``activations`` ``"int8"`` (W1.58A8) or ``"float"`` (W1.58A16): ``quant.kernels.accelerate_``.
     """

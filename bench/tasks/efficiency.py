@@ -295,7 +295,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "config": {"batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
                    "cuda_graphs": cfg.cuda_graphs},
         "timing": timing,
-        # which kernels ran the ternary weights (latency depends on it: e.g. cpu-pairs or fbgemm)
+        # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": ((quant_info(model) or {}).get("accelerated") or {}).get("kernels", []),
         "dtype": str(dtype).replace("torch.", ""),
         "image_size": [h, w],

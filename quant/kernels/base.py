@@ -6,8 +6,9 @@ kernel class per activation mode: ``int8`` (W1.58A8, per-token absmax activation
 ``float`` (W1.58A16, activations stay in the model's float dtype).
 
 Backends: ``reference`` (any device, slow, the ground truth), ``packed`` (any device,
-2-bit weights unpacked per call: smallest memory), ``cpu`` (the pair-table kernel of
-``cpu_pairs.py``, else FBGEMM of ``cpu.py``; ``cpu-pairs`` / ``fbgemm`` name one of them) and
+2-bit weights unpacked per call: smallest memory), ``cpu`` (the quad-table kernel of
+``cpu_quads.py``, else FBGEMM of ``cpu.py``; ``cpu-quads`` / ``cpu-pairs`` / ``fbgemm`` name one
+of the CPU kernels) and
 ``cuda`` (``cuda.py``). ``select_kernel`` picks by device for
 ``auto`` and falls back to the reference, with a warning, where a kernel is unavailable.
 """
@@ -94,7 +95,7 @@ class DequantKernel(Kernel):
 BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
     "reference": {"int8": [Kernel], "float": [Kernel]},
 }
-BACKEND_CHOICES = ("auto", "cpu", "cpu-pairs", "fbgemm", "cuda", "packed", "reference")
+BACKEND_CHOICES = ("auto", "cpu", "cpu-quads", "cpu-pairs", "fbgemm", "cuda", "packed", "reference")
 
 
 def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:
@@ -135,7 +136,7 @@ def _load_backends() -> None:
     global _backends_loaded
     if not _backends_loaded:
         _backends_loaded = True
-        from quant.kernels import cpu, cpu_pairs, cuda  # noqa: F401
+        from quant.kernels import cpu, cpu_pairs, cpu_quads, cuda  # noqa: F401
 
 
 class Packed2bitKernel(Kernel):

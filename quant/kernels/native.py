@@ -37,6 +37,11 @@ SIGNATURES = {
     "tp_decode": (None, [_P, _P, _P, _I, _I, _P]),
     "tp_quantize_table": (None, [_P, _L, _I, _I, _I, _F, _P, _P, _I]),
     "tp_gemm": (_I, [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _L, _I]),
+    "tq_code_bytes": (_L, [_I, _I]),
+    "tq_block_tokens": (_I, []),
+    "tq_encode": (None, [_P, _I, _I, _P]),
+    "tq_decode": (None, [_P, _I, _I, _P]),
+    "tq_linear": (_I, [_P, _L, _I, _I, _I, _P, _P, _P, _F, _P, _L, _I]),
 }
 
 _libs: dict[str, ctypes.CDLL | str] = {}  # source name -> library, or why it is unavailable
@@ -54,7 +59,8 @@ def _build(name: str) -> ctypes.CDLL:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (install gcc, or set CC)")
-    digest = hashlib.sha256(source.read_bytes() + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    headers = b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))  # included by the sources
+    digest = hashlib.sha256(source.read_bytes() + headers + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
     target = cache_dir() / "kernels" / f"{name}-{digest}.so"
     if not target.exists():
         with atomic_path(target) as tmp:

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "avx2_quantize.h"
+
 /* Weight pairs per chunk: a chunk of a token block's table is KC * 4 rows (32 KiB at 64 tokens),
  * small enough to stay in L1 while every column of a thread adds its rows from it (the kernel
  * is bound by table reads: from L2 it ran at 60% of the speed). A column's entries in a chunk
@@ -90,21 +92,6 @@ void tp_decode(const uint8_t *gaps, const uint8_t *counts, const int64_t *offs, 
   }
 }
 
-/* Per-token absmax int8 codes into the pair table of MB-token blocks, and their scales:
- * scale = max(absmax, eps) / 127, code = round(x / scale) (IEEE division, round half to even:
- * bit-equal to quant.kernels.reference.quantize_per_token). */
-static float row_scale(const float *r, int K, float eps) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 mx = _mm256_setzero_ps();
-  int k = 0;
-  for (; k + 8 <= K; k += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(r + k)));
-  float lanes[8], amax = 0.f;
-  _mm256_storeu_ps(lanes, mx);
-  for (int i = 0; i < 8; i++) amax = lanes[i] > amax ? lanes[i] : amax;
-  for (; k < K; k++) { float a = r[k] < 0 ? -r[k] : r[k]; amax = a > amax ? a : amax; }
-  return (amax > eps ? amax : eps) / 127.0f;
-}
-
 /* Pairs [j0, j1) of one token's codes into its lane of the block table (o: the lane's first cell). */
 static void quantize_pairs(const float *r, int K, float s, int j0, int j1, int MB, int16_t *o) {
   __m256 vs = _mm256_set1_ps(s);
@@ -126,42 +113,6 @@ static void quantize_pairs(const float *r, int K, float s, int j0, int j1, int M
       t[0] = a; t[MB] = b; t[2 * MB] = (int16_t)(a + b); t[3 * MB] = (int16_t)(a - b);
     }
   }
-}
-
-#define ROUND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-
-/* 16 floats -> their 16 int16 codes in order, i.e. 8 pairs as int32 (a | b << 16). */
-static inline __m256i pair_codes(const float *r, __m256 vs) {
-  __m256i lo = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r), vs), ROUND));
-  __m256i hi = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r + 8), vs), ROUND));
-  return _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
-}
-
-/* 8 x 8 int32 transpose: r[token][pair] -> r[pair][token]. */
-static inline void transpose8(__m256i r[8]) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 4; i++) {
-    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int h = 0; h < 2; h++) {  /* h: tokens 0-3 / 4-7 */
-    u[4 * h + 0] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
-    u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
-    u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
-    u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
-  }
-  for (int p = 0; p < 4; p++) {
-    r[p] = _mm256_permute2x128_si256(u[p], u[4 + p], 0x20);
-    r[4 + p] = _mm256_permute2x128_si256(u[p], u[4 + p], 0x31);
-  }
-}
-
-/* 8 int32 pairs of 8 tokens (two groups: tokens 0-7, 8-15) -> the 16-token int16 vector of the
- * pairs' low (a) or high (b) halves. */
-static inline __m256i halves16(__m256i g0, __m256i g1, int high) {
-  __m256i x0 = high ? _mm256_srai_epi32(g0, 16) : _mm256_srai_epi32(_mm256_slli_epi32(g0, 16), 16);
-  __m256i x1 = high ? _mm256_srai_epi32(g1, 16) : _mm256_srai_epi32(_mm256_slli_epi32(g1, 16), 16);
-  return _mm256_permute4x64_epi64(_mm256_packs_epi32(x0, x1), 0xD8);
 }
 
 /* Tokens [t0, t0 + 16) of a block (rows past mcount read as zeros), pairs [j, j + 8) with 2 j + 16 <= K. */

@@ -1,5 +1,5 @@
-"""The contract of the CPU's W1.58A8 kernels (FBGEMM and the pair-table kernel alike), and FBGEMM's own
-tests. The pair-table kernel's own: test_cpu_pairs.py."""
+"""The contract of the CPU's W1.58A8 kernels (FBGEMM, the quad-table and the pair-table kernel alike), and
+FBGEMM's own tests. The native kernels' own: test_cpu_quads.py, test_cpu_pairs.py."""
 
 import warnings
 
@@ -9,6 +9,7 @@ import torch
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
 from quant.kernels.cpu_pairs import BLOCK_SPEED, PairTableKernel, block_tokens
+from quant.kernels.cpu_quads import QuadTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
 CPU = torch.device("cpu")
@@ -17,11 +18,16 @@ KERNELS = [
     pytest.param(PairTableKernel, marks=pytest.mark.skipif(
         PairTableKernel.unavailable_reason(CPU, "int8") is not None,
         reason=f"pair-table kernel unavailable: {PairTableKernel.unavailable_reason(CPU, 'int8')}")),
+    pytest.param(QuadTableKernel, marks=pytest.mark.skipif(
+        QuadTableKernel.unavailable_reason(CPU, "int8") is not None,
+        reason=f"quad-table kernel unavailable: {QuadTableKernel.unavailable_reason(CPU, 'int8')}")),
 ]
 CHUNK_K = 128  # the pair-table kernel's chunk of K (64 weight pairs; checked below)
-# odd sizes, K = 1 and 2, token counts across 32/64-token blocks, K across the pair-table chunks
+# odd sizes, K = 1 and 2, token counts across 16/32/64-token blocks, K across the pair-table chunks and
+# the quad-table chunks (48) and widenings (240); the last two run on 2 threads split by columns / by blocks
 SHAPES = [(1, 1, 3), (1, 2, 1), (1, 768, 64), (3, 5, 7), (17, 33, 65), (50, 128, 384), (65, 257, 129),
-          (97, 64, 9), (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24)]
+          (97, 64, 9), (33, CHUNK_K + 1, 17), (32, 3 * CHUNK_K - 1, 10), (130, 8 * CHUNK_K, 24),
+          (40, 777, 300), (200, 241, 190)]
 
 
 def test_shapes_cover_every_token_block_of_the_pair_table_kernel():

@@ -61,10 +61,9 @@ def test_weight_is_under_half_a_byte_at_a_third_zeros():
     assert PairTableKernel(trits, torch.ones(256), "int8").nbytes() < 0.5 * 768 * 256
 
 
-def test_auto_on_this_cpu_is_the_pair_table_kernel():
+def test_the_cpu_pairs_backend_is_the_pair_table_kernel():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert select_kernel("auto", "cpu", "int8") is PairTableKernel
         assert select_kernel("cpu-pairs", "cpu", "int8") is PairTableKernel
 
 

@@ -1,0 +1,214 @@
+/* W1.58A8 on AVX2 without multiplications: every 4 ternary weights are one byte, the index of
+ * a table row that already holds their sum.
+ *
+ * Why: on AVX2-only CPUs (no VNNI) an int8 multiply-add GEMM is no faster than fp32 FMA, so
+ * int8 alone cannot beat fp32. A ternary weight needs no multiply. We take the weights four at
+ * a time along K: a quad (w0..w3) has 3^4 = 81 values, and for a block of 16 tokens we build,
+ * per quad of inputs, all 81 sums  sum_d w_d x_d  as int16 rows of 16 tokens. A column of the
+ * weight is then one byte per quad (its value's row) and one 16-lane add per byte: a quarter
+ * of an add a weight, whatever the sparsity, and no branch: every column walks its bytes in
+ * the same fixed order (the pair-table kernel's per-column lists of varying length cost a
+ * branch mispredict per list and ran at half this speed). Weight memory: 2 bits a weight.
+ *
+ * Layout: codes[chunk][n][QC] (QC quads of a chunk; quads past K hold ZERO_CODE), the value
+ * of (w0, w1, w2, w3) being 27 (w0 + 1) + 9 (w1 + 1) + 3 (w2 + 1) + (w3 + 1). Per thread and
+ * token block: xt[k][16] the block's int16 codes by input (zero past K and past the tokens),
+ * and the table of one chunk, tab[quad][81][16] int16 (31 KiB: it stays in L1 while every
+ * column adds its rows from it). Columns sum in int16 lanes for WIDEN chunks, then widen into
+ * int32. Output y = float(acc) * w_scale[n] * x_scale[m] + bias[n], FBGEMM's order of
+ * roundings (bit-equal to the FBGEMM path, tested).
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "avx2_quantize.h"
+
+#define MB 16    /* tokens per block: one AVX2 vector of int16 lanes */
+#define QC 12    /* quads per chunk: 12 x 81 rows x 32 B = 31 KiB, within a 32 KiB L1 */
+#define ROWS 81  /* 3^4 values of a quad */
+#define ZERO_CODE 40
+/* Chunks summed in int16 before widening: each add is at most 4 * 127 = 508 in magnitude. */
+#define WIDEN 5
+_Static_assert(WIDEN * QC * 4 * 127 <= 32767, "int16 partial sums must not overflow");
+
+static inline int n_quads(int K) { return (K + 3) / 4; }
+static inline int n_chunks(int K) { return (n_quads(K) + QC - 1) / QC; }
+
+/* The layout, for the caller's allocation: bytes of the codes of an (N, K) weight. */
+int64_t tq_code_bytes(int N, int K) { return (int64_t)n_chunks(K) * N * QC; }
+int tq_block_tokens(void) { return MB; }
+
+void tq_encode(const int8_t *w, int N, int K, uint8_t *codes) {
+  int nch = n_chunks(K);
+  for (int c = 0; c < nch; c++)
+    for (int n = 0; n < N; n++)
+      for (int i = 0; i < QC; i++) {
+        int k0 = 4 * (c * QC + i), v = 0;
+        for (int d = 0; d < 4; d++) v = 3 * v + (k0 + d < K ? w[(int64_t)n * K + k0 + d] : 0) + 1;
+        codes[((int64_t)c * N + n) * QC + i] = (uint8_t)v;
+      }
+}
+
+void tq_decode(const uint8_t *codes, int N, int K, int8_t *w) {
+  int nch = n_chunks(K);
+  for (int c = 0; c < nch; c++)
+    for (int n = 0; n < N; n++)
+      for (int i = 0; i < QC; i++) {
+        int k0 = 4 * (c * QC + i), v = codes[((int64_t)c * N + n) * QC + i];
+        for (int d = 3; d >= 0; d--, v /= 3)
+          if (k0 + d < K) w[(int64_t)n * K + k0 + d] = (int8_t)(v % 3 - 1);
+      }
+}
+
+/* A block's mcount tokens (rows of x from m0) quantized into xt[k][16] (kpad rows, zero past K
+ * and past mcount) and their scales xs[16]. 16 inputs x 16 tokens a step through the in-register
+ * transpose; the last K % 16 inputs one by one. */
+static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int K, int kpad, float eps,
+                           int16_t *xt, float *xs) {
+  static const float zeros[16] = {0};
+  for (int t = 0; t < MB; t++) xs[t] = t < mcount ? row_scale(x + (int64_t)(m0 + t) * ldx, K, eps) : 1.f;
+  int kv = 0;
+  for (; kv + 16 <= K; kv += 16) {
+    __m256i g[2][8];
+    for (int h = 0; h < 2; h++) {
+      for (int i = 0; i < 8; i++) {
+        int t = 8 * h + i;
+        g[h][i] = t < mcount ? pair_codes(x + (int64_t)(m0 + t) * ldx + kv, _mm256_set1_ps(xs[t]))
+                             : pair_codes(zeros, _mm256_set1_ps(1.f));
+      }
+      transpose8(g[h]);
+    }
+    for (int p = 0; p < 8; p++) {
+      _mm256_store_si256((__m256i *)(xt + (int64_t)(kv + 2 * p) * MB), halves16(g[0][p], g[1][p], 0));
+      _mm256_store_si256((__m256i *)(xt + (int64_t)(kv + 2 * p + 1) * MB), halves16(g[0][p], g[1][p], 1));
+    }
+  }
+  memset(xt + (int64_t)kv * MB, 0, (size_t)(kpad - kv) * MB * sizeof(int16_t));
+  for (int t = 0; t < mcount; t++)
+    for (int k = kv; k < K; k++) {
+      __m128 q = _mm_set_ss(x[(int64_t)(m0 + t) * ldx + k] / xs[t]);
+      xt[(int64_t)k * MB + t] = (int16_t)_mm_cvtss_si32(_mm_round_ss(q, q, ROUND));
+    }
+}
+
+/* The 81 rows of each of the QC quads starting at input quad q0: sums of the 9 (x0, x1)
+ * combinations and the 9 (x2, x3) ones, row 27 (w0+1) + 9 (w1+1) + 3 (w2+1) + (w3+1). */
+static void build_chunk(const int16_t *xt, int q0, int16_t *tab) {
+  const __m256i z = _mm256_setzero_si256();
+  for (int i = 0; i < QC; i++) {
+    const __m256i *x = (const __m256i *)(xt + (int64_t)(q0 + i) * 4 * MB);
+    __m256i x0 = _mm256_load_si256(x), x1 = _mm256_load_si256(x + 1);
+    __m256i x2 = _mm256_load_si256(x + 2), x3 = _mm256_load_si256(x + 3);
+    __m256i a[3] = {_mm256_sub_epi16(z, x0), z, x0}, c[3] = {_mm256_sub_epi16(z, x2), z, x2};
+    __m256i lo[9], hi[9];
+    for (int u = 0; u < 3; u++) {
+      lo[3 * u] = _mm256_sub_epi16(a[u], x1), lo[3 * u + 1] = a[u], lo[3 * u + 2] = _mm256_add_epi16(a[u], x1);
+      hi[3 * u] = _mm256_sub_epi16(c[u], x3), hi[3 * u + 1] = c[u], hi[3 * u + 2] = _mm256_add_epi16(c[u], x3);
+    }
+    __m256i *row = (__m256i *)(tab + (int64_t)i * ROWS * MB);
+    for (int p = 0; p < 9; p++)
+      for (int r = 0; r < 9; r++) _mm256_store_si256(row + 9 * p + r, _mm256_add_epi16(lo[p], hi[r]));
+  }
+}
+
+/* Columns [n0, n1) add their rows of one chunk's table into their int16 sums. */
+static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, __m256i *acc16) {
+  const uint8_t *cd = codes + (int64_t)n0 * QC;
+  for (int n = n0; n < n1; n++, cd += QC) {
+    __m256i a = _mm256_load_si256(acc16 + (n - n0));
+#pragma GCC unroll 12
+    for (int i = 0; i < QC; i++)
+      a = _mm256_add_epi16(a, _mm256_load_si256((const __m256i *)(tab + ((int64_t)i * ROWS + cd[i]) * MB)));
+    _mm256_store_si256(acc16 + (n - n0), a);
+  }
+}
+
+static void widen(__m256i *acc16, __m256i *acc32, int count) {
+  for (int j = 0; j < count; j++) {
+    __m256i a = _mm256_load_si256(acc16 + j);
+    acc32[2 * j] = _mm256_add_epi32(acc32[2 * j], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
+    acc32[2 * j + 1] = _mm256_add_epi32(acc32[2 * j + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
+    acc16[j] = _mm256_setzero_si256();
+  }
+}
+
+/* Scales and bias onto columns [n0, n1) of the block's mcount tokens, 8 columns x 8 tokens a step
+ * through a transpose so that y is written a row (token) at a time. */
+static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, const float *ws, const float *bias,
+                        int mcount, float *y, int64_t ldy) {
+  for (int nb = n0; nb < n1; nb += 8) {
+    int ncount = n1 - nb < 8 ? n1 - nb : 8;
+    for (int h = 0; h < 2; h++) {  /* tokens 8h .. 8h + 7 */
+      __m256 xsv = _mm256_loadu_ps(xs + 8 * h);
+      __m256i v[8];
+      for (int i = 0; i < 8; i++) {
+        int n = nb + (i < ncount ? i : 0);
+        __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(acc32[2 * (n - n0) + h]), _mm256_set1_ps(ws[n]));
+        p = _mm256_add_ps(_mm256_mul_ps(p, xsv), _mm256_set1_ps(bias ? bias[n] : 0.f));
+        v[i] = _mm256_castps_si256(p);
+      }
+      transpose8(v);  /* v[t]: token 8h + t, columns nb .. nb + 7 */
+      for (int t = 0; t < 8 && 8 * h + t < mcount; t++) {
+        float *out = y + (int64_t)(8 * h + t) * ldy + nb;
+        if (ncount == 8) {
+          _mm256_storeu_ps(out, _mm256_castsi256_ps(v[t]));
+        } else {
+          float lanes[8];
+          _mm256_storeu_ps(lanes, _mm256_castsi256_ps(v[t]));
+          memcpy(out, lanes, (size_t)ncount * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+/* y (M, N), row stride ldy = x (M, K) @ W.T with W's codes. Threads split the token blocks when
+ * there are enough of them (each builds its own tables), else the columns (in groups of 8; every
+ * thread then builds the same tables). The threads are torch's own OpenMP pool (libgomp.so.1).
+ * Returns 0, or 1 when a thread's buffers could not be allocated. */
+int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *codes, const float *ws,
+              const float *bias, float eps, float *y, int64_t ldy, int threads) {
+  int nch = n_chunks(K), kpad = nch * QC * 4, nmb = (M + MB - 1) / MB, failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int by_blocks = nmb >= 2 * nt || nmb % nt == 0, ngroups = (N + 7) / 8;
+    int b0 = by_blocks ? (int)((int64_t)nmb * tid / nt) : 0, b1 = by_blocks ? (int)((int64_t)nmb * (tid + 1) / nt) : nmb;
+    int n0 = by_blocks ? 0 : 8 * (int)((int64_t)ngroups * tid / nt);
+    int n1 = by_blocks ? N : 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
+    if (n1 > N) n1 = N;
+    if (b0 < b1 && n0 < n1) {
+      int cols = n1 - n0;
+      int16_t *xt = aligned_alloc(32, (size_t)kpad * MB * sizeof(int16_t));
+      int16_t *tab = aligned_alloc(64, (size_t)QC * ROWS * MB * sizeof(int16_t));
+      __m256i *acc16 = aligned_alloc(32, (size_t)cols * sizeof(__m256i));
+      __m256i *acc32 = aligned_alloc(32, (size_t)cols * 2 * sizeof(__m256i));
+      float xs[MB];
+      if (!xt || !tab || !acc16 || !acc32) {
+#pragma omp atomic write
+        failed = 1;
+      } else {
+        for (int mb = b0; mb < b1; mb++) {
+          int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
+          quantize_block(x, ldx, m0, mcount, K, kpad, eps, xt, xs);
+          memset(acc16, 0, (size_t)cols * sizeof(__m256i));
+          memset(acc32, 0, (size_t)cols * 2 * sizeof(__m256i));
+          for (int c = 0; c < nch; c++) {
+            build_chunk(xt, c * QC, tab);
+            add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16);
+            if (c % WIDEN == WIDEN - 1 || c == nch - 1) widen(acc16, acc32, cols);
+          }
+          write_block(acc32, n0, n1, xs, ws, bias, mcount, y + (int64_t)m0 * ldy, ldy);
+        }
+      }
+      free(xt);
+      free(tab);
+      free(acc16);
+      free(acc32);
+    }
+  }
+  return failed;
+}

@@ -1,0 +1,101 @@
+"""The quad-table kernel's own tests (the CPU kernels' shared contract: test_cpu.py)."""
+
+import warnings
+
+import pytest
+import torch
+
+from quant.kernels import native
+from quant.kernels.base import select_kernel
+from quant.kernels.cpu import FbgemmKernel, fbgemm_available
+from quant.kernels.cpu_quads import SOURCE, QuadTableKernel
+from quant.kernels.reference import ternary_linear_a8_reference
+
+_why = QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
+pytestmark = pytest.mark.skipif(_why is not None, reason=f"quad-table kernel unavailable: {_why}")
+
+
+def _case(m, k, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * 3
+    trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
+    return x, trits, torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
+@pytest.mark.parametrize("m,k,n", [(3, 5, 7), (50, 128, 384), (97, 257, 129), (130, 1100, 40), (40, 777, 300)])
+def test_bit_equal_to_fbgemm(m, k, n):
+    # the same integers and the same order of the scale roundings
+    x, trits, w_scale, bias = _case(m, k, n, seed=m)
+    assert torch.equal(QuadTableKernel(trits, w_scale, "int8").linear(x, bias),
+                       FbgemmKernel(trits, w_scale, "int8").linear(x, bias))
+
+
+@pytest.mark.parametrize("m", [40, 300])  # 3 token blocks: 2 threads split the columns; 19 blocks: the blocks
+def test_threads_do_not_change_the_result(m):
+    x, trits, w_scale, bias = _case(m, 600, 300, seed=1)
+    kernel = QuadTableKernel(trits, w_scale, "int8")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel.linear(x, bias)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(kernel.linear(x, bias), one)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(one, ternary_linear_a8_reference(x, trits, w_scale, bias), rtol=1e-5, atol=1e-4)
+
+
+def test_weight_is_two_bits_a_weight():
+    trits = torch.randint(-1, 2, (256, 768), generator=torch.Generator().manual_seed(5), dtype=torch.int8)
+    kernel = QuadTableKernel(trits, torch.ones(256), "int8")
+    assert kernel.nbytes() == 768 * 256 // 4 + 256 * 4  # a byte per 4 weights (768 = 16 chunks of 48), fp32 scales
+
+
+def test_trits_come_back_exactly_at_the_edges():
+    # first and last weights, K % 4 == 1 (a quad of one weight), all-zero and all-one rows
+    k = 1501
+    trits = torch.zeros(5, k, dtype=torch.int8)
+    trits[0, [0, k - 1]] = 1
+    trits[1, [3, 900]] = -1
+    trits[2] = 1
+    trits[3] = torch.randint(-1, 2, (k,), dtype=torch.int8)
+    assert torch.equal(QuadTableKernel(trits, torch.ones(5), "int8").trits(), trits)
+
+
+def test_auto_on_this_cpu_is_the_quad_table_kernel():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_kernel("auto", "cpu", "int8") is QuadTableKernel
+        assert select_kernel("cpu", "cpu", "int8") is QuadTableKernel
+        assert select_kernel("cpu-quads", "cpu", "int8") is QuadTableKernel
+
+
+def test_build_failure_says_why(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-cc")
+    assert "no C compiler 'no-such-cc'" in QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
+    with pytest.raises(RuntimeError, match="quad-table kernel is unavailable"):
+        QuadTableKernel(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")
+
+
+def test_a_changed_header_builds_anew(monkeypatch, tmp_path):
+    # the sources include csrc/*.h: the library's name hashes them too
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    assert not isinstance(native.load(SOURCE), str)
+    csrc = tmp_path / "csrc"
+    csrc.mkdir()
+    for f in native.CSRC.iterdir():
+        (csrc / f.name).write_bytes(f.read_bytes())
+    (csrc / "avx2_quantize.h").write_text((csrc / "avx2_quantize.h").read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(native, "CSRC", csrc)
+    monkeypatch.setattr(native, "_libs", {})
+    assert not isinstance(native.load(SOURCE), str)
+    assert len(list((tmp_path / "kernels").glob(f"{SOURCE}-*.so"))) == 2
+
+
+def test_non_ternary_weights_are_refused():
+    with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
+        QuadTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")
