@@ -33,6 +33,7 @@
 /* Chunks summed in int16 before widening: each add is at most 4 * 127 = 508 in magnitude. */
 #define WIDEN 5
 _Static_assert(WIDEN * QC * 4 * 127 <= 32767, "int16 partial sums must not overflow");
+#define TABLE_COST 400.0
 
 static inline int n_quads(int K) { return (K + 3) / 4; }
 static inline int n_chunks(int K) { return (n_quads(K) + QC - 1) / QC; }
@@ -175,7 +176,11 @@ int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *c
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    int by_blocks = nmb >= 2 * nt || nmb % nt == 0, ngroups = (N + 7) / 8;
+    /* Split the blocks unless the columns are faster: a column split builds every table on every
+     * thread, a block split may leave a thread idle for the last round. Table building and
+     * quantization (per block, ~K) cost about TABLE_COST / N of a block's sums (~N K / 4), measured. */
+    double r = TABLE_COST / N;
+    int by_blocks = nmb * (r + 1.0 / nt) >= (nmb + nt - 1) / nt * (r + 1.0), ngroups = (N + 7) / 8;
     int b0 = by_blocks ? (int)((int64_t)nmb * tid / nt) : 0, b1 = by_blocks ? (int)((int64_t)nmb * (tid + 1) / nt) : nmb;
     int n0 = by_blocks ? 0 : 8 * (int)((int64_t)ngroups * tid / nt);
     int n1 = by_blocks ? N : 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
