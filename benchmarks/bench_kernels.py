@@ -230,8 +230,9 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
         bias = torch.randn(n, device=device)
         w = torch.randn(n, k, device=device)
         terns = {"q-all-a8": TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)}
-        if device == "cpu":  # the CPU's other W1.58A8 kernel, side by side
-            terns["q-all-a8-fbgemm"] = TernaryLinear(trits, scale, bias, "fbgemm", "int8", act_dtype)
+        if device == "cpu":  # the CPU's other W1.58A8 kernels, side by side
+            for name in ("q-all-a8-pairs", "q-all-a8-fbgemm"):
+                terns[name] = TernaryLinear(trits, scale, bias, ACCELERATED[name]["backend"], "int8", act_dtype)
         for batch in batches:
             m = batch * tokens
             x = torch.randn(m, k, device=device)
@@ -322,7 +323,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
                    help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
-                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-fbgemm)")
+                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-pairs, q-all-a8-fbgemm)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

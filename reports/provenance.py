@@ -33,7 +33,7 @@ def summarize(records: list[dict[str, Any]]) -> Provenance:
     kernels: set[str] = set()
     for r in records:
         # How efficiency cells timed their latencies (eager, or CUDA graph replay), and which kernels
-        # ran the ternary weights (the CPU's pair-table kernel or FBGEMM, ...): both decide latencies.
+        # ran the ternary weights (the CPU's quad-table kernel or FBGEMM, ...): both decide latencies.
         details = r.get("details") or {}
         timing.update(str(t) for t in (details.get("timing") or {}).values())
         kernels.update(str(k) for k in (details.get("kernels") or []))

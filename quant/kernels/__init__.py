@@ -2,8 +2,8 @@
 
 - ``reference``: slow pure-torch ground truth for every kernel;
 - ``base``: the kernel interface and the backend registry (auto by device, fallback);
-- ``cpu_pairs`` / ``cpu`` / ``cuda``: the device kernels (CPU: the pair-table kernel, C in ``csrc/``
-  built by ``native``, then FBGEMM);
+- ``cpu_quads`` / ``cpu_pairs`` / ``cpu`` / ``cuda``: the device kernels (CPU: the quad-table kernel,
+  C in ``csrc/`` built by ``native``, then FBGEMM; the pair-table kernel on request);
 - ``modules``: TernaryLinear, TernaryMultiheadAttention, TernaryPatchEmbed, TernaryEmbedding;
 - ``swap``: ``accelerate_(model, backend, activations)``;
 - ``variants``: the ``q-*-a8`` model variants for ``bench.models``.

@@ -166,8 +166,8 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
   }
 }
 
-/* y (M, N), row stride ldy = x (M, K) @ W.T with W's codes. Threads split the token blocks when
- * there are enough of them (each builds its own tables), else the columns (in groups of 8; every
+/* y (M, N), row stride ldy = x (M, K) @ W.T * scales + bias, with W's codes. Threads split the token
+ * blocks (each builds its own tables), or the columns in groups of 8 where that is faster (every
  * thread then builds the same tables). The threads are torch's own OpenMP pool (libgomp.so.1).
  * Returns 0, or 1 when a thread's buffers could not be allocated. */
 int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *codes, const float *ws,

@@ -20,7 +20,7 @@ from quant.kernels import (
 
 
 def _cpu_int8_kernel() -> str:
-    """The W1.58A8 kernel ``auto`` picks on this CPU (the pair-table kernel where it builds, else FBGEMM)."""
+    """The W1.58A8 kernel ``auto`` picks on this CPU (the quad-table kernel where it builds, else FBGEMM)."""
     return select_kernel("auto", "cpu", "int8").name
 
 

@@ -1,4 +1,4 @@
-"""A machine where the pair-table kernel cannot be built (no C compiler, not x86 with AVX2) runs the
+"""A machine where the native kernels cannot be built (no C compiler, not x86 with AVX2) runs the
 CPU's W1.58A8 on FBGEMM: the kernel, module and model tests pass there too, in a subprocess with
 ``TERNBENCH_NATIVE=0``."""
 
@@ -23,5 +23,5 @@ def test_kernel_and_model_tests_pass_on_fbgemm_alone():
     passed, skipped = re.search(r"(\d+) passed", proc.stdout), re.search(r"(\d+) skipped", proc.stdout)
     assert passed and int(passed.group(1)) >= 40, proc.stdout[-2000:]
     if PairTableKernel.unavailable_reason(torch.device("cpu"), "int8") is None:
-        # here the pair-table kernel exists, so its contract cases are the ones skipped there
+        # here the native kernels exist, so their contract cases are the ones skipped there
         assert skipped and int(skipped.group(1)) >= 15, proc.stdout[-2000:]
