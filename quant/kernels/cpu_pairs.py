@@ -8,7 +8,9 @@ tokens, builds a table of four int16 rows per weight pair (``x0, x1, x0 + x1, x0
 of the int8 codes); every non-zero weight pair is then one vector add or subtract of a
 table row. The weight is held as each output channel's list of table rows (uint8 gaps,
 about half a byte a weight: 0.48 at 31% zeros, 8x smaller than fp32), and the integer
-part is exact, as FBGEMM's is (tests compare both with the reference).
+part is exact, as FBGEMM's is (tests compare both with the reference). The quad-table kernel
+(``cpu_quads.py``) replaced it as the CPU default; it stays as ``backend="cpu-pairs"``, the
+faster of the two only for very sparse weights (it skips zero pairs, the quads do not).
 """
 
 from __future__ import annotations
@@ -102,5 +104,5 @@ class PairTableKernel(Kernel):
         return sum(t.nbytes for t in (self._gaps, self._counts, self._offs, self._w_scale))
 
 
-register_backend("cpu", "int8", PairTableKernel, first=True)
+# Not in "cpu": the quad-table kernel (cpu_quads.py) is faster at any sparsity below about 75% zeros.
 register_backend("cpu-pairs", "int8", PairTableKernel)

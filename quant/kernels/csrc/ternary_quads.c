@@ -187,7 +187,7 @@ int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *c
     if (n1 > N) n1 = N;
     if (b0 < b1 && n0 < n1) {
       int cols = n1 - n0;
-      int16_t *xt = aligned_alloc(32, (size_t)kpad * MB * sizeof(int16_t));
+      int16_t *xt = aligned_alloc(32, (size_t)(kpad > 0 ? kpad : 1) * MB * sizeof(int16_t));  /* K = 0: not NULL */
       int16_t *tab = aligned_alloc(64, (size_t)QC * ROWS * MB * sizeof(int16_t));
       __m256i *acc16 = aligned_alloc(32, (size_t)cols * sizeof(__m256i));
       __m256i *acc32 = aligned_alloc(32, (size_t)cols * 2 * sizeof(__m256i));
