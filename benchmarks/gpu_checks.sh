@@ -5,7 +5,7 @@
 # 2. the shipped tile tables against fp16 at key layer shapes   -> OUT_DIR/tune_cuda_tiles.json
 # 3. whole-model latency, CUDA-graph replays, ViT-B-32 / L-14   -> OUT_DIR/bench_kernels_cuda.csv
 # 4. the bench's efficiency cells, fp16 vs the ternary kernels  -> OUT_DIR/efficiency.tgz
-# 5. the host CPU's two W1.58A8 kernels per layer (a VNNI CPU?) -> OUT_DIR/bench_kernels_cpu.csv
+# 5. the host CPU's W1.58A8 kernels (quad-table, pair-table, FBGEMM) per layer (a VNNI CPU?) -> OUT_DIR/bench_kernels_cpu.csv
 # Each step has its own time limit so one slow step cannot take the others' output with it.
 set -u
 out=${1:?usage: bash benchmarks/gpu_checks.sh OUT_DIR}
@@ -25,4 +25,4 @@ timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())
 (cd "$out" && tar czf efficiency.tgz efficiency && rm -rf efficiency)
 grep -o -m1 -E "avx512_vnni|avx_vnni" /proc/cpuinfo > "$out/cpu_vnni.txt"; nproc >> "$out/cpu_vnni.txt"
 timeout 150 python3 benchmarks/bench_kernels.py --device cpu --quick --no-e2e --batches 32 \
-    --variants fp32 q-all-a8 q-all-a8-fbgemm --out "$out" | tail -20
+    --variants fp32 q-all-a8 q-all-a8-pairs q-all-a8-fbgemm --out "$out" | tail -20
