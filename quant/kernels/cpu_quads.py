@@ -14,61 +14,32 @@ from __future__ import annotations
 
 import torch
 
-from quant.kernels import native
-from quant.kernels.base import Kernel, register_backend
+from quant.kernels.base import register_backend
+from quant.kernels.cpu_native import NativeCpuKernel, ptr
 from quant.kernels.reference import EPS
 
 SOURCE = "ternary_quads"
 MIN_WORK_PER_THREAD = 4_000_000  # weights x tokens; below it one thread is faster
 
 
-class QuadTableKernel(Kernel):
+class QuadTableKernel(NativeCpuKernel):
     """W1.58A8 on the CPU as table-row additions, a byte per 4 weights (see module docstring)."""
 
     name = "cpu-quads"
+    source = SOURCE
+    title = "quad-table kernel"
 
-    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
-        self.activations = activations
-        self.out_features, self.in_features = n, k = trits.shape
-        self.device = trits.device
-        lib = self._lib()
-        t = trits.to(torch.int8).contiguous()
-        if t.numel() and int(t.abs().max()) > 1:  # a code is a base-3 number of trits + 1
-            raise ValueError(f"trits must be -1, 0 or 1; got values up to {int(t.abs().max())}")
+    def _encode(self, lib, trits: torch.Tensor) -> None:
+        n, k = trits.shape
         self._codes = torch.empty(lib.tq_code_bytes(n, k), dtype=torch.uint8)
-        lib.tq_encode(t.data_ptr(), n, k, self._codes.data_ptr())
-        self._w_scale = w_scale.float().contiguous()
+        lib.tq_encode(trits.data_ptr(), n, k, self._codes.data_ptr())
 
-    @staticmethod
-    def _lib():
-        lib = native.load(SOURCE)
-        if isinstance(lib, str):
-            raise RuntimeError(f"the quad-table kernel is unavailable: {lib}")
-        return lib
-
-    @classmethod
-    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        if device.type != "cpu":
-            return f"the quad-table kernel runs on the CPU, not {device.type}"
-        if activations != "int8":
-            return "the quad-table kernel has int8 activations only"
-        lib = native.load(SOURCE)
-        return lib if isinstance(lib, str) else None
-
-    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        lib = self._lib()
-        m, k = x2d.shape
-        n = self.out_features
-        y = torch.empty(m, n)
-        if m == 0:
-            return y.to(x2d.dtype)
-        xf = x2d.float().contiguous()
+    def _product(self, lib, x: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> None:
+        (m, k), n = x.shape, self.out_features
         threads = max(1, min(torch.get_num_threads(), m * n * k // MIN_WORK_PER_THREAD))
-        bias = None if bias is None else bias.float().contiguous()
-        if lib.tq_linear(xf.data_ptr(), k, m, k, n, self._codes.data_ptr(), self._w_scale.data_ptr(),
-                         None if bias is None else bias.data_ptr(), EPS, y.data_ptr(), n, threads):
+        if lib.tq_linear(x.data_ptr(), k, m, k, n, self._codes.data_ptr(), self._w_scale.data_ptr(), ptr(bias),
+                         EPS, y.data_ptr(), n, threads):
             raise MemoryError(f"quad-table kernel: no memory for the buffers of a {m}x{k}x{n} product")
-        return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
 
     def trits(self) -> torch.Tensor:
         out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)

@@ -142,3 +142,35 @@ def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
     with pytest.warns(KernelUnavailableWarning, match="no FBGEMM engine"):
         cls = select_kernel("fbgemm", "cpu", "int8")
     assert cls is BACKENDS["reference"]["int8"][0]
+
+
+@pytest.mark.parametrize("kernel_cls", KERNELS)
+@pytest.mark.parametrize("m", [40, 300])  # quad-table: 3 token blocks, 2 threads split the columns; 19: the blocks
+def test_threads_do_not_change_the_result(kernel_cls, m):
+    x, trits, w_scale, bias = _case(m, 600, 300, seed=1)
+    kernel = kernel_cls(trits, w_scale, "int8")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel.linear(x, bias)
+        torch.set_num_threads(max(2, threads))
+        assert torch.equal(kernel.linear(x, bias), one)
+    finally:
+        torch.set_num_threads(threads)
+    ref = ternary_linear_a8_reference(x, trits, w_scale, bias)
+    torch.testing.assert_close(one, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("kernel_cls", [QuadTableKernel, PairTableKernel])
+def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, monkeypatch, tmp_path):
+    from quant.kernels import native
+
+    monkeypatch.delenv("TERNBENCH_NATIVE", raising=False)  # also when the suite runs with it off
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-cc")
+    assert "no C compiler 'no-such-cc'" in kernel_cls.unavailable_reason(CPU, "int8")
+    if fbgemm_available():
+        assert select_kernel("cpu", "cpu", "int8") is FbgemmKernel
+    with pytest.raises(RuntimeError, match=f"{kernel_cls.title} is unavailable"):
+        kernel_cls(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")

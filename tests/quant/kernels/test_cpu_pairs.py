@@ -42,20 +42,6 @@ def test_trits_come_back_exactly_with_long_zero_runs():
                                rtol=1e-5, atol=1e-4)
 
 
-def test_threads_do_not_change_the_result():
-    g = torch.Generator().manual_seed(1)
-    x, trits = torch.randn(300, 200, generator=g), torch.randint(-1, 2, (100, 200), generator=g, dtype=torch.int8)
-    kernel = PairTableKernel(trits, torch.rand(100, generator=g), "int8")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = kernel.linear(x, None)
-        torch.set_num_threads(max(2, threads))
-        assert torch.equal(kernel.linear(x, None), one)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_weight_is_under_half_a_byte_at_a_third_zeros():
     trits = torch.randint(-1, 2, (256, 768), generator=torch.Generator().manual_seed(5), dtype=torch.int8)
     assert PairTableKernel(trits, torch.ones(256), "int8").nbytes() < 0.5 * 768 * 256
@@ -65,18 +51,6 @@ def test_the_cpu_pairs_backend_is_the_pair_table_kernel():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert select_kernel("cpu-pairs", "cpu", "int8") is PairTableKernel
-
-
-def test_build_failure_says_why_and_cpu_falls_back_to_fbgemm(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_libs", {})
-    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", "no-such-cc")
-    reason = PairTableKernel.unavailable_reason(torch.device("cpu"), "int8")
-    assert "no C compiler 'no-such-cc'" in reason
-    if fbgemm_available():
-        assert select_kernel("cpu", "cpu", "int8") is FbgemmKernel
-    with pytest.raises(RuntimeError, match="pair-table kernel is unavailable"):
-        PairTableKernel(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):

@@ -9,7 +9,6 @@ from quant.kernels import native
 from quant.kernels.base import select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
 from quant.kernels.cpu_quads import SOURCE, QuadTableKernel
-from quant.kernels.reference import ternary_linear_a8_reference
 
 _why = QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"quad-table kernel unavailable: {_why}")
@@ -29,21 +28,6 @@ def test_bit_equal_to_fbgemm(m, k, n):
     x, trits, w_scale, bias = _case(m, k, n, seed=m)
     assert torch.equal(QuadTableKernel(trits, w_scale, "int8").linear(x, bias),
                        FbgemmKernel(trits, w_scale, "int8").linear(x, bias))
-
-
-@pytest.mark.parametrize("m", [40, 300])  # 3 token blocks: 2 threads split the columns; 19 blocks: the blocks
-def test_threads_do_not_change_the_result(m):
-    x, trits, w_scale, bias = _case(m, 600, 300, seed=1)
-    kernel = QuadTableKernel(trits, w_scale, "int8")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = kernel.linear(x, bias)
-        torch.set_num_threads(max(2, threads))
-        assert torch.equal(kernel.linear(x, bias), one)
-    finally:
-        torch.set_num_threads(threads)
-    torch.testing.assert_close(one, ternary_linear_a8_reference(x, trits, w_scale, bias), rtol=1e-5, atol=1e-4)
 
 
 def test_weight_is_two_bits_a_weight():
@@ -69,15 +53,6 @@ def test_auto_on_this_cpu_is_the_quad_table_kernel():
         assert select_kernel("auto", "cpu", "int8") is QuadTableKernel
         assert select_kernel("cpu", "cpu", "int8") is QuadTableKernel
         assert select_kernel("cpu-quads", "cpu", "int8") is QuadTableKernel
-
-
-def test_build_failure_says_why(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_libs", {})
-    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", "no-such-cc")
-    assert "no C compiler 'no-such-cc'" in QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
-    with pytest.raises(RuntimeError, match="quad-table kernel is unavailable"):
-        QuadTableKernel(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")
 
 
 def test_a_changed_header_builds_anew(monkeypatch, tmp_path):
