@@ -166,6 +166,16 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
   }
 }
 
+/* Whether nt threads split the token blocks of an (M, N) output (1) or its columns (0). A column split
+ * builds every table on every thread, a block split may leave a thread idle for the last round; table
+ * building and quantization (per block, ~K) cost about TABLE_COST / N of a block's sums (~N K / 4),
+ * measured. */
+int tq_split_blocks(int M, int N, int nt) {
+  int nmb = (M + MB - 1) / MB;
+  double r = TABLE_COST / (N > 0 ? N : 1);
+  return nmb * (r + 1.0 / nt) >= (nmb + nt - 1) / nt * (r + 1.0);
+}
+
 /* y (M, N), row stride ldy = x (M, K) @ W.T * scales + bias, with W's codes. Threads split the token
  * blocks (each builds its own tables), or the columns in groups of 8 where that is faster (every
  * thread then builds the same tables). The threads are torch's own OpenMP pool (libgomp.so.1).
@@ -176,11 +186,7 @@ int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *c
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    /* Split the blocks unless the columns are faster: a column split builds every table on every
-     * thread, a block split may leave a thread idle for the last round. Table building and
-     * quantization (per block, ~K) cost about TABLE_COST / N of a block's sums (~N K / 4), measured. */
-    double r = TABLE_COST / N;
-    int by_blocks = nmb * (r + 1.0 / nt) >= (nmb + nt - 1) / nt * (r + 1.0), ngroups = (N + 7) / 8;
+    int by_blocks = tq_split_blocks(M, N, nt), ngroups = (N + 7) / 8;
     int b0 = by_blocks ? (int)((int64_t)nmb * tid / nt) : 0, b1 = by_blocks ? (int)((int64_t)nmb * (tid + 1) / nt) : nmb;
     int n0 = by_blocks ? 0 : 8 * (int)((int64_t)ngroups * tid / nt);
     int n1 = by_blocks ? N : 8 * (int)((int64_t)ngroups * (tid + 1) / nt);

@@ -74,3 +74,12 @@ def test_a_changed_header_builds_anew(monkeypatch, tmp_path):
 def test_non_ternary_weights_are_refused():
     with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
         QuadTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")
+
+
+def test_threads_split_the_columns_only_where_that_is_faster():
+    lib = native.load(SOURCE)
+    assert lib.tq_split_blocks(16, 700, 2) == 0  # one block of 16 tokens: the columns
+    assert lib.tq_split_blocks(300, 700, 2) == 1  # 19 blocks: the blocks
+    assert lib.tq_split_blocks(77, 3072, 2) == 0  # 5 blocks, wide: tables are cheap next to the sums
+    assert lib.tq_split_blocks(77, 768, 2) == 1  # 5 blocks, narrow: building every table twice costs more
+    assert all(lib.tq_split_blocks(m, 3072, 1) for m in (1, 16, 77, 1600))  # one thread: its blocks
