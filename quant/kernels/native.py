@@ -41,7 +41,7 @@ SIGNATURES = {
     "tq_block_tokens": (_I, []),
     "tq_encode": (None, [_P, _I, _I, _P]),
     "tq_decode": (None, [_P, _I, _I, _P]),
-    "tq_split_blocks": (_I, [_I, _I, _I]),
+    "tq_tail_by_columns": (_I, [_I, _I, _I]),
     "tq_linear": (_I, [_P, _L, _I, _I, _I, _P, _P, _P, _F, _P, _L, _I]),
 }
 

@@ -166,60 +166,70 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
   }
 }
 
-/* Whether nt threads split the token blocks of an (M, N) output (1) or its columns (0). A column split
- * builds every table on every thread, a block split may leave a thread idle for the last round; table
- * building and quantization (per block, ~K) cost about TABLE_COST / N of a block's sums (~N K / 4),
- * measured. */
-int tq_split_blocks(int M, int N, int nt) {
-  int nmb = (M + MB - 1) / MB;
+/* Whether the last round of token blocks, fewer than the nt threads, is split by columns (1) or
+ * by blocks (0). Full rounds always split by blocks: a column split builds every table on every
+ * thread. For the last round, by blocks leaves threads idle; by columns every thread builds the
+ * round's tables. Table building and quantization (per block, ~K) cost about TABLE_COST / N of a
+ * block's sums (~N K / 4), measured. */
+int tq_tail_by_columns(int M, int N, int nt) {
+  int rem = (M + MB - 1) / MB % nt;
   double r = TABLE_COST / (N > 0 ? N : 1);
-  return nmb * (r + 1.0 / nt) >= (nmb + nt - 1) / nt * (r + 1.0);
+  return rem > 0 && rem * (r + 1.0 / nt) < r + 1.0;
 }
 
-/* y (M, N), row stride ldy = x (M, K) @ W.T * scales + bias, with W's codes. Threads split the token
- * blocks (each builds its own tables), or the columns in groups of 8 where that is faster (every
- * thread then builds the same tables). The threads are torch's own OpenMP pool (libgomp.so.1).
+/* One token block, columns [n0, n1) (buffers for at least n1 - n0 columns). */
+static void block_product(const float *x, int64_t ldx, int mb, int M, int K, int N, const uint8_t *codes,
+                          const float *ws, const float *bias, float eps, float *y, int64_t ldy, int n0, int n1,
+                          int16_t *xt, int16_t *tab, __m256i *acc16, __m256i *acc32) {
+  int nch = n_chunks(K), kpad = nch * QC * 4, cols = n1 - n0;
+  int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
+  float xs[MB];
+  quantize_block(x, ldx, m0, mcount, K, kpad, eps, xt, xs);
+  memset(acc16, 0, (size_t)cols * sizeof(__m256i));
+  memset(acc32, 0, (size_t)cols * 2 * sizeof(__m256i));
+  for (int c = 0; c < nch; c++) {
+    build_chunk(xt, c * QC, tab);
+    add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16);
+    if (c % WIDEN == WIDEN - 1 || c == nch - 1) widen(acc16, acc32, cols);
+  }
+  write_block(acc32, n0, n1, xs, ws, bias, mcount, y + (int64_t)m0 * ldy, ldy);
+}
+
+/* y (M, N), row stride ldy = x (M, K) @ W.T * scales + bias, with W's codes. Threads take whole
+ * token blocks round by round (each builds its own tables); a last round of fewer blocks than
+ * threads is split by columns, in groups of 8, where tq_tail_by_columns says that is faster. The
+ * threads are torch's own OpenMP pool (libgomp.so.1).
  * Returns 0, or 1 when a thread's buffers could not be allocated. */
 int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *codes, const float *ws,
               const float *bias, float eps, float *y, int64_t ldy, int threads) {
-  int nch = n_chunks(K), kpad = nch * QC * 4, nmb = (M + MB - 1) / MB, failed = 0;
+  int kpad = n_chunks(K) * QC * 4, nmb = (M + MB - 1) / MB, failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-    int by_blocks = tq_split_blocks(M, N, nt), ngroups = (N + 7) / 8;
-    int b0 = by_blocks ? (int)((int64_t)nmb * tid / nt) : 0, b1 = by_blocks ? (int)((int64_t)nmb * (tid + 1) / nt) : nmb;
-    int n0 = by_blocks ? 0 : 8 * (int)((int64_t)ngroups * tid / nt);
-    int n1 = by_blocks ? N : 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads(), full = nmb / nt * nt;
+    int tail_by_columns = tq_tail_by_columns(M, N, nt), ngroups = (N + 7) / 8;
+    int n0 = 8 * (int)((int64_t)ngroups * tid / nt), n1 = 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
     if (n1 > N) n1 = N;
-    if (b0 < b1 && n0 < n1) {
-      int cols = n1 - n0;
-      int16_t *xt = aligned_alloc(32, (size_t)(kpad > 0 ? kpad : 1) * MB * sizeof(int16_t));  /* K = 0: not NULL */
-      int16_t *tab = aligned_alloc(64, (size_t)QC * ROWS * MB * sizeof(int16_t));
-      __m256i *acc16 = aligned_alloc(32, (size_t)cols * sizeof(__m256i));
-      __m256i *acc32 = aligned_alloc(32, (size_t)cols * 2 * sizeof(__m256i));
-      float xs[MB];
-      if (!xt || !tab || !acc16 || !acc32) {
+    int16_t *xt = aligned_alloc(32, (size_t)(kpad > 0 ? kpad : 1) * MB * sizeof(int16_t));  /* K = 0: not NULL */
+    int16_t *tab = aligned_alloc(64, (size_t)QC * ROWS * MB * sizeof(int16_t));
+    __m256i *acc16 = aligned_alloc(32, (size_t)(N > 0 ? N : 1) * sizeof(__m256i));
+    __m256i *acc32 = aligned_alloc(32, (size_t)(N > 0 ? N : 1) * 2 * sizeof(__m256i));
+    if (!xt || !tab || !acc16 || !acc32) {
 #pragma omp atomic write
-        failed = 1;
-      } else {
-        for (int mb = b0; mb < b1; mb++) {
-          int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
-          quantize_block(x, ldx, m0, mcount, K, kpad, eps, xt, xs);
-          memset(acc16, 0, (size_t)cols * sizeof(__m256i));
-          memset(acc32, 0, (size_t)cols * 2 * sizeof(__m256i));
-          for (int c = 0; c < nch; c++) {
-            build_chunk(xt, c * QC, tab);
-            add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16);
-            if (c % WIDEN == WIDEN - 1 || c == nch - 1) widen(acc16, acc32, cols);
-          }
-          write_block(acc32, n0, n1, xs, ws, bias, mcount, y + (int64_t)m0 * ldy, ldy);
-        }
+      failed = 1;
+    } else {
+      for (int mb = full / nt * tid; mb < full / nt * (tid + 1); mb++)  /* full rounds: whole blocks */
+        block_product(x, ldx, mb, M, K, N, codes, ws, bias, eps, y, ldy, 0, N, xt, tab, acc16, acc32);
+      if (tail_by_columns) {
+        for (int mb = full; mb < nmb && n0 < n1; mb++)
+          block_product(x, ldx, mb, M, K, N, codes, ws, bias, eps, y, ldy, n0, n1, xt, tab, acc16, acc32);
+      } else if (full + tid < nmb) {
+        block_product(x, ldx, full + tid, M, K, N, codes, ws, bias, eps, y, ldy, 0, N, xt, tab, acc16, acc32);
       }
-      free(xt);
-      free(tab);
-      free(acc16);
-      free(acc32);
     }
+    free(xt);
+    free(tab);
+    free(acc16);
+    free(acc32);
   }
   return failed;
 }

@@ -145,7 +145,7 @@ def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS)
-@pytest.mark.parametrize("m", [16, 300])  # quad-table: 2 threads split the columns of 1 token block; 19 blocks
+@pytest.mark.parametrize("m", [16, 300])  # quad-table: 2 threads split the columns of 1 token block; 9 rounds + 1
 def test_threads_do_not_change_the_result(kernel_cls, m):
     x, trits, w_scale, bias = _case(m, 800, 700, seed=1)
     kernel = kernel_cls(trits, w_scale, "int8")

@@ -76,10 +76,11 @@ def test_non_ternary_weights_are_refused():
         QuadTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")
 
 
-def test_threads_split_the_columns_only_where_that_is_faster():
+def test_threads_split_the_columns_of_a_last_round_only_where_that_is_faster():
     lib = native.load(SOURCE)
-    assert lib.tq_split_blocks(16, 700, 2) == 0  # one block of 16 tokens: the columns
-    assert lib.tq_split_blocks(300, 700, 2) == 1  # 19 blocks: the blocks
-    assert lib.tq_split_blocks(77, 3072, 2) == 0  # 5 blocks, wide: tables are cheap next to the sums
-    assert lib.tq_split_blocks(77, 768, 2) == 1  # 5 blocks, narrow: building every table twice costs more
-    assert all(lib.tq_split_blocks(m, 3072, 1) for m in (1, 16, 77, 1600))  # one thread: its blocks
+    assert lib.tq_tail_by_columns(16, 700, 2) == 1  # one block of 16 tokens for 2 threads: its columns
+    assert lib.tq_tail_by_columns(300, 700, 2) == 1  # 19 blocks: 9 rounds by blocks, the last by columns
+    assert lib.tq_tail_by_columns(64, 700, 2) == 0  # 4 blocks: full rounds only
+    assert lib.tq_tail_by_columns(77, 8192, 8) == 1  # 5 blocks, 8 threads, wide: tables cheap next to the sums
+    assert lib.tq_tail_by_columns(77, 3072, 8) == 0  # narrower: building the 5 tables on every thread costs more
+    assert not any(lib.tq_tail_by_columns(m, 3072, 1) for m in (1, 16, 77, 1600))  # one thread: no tail
