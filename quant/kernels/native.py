@@ -38,7 +38,6 @@ SIGNATURES = {
     "tp_quantize_table": (None, [_P, _L, _I, _I, _I, _F, _P, _P, _I]),
     "tp_gemm": (_I, [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _L, _I]),
     "tq_code_bytes": (_L, [_I, _I]),
-    "tq_block_tokens": (_I, []),
     "tq_encode": (None, [_P, _I, _I, _P]),
     "tq_decode": (None, [_P, _I, _I, _P]),
     "tq_tail_by_columns": (_I, [_I, _I, _I]),

@@ -8,9 +8,9 @@
  * weight is then one byte per quad (its value's row) and one 16-lane add per byte: a quarter
  * of an add a weight, whatever the sparsity, and no branch: every column walks its bytes in
  * the same fixed order (the pair-table kernel's per-column lists of varying length cost a
- * branch mispredict per list and ran at half this speed). Weight memory: 2 bits a weight.
+ * branch mispredict per list; it measured 1.4-1.9x slower a layer). Weight memory: 2 bits a weight.
  *
- * Layout: codes[chunk][n][QC] (QC quads of a chunk; quads past K hold ZERO_CODE), the value
+ * Layout: codes[chunk][n][QC] (QC quads of a chunk; quads past K hold zero weights), the value
  * of (w0, w1, w2, w3) being 27 (w0 + 1) + 9 (w1 + 1) + 3 (w2 + 1) + (w3 + 1). Per thread and
  * token block: xt[k][16] the block's int16 codes by input (zero past K and past the tokens),
  * and the table of one chunk, tab[quad][81][16] int16 (31 KiB: it stays in L1 while every
@@ -29,18 +29,15 @@
 #define MB 16    /* tokens per block: one AVX2 vector of int16 lanes */
 #define QC 12    /* quads per chunk: 12 x 81 rows x 32 B = 31 KiB, within a 32 KiB L1 */
 #define ROWS 81  /* 3^4 values of a quad */
-#define ZERO_CODE 40
 /* Chunks summed in int16 before widening: each add is at most 4 * 127 = 508 in magnitude. */
 #define WIDEN 5
 _Static_assert(WIDEN * QC * 4 * 127 <= 32767, "int16 partial sums must not overflow");
-#define TABLE_COST 400.0
 
 static inline int n_quads(int K) { return (K + 3) / 4; }
 static inline int n_chunks(int K) { return (n_quads(K) + QC - 1) / QC; }
 
 /* The layout, for the caller's allocation: bytes of the codes of an (N, K) weight. */
 int64_t tq_code_bytes(int N, int K) { return (int64_t)n_chunks(K) * N * QC; }
-int tq_block_tokens(void) { return MB; }
 
 void tq_encode(const int8_t *w, int N, int K, uint8_t *codes) {
   int nch = n_chunks(K);
@@ -171,6 +168,7 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
  * thread. For the last round, by blocks leaves threads idle; by columns every thread builds the
  * round's tables. Table building and quantization (per block, ~K) cost about TABLE_COST / N of a
  * block's sums (~N K / 4), measured. */
+#define TABLE_COST 400.0
 int tq_tail_by_columns(int M, int N, int nt) {
   int rem = (M + MB - 1) / MB % nt;
   double r = TABLE_COST / (N > 0 ? N : 1);
