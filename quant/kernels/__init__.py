@@ -3,7 +3,8 @@
 - ``reference``: slow pure-torch ground truth for every kernel;
 - ``base``: the kernel interface and the backend registry (auto by device, fallback);
 - ``cpu_quads`` / ``cpu_pairs`` / ``cpu`` / ``cuda``: the device kernels (CPU: the quad-table kernel,
-  C in ``csrc/`` built by ``native``, then FBGEMM; the pair-table kernel on request);
+  C in ``csrc/`` built by ``native``, then FBGEMM; the pair-table kernel on request; the two C
+  kernels share ``cpu_native.NativeCpuKernel``);
 - ``modules``: TernaryLinear, TernaryMultiheadAttention, TernaryPatchEmbed, TernaryEmbedding;
 - ``swap``: ``accelerate_(model, backend, activations)``;
 - ``variants``: the ``q-*-a8`` model variants for ``bench.models``.
