@@ -214,7 +214,7 @@ def linear_shapes(arch: str) -> list[tuple[str, int, int, int]]:
     return shapes
 
 
-def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=1.0):
+def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=1.0, names=None):
     from quant import preset
     from quant.kernels import TernaryLinear
     from quant.primitives import ternary_quantize
@@ -243,6 +243,8 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
                 half_name: partial(F.linear, xh, wh, bh),
                 **{name: partial(tern, xa) for name, tern in terns.items()},
             }
+            if names is not None:  # the requested variants (fp32 always: the ratios' baseline)
+                cases = {name: fn for name, fn in cases.items() if name in names or name == "fp32"}
             for mode in modes:
                 base = {}
                 for name, fn in cases.items():
@@ -365,7 +367,7 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     for arch in archs:
         if not args.no_layers:
-            bench_layers(arch, args.device, args.batches, warmup, repeats, rows, modes, args.threshold)
+            bench_layers(arch, args.device, args.batches, warmup, repeats, rows, modes, args.threshold, names)
             save_rows(rows, env, args.device, Path(args.out))
         if not args.no_e2e:
             variants = build_variants(arch, args.device, names, args.threshold)

@@ -1,0 +1,30 @@
+"""benchmarks/bench_kernels.py end to end on the embedded tiny model (a smoke run: its figures are not checked)."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_run_writes_rows_for_the_requested_variants_only(tmp_path):
+    args = ["--device", "cpu", "--archs", "ternbench-tiny", "--batches", "1", "--warmup", "0", "--repeats", "1",
+            "--variants", "fp32", "q-all-a8", "q-all-a8-pairs", "--out", str(tmp_path)]
+    assert _script().main(args) == 0
+    with open(tmp_path / "bench_kernels_cpu.csv") as f:
+        rows = list(csv.DictReader(f))
+    for kind in ("layer", "e2e"):
+        assert {r["variant"] for r in rows if r["kind"] == kind} == {"fp32", "q-all-a8", "q-all-a8-pairs"}
+    assert {r["tower"] for r in rows if r["kind"] == "e2e"} == {"image", "text"}
+    for r in rows:
+        assert float(r["median_ms"]) > 0 and float(r["speedup_vs_fp32"]) > 0
+    # the ternary variants hold fewer weight bytes than fp32 (the kernels' own layouts)
+    e2e = {(r["tower"], r["variant"]): int(r["weight_bytes"]) for r in rows if r["kind"] == "e2e"}
+    assert e2e[("image", "q-all-a8")] < e2e[("image", "q-all-a8-pairs")] < e2e[("image", "fp32")]
