@@ -18,8 +18,9 @@ def ptr(t: torch.Tensor | None) -> int | None:
 
 class NativeCpuKernel(Kernel):
     """W1.58A8 on the CPU in a C library ``csrc/<source>.c``. Subclasses set ``source`` and
-    ``title`` and implement ``_encode(lib, trits)`` (the weight into the kernel's own layout) and
-    ``_product(lib, x, bias, y)`` (y (M, N) fp32 from x (M, K) fp32)."""
+    ``title`` and implement ``_encode(lib, trits)`` (the weight into the kernel's own layout),
+    ``_decode(lib, out)`` (the trits back into ``out``, (N, K) int8) and ``_product(lib, x, bias, y)``
+    (y (M, N) fp32 from x (M, K) fp32)."""
 
     source: ClassVar[str]
     title: ClassVar[str]  # e.g. "quad-table kernel", for messages
@@ -36,6 +37,14 @@ class NativeCpuKernel(Kernel):
         self._w_scale = w_scale.float().contiguous()
 
     def _encode(self, lib, trits: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def trits(self) -> torch.Tensor:
+        out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
+        self._decode(self._lib(), out)
+        return out
+
+    def _decode(self, lib, out: torch.Tensor) -> None:
         raise NotImplementedError
 
     @classmethod

@@ -61,11 +61,9 @@ class PairTableKernel(NativeCpuKernel):
                        y.data_ptr(), n, threads):
             raise MemoryError(f"pair-table kernel: no memory for the accumulators of a {m}x{k}x{n} product")
 
-    def trits(self) -> torch.Tensor:
-        out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
-        self._lib().tp_decode(ptr(self._gaps), self._counts.data_ptr(), self._offs.data_ptr(),
-                              self.out_features, self.in_features, out.data_ptr())
-        return out
+    def _decode(self, lib, out: torch.Tensor) -> None:
+        lib.tp_decode(ptr(self._gaps), self._counts.data_ptr(), self._offs.data_ptr(),
+                      self.out_features, self.in_features, out.data_ptr())
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self._gaps, self._counts, self._offs, self._w_scale))

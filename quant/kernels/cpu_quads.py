@@ -41,10 +41,8 @@ class QuadTableKernel(NativeCpuKernel):
                          EPS, y.data_ptr(), n, threads):
             raise MemoryError(f"quad-table kernel: no memory for the buffers of a {m}x{k}x{n} product")
 
-    def trits(self) -> torch.Tensor:
-        out = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
-        self._lib().tq_decode(self._codes.data_ptr(), self.out_features, self.in_features, out.data_ptr())
-        return out
+    def _decode(self, lib, out: torch.Tensor) -> None:
+        lib.tq_decode(self._codes.data_ptr(), self.out_features, self.in_features, out.data_ptr())
 
     def nbytes(self) -> int:
         return self._codes.nbytes + self._w_scale.nbytes

@@ -29,7 +29,7 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 
 _P, _I, _L, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
-# function -> (restype, argtypes); the C prototypes in csrc/ternary_pairs.c
+# function -> (restype, argtypes); the C prototypes in csrc/ternary_pairs.c (tp_*) and ternary_quads.c (tq_*)
 SIGNATURES = {
     "tp_chunks": (_I, [_I]),
     "tp_table_cells": (_L, [_I, _I, _I]),
