@@ -51,6 +51,8 @@ ACCELERATED = {
     "q-all-a8-2bit": {"activations": "int8", "backend": "packed"},
 }
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
+# The CPU's other W1.58A8 kernels, timed beside q-all-a8 (the default one) by default.
+CPU_OTHER_A8 = ("q-all-a8-pairs", "q-all-a8-fbgemm")
 
 
 # ------------------------------------------------------------------------------ timing
@@ -230,9 +232,10 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
         bias = torch.randn(n, device=device)
         w = torch.randn(n, k, device=device)
         terns = {"q-all-a8": TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)}
-        if device == "cpu":  # the CPU's other W1.58A8 kernels, side by side
-            for name in ("q-all-a8-pairs", "q-all-a8-fbgemm"):
-                terns[name] = TernaryLinear(trits, scale, bias, ACCELERATED[name]["backend"], "int8", act_dtype)
+        if device == "cpu":  # the CPU's other W1.58A8 kernels, side by side (the requested ones)
+            for name in CPU_OTHER_A8:
+                if names is None or name in names:
+                    terns[name] = TernaryLinear(trits, scale, bias, ACCELERATED[name]["backend"], "int8", act_dtype)
         for batch in batches:
             m = batch * tokens
             x = torch.randn(m, k, device=device)
@@ -356,7 +359,7 @@ def main(argv=None) -> int:
     if not args.variants and args.device == "cuda":  # the 2-bit Triton GEMM (on the CPU: unpack per call)
         names.append("q-all-a8-2bit")
     if not args.variants and args.device == "cpu":  # the CPU's W1.58A8 kernels side by side
-        names += ["q-all-a8-pairs", "q-all-a8-fbgemm"]
+        names += CPU_OTHER_A8
 
     from bench.embedded import register
 
