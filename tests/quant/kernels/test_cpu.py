@@ -22,6 +22,7 @@ KERNELS = [
         QuadTableKernel.unavailable_reason(CPU, "int8") is not None,
         reason=f"quad-table kernel unavailable: {QuadTableKernel.unavailable_reason(CPU, 'int8')}")),
 ]
+NATIVE_KERNELS = KERNELS[1:]  # the C kernels (pair-table, quad-table), each skipped where it cannot build
 CHUNK_K = 128  # the pair-table kernel's chunk of K (64 weight pairs; checked below)
 # odd sizes, K = 1 and 2, token counts across 16/32/64-token blocks, K across the pair-table chunks and
 # the quad-table chunks (48) and widenings (240); the last two run on 2 threads split by columns / by blocks
@@ -174,3 +175,22 @@ def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, 
         assert select_kernel("cpu", "cpu", "int8") is FbgemmKernel
     with pytest.raises(RuntimeError, match=f"{kernel_cls.title} is unavailable"):
         kernel_cls(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")
+
+
+@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
+@pytest.mark.parametrize("kernel_cls", NATIVE_KERNELS)
+@pytest.mark.parametrize("m,k,n", [(3, 5, 7), (50, 128, 384), (97, 257, 129), (130, 1100, 40), (40, 777, 300)])
+def test_native_kernels_are_bit_equal_to_fbgemm(kernel_cls, m, k, n):
+    # the same integers and the same order of the scale roundings
+    g = torch.Generator().manual_seed(m)
+    x = torch.randn(m, k, generator=g) * 3
+    trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
+    w_scale, bias = torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
+    assert torch.equal(kernel_cls(trits, w_scale, "int8").linear(x, bias),
+                       FbgemmKernel(trits, w_scale, "int8").linear(x, bias))
+
+
+@pytest.mark.parametrize("kernel_cls", NATIVE_KERNELS)
+def test_native_kernels_refuse_non_ternary_weights(kernel_cls):
+    with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
+        kernel_cls(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")

@@ -7,24 +7,11 @@ import torch
 
 from quant.kernels import native
 from quant.kernels.base import select_kernel
-from quant.kernels.cpu import FbgemmKernel, fbgemm_available
 from quant.kernels.cpu_pairs import SOURCE, PairTableKernel
 from quant.kernels.reference import ternary_linear_a8_reference
 
 _why = PairTableKernel.unavailable_reason(torch.device("cpu"), "int8")
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"pair-table kernel unavailable: {_why}")
-
-
-@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
-@pytest.mark.parametrize("m,k,n", [(3, 5, 7), (50, 128, 384), (97, 257, 129), (130, 1100, 40)])
-def test_bit_equal_to_fbgemm(m, k, n):
-    # the same integers and the same order of the scale roundings
-    g = torch.Generator().manual_seed(m)
-    x = torch.randn(m, k, generator=g) * 3
-    trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
-    w_scale, bias = torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
-    assert torch.equal(PairTableKernel(trits, w_scale, "int8").linear(x, bias),
-                       FbgemmKernel(trits, w_scale, "int8").linear(x, bias))
 
 
 def test_trits_come_back_exactly_with_long_zero_runs():
@@ -70,8 +57,3 @@ def test_token_blocks_are_chosen_by_padded_work():
     from quant.kernels.cpu_pairs import block_tokens
 
     assert [block_tokens(m) for m in (20, 50, 77, 197, 1600)] == [32, 64, 48, 64, 64]
-
-
-def test_non_ternary_weights_are_refused():
-    with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
-        PairTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")

@@ -7,27 +7,10 @@ import torch
 
 from quant.kernels import native
 from quant.kernels.base import select_kernel
-from quant.kernels.cpu import FbgemmKernel, fbgemm_available
 from quant.kernels.cpu_quads import SOURCE, QuadTableKernel
 
 _why = QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"quad-table kernel unavailable: {_why}")
-
-
-def _case(m, k, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=g) * 3
-    trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8)
-    return x, trits, torch.rand(n, generator=g) + 0.01, torch.randn(n, generator=g)
-
-
-@pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
-@pytest.mark.parametrize("m,k,n", [(3, 5, 7), (50, 128, 384), (97, 257, 129), (130, 1100, 40), (40, 777, 300)])
-def test_bit_equal_to_fbgemm(m, k, n):
-    # the same integers and the same order of the scale roundings
-    x, trits, w_scale, bias = _case(m, k, n, seed=m)
-    assert torch.equal(QuadTableKernel(trits, w_scale, "int8").linear(x, bias),
-                       FbgemmKernel(trits, w_scale, "int8").linear(x, bias))
 
 
 def test_weight_is_two_bits_a_weight():
@@ -69,11 +52,6 @@ def test_a_changed_header_builds_anew(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_libs", {})
     assert not isinstance(native.load(SOURCE), str)
     assert len(list((tmp_path / "kernels").glob(f"{SOURCE}-*.so"))) == 2
-
-
-def test_non_ternary_weights_are_refused():
-    with pytest.raises(ValueError, match="trits must be -1, 0 or 1"):
-        QuadTableKernel(torch.full((2, 4), 2, dtype=torch.int8), torch.ones(2), "int8")
 
 
 def test_threads_split_the_columns_of_a_last_round_only_where_that_is_faster():
