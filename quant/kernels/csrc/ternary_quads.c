@@ -112,24 +112,36 @@ static void build_chunk(const int16_t *xt, int q0, int16_t *tab) {
   }
 }
 
-/* Columns [n0, n1) add their rows of one chunk's table into their int16 sums. */
-static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, __m256i *acc16) {
+/* Columns [n0, n1) add their rows of one chunk's table to their sums: int16 lanes, started at
+ * zero in the first chunk of a WIDEN group (first) and widened into the int32 sums in its last
+ * (last). A column's 12 code bytes come in as two integer loads and are cut apart in registers:
+ * a load a byte would take a load port from the table rows, the loop's bottleneck. */
+_Static_assert(QC == 12, "a column's codes of a chunk are read as 8 + 4 bytes");
+static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, __m256i *acc16, __m256i *acc32,
+                      int first, int last) {
+  const char *rows = (const char *)tab;
   const uint8_t *cd = codes + (int64_t)n0 * QC;
   for (int n = n0; n < n1; n++, cd += QC) {
-    __m256i a = _mm256_load_si256(acc16 + (n - n0));
+    uint64_t lo;
+    uint32_t hi;
+    memcpy(&lo, cd, 8);
+    memcpy(&hi, cd + 8, 4);
+    __m256i a = first ? _mm256_setzero_si256() : _mm256_load_si256(acc16 + (n - n0)), b = _mm256_setzero_si256();
+    /* two chains of adds; row r of quad i at byte (i ROWS + r) x 32 */
 #pragma GCC unroll 12
-    for (int i = 0; i < QC; i++)
-      a = _mm256_add_epi16(a, _mm256_load_si256((const __m256i *)(tab + ((int64_t)i * ROWS + cd[i]) * MB)));
-    _mm256_store_si256(acc16 + (n - n0), a);
-  }
-}
-
-static void widen(__m256i *acc16, __m256i *acc32, int count) {
-  for (int j = 0; j < count; j++) {
-    __m256i a = _mm256_load_si256(acc16 + j);
-    acc32[2 * j] = _mm256_add_epi32(acc32[2 * j], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
-    acc32[2 * j + 1] = _mm256_add_epi32(acc32[2 * j + 1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
-    acc16[j] = _mm256_setzero_si256();
+    for (int i = 0; i < QC; i++) {
+      uint64_t off = ((i < 8 ? lo >> (8 * i) : hi >> (8 * (i - 8))) << 5) & 0x1fe0;  /* code x 32 bytes */
+      __m256i row = _mm256_load_si256((const __m256i *)(rows + (int64_t)i * ROWS * MB * 2 + off));
+      if (i % 2) b = _mm256_add_epi16(b, row); else a = _mm256_add_epi16(a, row);
+    }
+    a = _mm256_add_epi16(a, b);
+    if (last) {
+      __m256i *wide = acc32 + 2 * (n - n0);
+      wide[0] = _mm256_add_epi32(wide[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
+      wide[1] = _mm256_add_epi32(wide[1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
+    } else {
+      _mm256_store_si256(acc16 + (n - n0), a);
+    }
   }
 }
 
@@ -183,12 +195,10 @@ static void block_product(const float *x, int64_t ldx, int mb, int M, int K, int
   int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
   float xs[MB];
   quantize_block(x, ldx, m0, mcount, K, kpad, eps, xt, xs);
-  memset(acc16, 0, (size_t)cols * sizeof(__m256i));
   memset(acc32, 0, (size_t)cols * 2 * sizeof(__m256i));
   for (int c = 0; c < nch; c++) {
     build_chunk(xt, c * QC, tab);
-    add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16);
-    if (c % WIDEN == WIDEN - 1 || c == nch - 1) widen(acc16, acc32, cols);
+    add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16, acc32, c % WIDEN == 0, c % WIDEN == WIDEN - 1 || c == nch - 1);
   }
   write_block(acc32, n0, n1, xs, ws, bias, mcount, y + (int64_t)m0 * ldy, ldy);
 }
