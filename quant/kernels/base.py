@@ -95,7 +95,8 @@ class DequantKernel(Kernel):
 BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
     "reference": {"int8": [Kernel], "float": [Kernel]},
 }
-BACKEND_CHOICES = ("auto", "cpu", "cpu-quads", "cpu-pairs", "fbgemm", "cuda", "packed", "reference")
+BACKEND_CHOICES = ("auto", "cpu", "cpu-quads", "cpu-quads-portable", "cpu-pairs", "fbgemm", "cuda", "packed",
+                   "reference")
 
 
 def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:

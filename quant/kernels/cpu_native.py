@@ -24,6 +24,7 @@ class NativeCpuKernel(Kernel):
 
     source: ClassVar[str]
     title: ClassVar[str]  # e.g. "quad-table kernel", for messages
+    portable: ClassVar[bool] = False  # the source's portable form even on an AVX2 CPU (native.load)
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         self.activations = activations
@@ -49,7 +50,7 @@ class NativeCpuKernel(Kernel):
 
     @classmethod
     def _lib(cls):
-        lib = native.load(cls.source)
+        lib = native.load(cls.source, cls.portable)
         if isinstance(lib, str):
             raise RuntimeError(f"the {cls.title} is unavailable: {lib}")
         return lib
@@ -60,7 +61,7 @@ class NativeCpuKernel(Kernel):
             return f"the {cls.title} runs on the CPU, not {device.type}"
         if activations != "int8":
             return f"the {cls.title} has int8 activations only"
-        lib = native.load(cls.source)
+        lib = native.load(cls.source, cls.portable)
         return lib if isinstance(lib, str) else None
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

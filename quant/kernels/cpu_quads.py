@@ -48,5 +48,15 @@ class QuadTableKernel(NativeCpuKernel):
         return self._codes.nbytes + self._w_scale.nbytes
 
 
+class PortableQuadTableKernel(QuadTableKernel):
+    """The same kernel in its portable C form (no AVX2: what non-x86 CPUs build), forced on any CPU:
+    for tests and for timing the form an ARM or pre-AVX2 CPU runs."""
+
+    name = "cpu-quads-portable"
+    title = "quad-table kernel (portable form)"
+    portable = True
+
+
 register_backend("cpu", "int8", QuadTableKernel, first=True)
 register_backend("cpu-quads", "int8", QuadTableKernel)
+register_backend("cpu-quads-portable", "int8", PortableQuadTableKernel)

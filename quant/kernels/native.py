@@ -8,6 +8,11 @@ release the GIL). The kernels parallelize with OpenMP on torch's own thread pool
 Why not a torch C++ extension: compiling against torch's headers takes about a minute on
 2 cores; this plain C file compiles in about a second and needs only ``cc``.
 Set ``TERNBENCH_NATIVE=0`` to turn the native kernels off (the FBGEMM kernel is used then).
+
+Two forms of a source: ``avx2`` (built with ``-mavx2 -mfma``, where torch reports an AVX2 or
+AVX512 CPU) and ``portable`` (no instruction-set flags: SSE2 on x86, NEON on ARM), which a source
+written for both (``ternary_quads``) gets everywhere else. The pair-table kernel is AVX2 only.
+A compiler without OpenMP (Apple's clang) builds a one-thread library.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ import torch
 from quant.fileio import atomic_path, cache_dir
 
 CSRC = Path(__file__).resolve().parent / "csrc"
+# -ffp-contract=off: the epilogue's roundings stay those of FBGEMM (no fused multiply-add).
+FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu11")
 # -fopenmp links libgomp.so.1: torch's own copy once torch is imported (same soname), so the
 # kernels' parallel loops run on torch's intra-op threads instead of competing with them.
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
+OPENMP = ("-fopenmp",)
+FORM_FLAGS = {"avx2": ("-mavx2", "-mfma"), "portable": ()}
+PORTABLE_SOURCES = {"ternary_quads"}  # written for both forms; the others in AVX2 intrinsics only
 
 _P, _I, _L, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
 # function -> (restype, argtypes); the C prototypes in csrc/ternary_pairs.c (tp_*) and ternary_quads.c (tq_*)
@@ -44,29 +53,45 @@ SIGNATURES = {
     "tq_linear": (_I, [_P, _L, _I, _I, _I, _P, _P, _P, _F, _P, _L, _I]),
 }
 
-_libs: dict[str, ctypes.CDLL | str] = {}  # source name -> library, or why it is unavailable
+# (source name, form) -> library, or why it is unavailable
+_libs: dict[tuple[str, str], ctypes.CDLL | str] = {}
 
 
-def _cpu_reason() -> str | None:
+def _form(name: str, portable: bool) -> str:
+    """The form of ``name`` this CPU runs (raises OSError where it has none)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    if capability not in ("AVX2", "AVX512"):
-        return f"the native kernels need an x86 CPU with AVX2 (torch reports {capability})"
-    return None
+    if not portable and capability in ("AVX2", "AVX512"):
+        return "avx2"
+    if name in PORTABLE_SOURCES:
+        return "portable"
+    raise OSError(f"{name} needs an x86 CPU with AVX2 (torch reports {capability})")
 
 
-def _build(name: str) -> ctypes.CDLL:
+def _compile(compiler: str, flags: tuple[str, ...], source: Path, name: str) -> Path:
+    headers = b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))  # included by the sources
+    digest = hashlib.sha256(source.read_bytes() + headers + " ".join((compiler, *flags)).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"{name}-{digest}.so"
+    if not target.exists():
+        with atomic_path(target) as tmp:
+            done = subprocess.run([compiler, *flags, "-o", str(tmp), str(source), "-lm"], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise OSError(f"compiling {source} failed: {done.stderr.strip()[-800:]}")
+    return target
+
+
+def _build(name: str, form: str) -> ctypes.CDLL:
     source = CSRC / f"{name}.c"
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (install gcc, or set CC)")
-    headers = b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))  # included by the sources
-    digest = hashlib.sha256(source.read_bytes() + headers + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
-    target = cache_dir() / "kernels" / f"{name}-{digest}.so"
-    if not target.exists():
-        with atomic_path(target) as tmp:
-            done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise OSError(f"compiling {source} failed: {done.stderr.strip()[-800:]}")
+    flags = (*FLAGS, *FORM_FLAGS[form])
+    try:
+        target = _compile(compiler, (*flags, *OPENMP), source, name)
+    except OSError as with_openmp:
+        try:  # a compiler without OpenMP (Apple's clang): one thread
+            target = _compile(compiler, flags, source, name)
+        except OSError:
+            raise with_openmp from None
     lib = ctypes.CDLL(str(target))
     for fn, (restype, argtypes) in SIGNATURES.items():
         if hasattr(lib, fn):
@@ -74,16 +99,16 @@ def _build(name: str) -> ctypes.CDLL:
     return lib
 
 
-def load(name: str) -> ctypes.CDLL | str:
-    """The library built from ``csrc/<name>.c``, or a string saying why it cannot be had here."""
-    if name not in _libs:
+def load(name: str, portable: bool = False) -> ctypes.CDLL | str:
+    """The library built from ``csrc/<name>.c`` in this CPU's form (``portable``: the portable form
+    even on an AVX2 CPU), or a string saying why it cannot be had here."""
+    key = (name, "portable" if portable else "auto")
+    if key not in _libs:
         if os.environ.get("TERNBENCH_NATIVE", "1") == "0":
-            _libs[name] = "turned off by TERNBENCH_NATIVE=0"
-        elif (reason := _cpu_reason()) is not None:
-            _libs[name] = reason
+            _libs[key] = "turned off by TERNBENCH_NATIVE=0"
         else:
             try:
-                _libs[name] = _build(name)
+                _libs[key] = _build(name, _form(name, portable))
             except OSError as err:
-                _libs[name] = str(err)
-    return _libs[name]
+                _libs[key] = str(err)
+    return _libs[key]

@@ -11,8 +11,8 @@
  *
  * Layout: table[mb][j][t][MB] int16 (t = 0..3 as above, MB tokens of block mb; padding lanes
  * hold garbage whose sums are never written). A column's rows of one chunk of KC pairs sum in
- * int16 lanes, then widen into int32 accumulators. Output y = float(acc) * w_scale[n] *
- * x_scale[m] + bias[n], the same order of roundings as the FBGEMM path (bit-equal, tested).
+ * int16 lanes, then widen into int32 accumulators. Output y = fma(float(acc) * w_scale[n],
+ * x_scale[m], bias[n]), the same roundings as the FBGEMM path (bit-equal, tested).
  *
  * Gap encoding: per column and chunk, an add list and a subtract list of increasing row ids
  * r = 4 (j - chunk start) + t; each entry is r - previous (the first from 0): 0..255, since a
@@ -235,8 +235,8 @@ int tp_gemm(const int16_t *table, int M, int K, int N, int MB, const uint8_t *ga
             __m256 w = _mm256_set1_ps(ws[n]), b = _mm256_set1_ps(bias ? bias[n] : 0.f);
             for (int v = 0; v < MB / 8; v++) {
               __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(a + v)), w);
-              p = _mm256_mul_ps(p, _mm256_loadu_ps(xs + mb * MB + 8 * v));
-              _mm256_store_ps(tmp[i] + 8 * v, _mm256_add_ps(p, b));
+              p = _mm256_fmadd_ps(p, _mm256_loadu_ps(xs + mb * MB + 8 * v), b);
+              _mm256_store_ps(tmp[i] + 8 * v, p);
             }
           }
           float *out = y + (int64_t)mb * MB * ldy + nb;

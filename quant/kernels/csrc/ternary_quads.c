@@ -15,16 +15,29 @@
  * token block: xt[k][16] the block's int16 codes by input (zero past K and past the tokens),
  * and the table of one chunk, tab[quad][81][16] int16 (31 KiB: it stays in L1 while every
  * column adds its rows from it). Columns sum in int16 lanes for WIDEN chunks, then widen into
- * int32. Output y = float(acc) * w_scale[n] * x_scale[m] + bias[n], FBGEMM's order of
- * roundings (bit-equal to the FBGEMM path, tested).
+ * int32. Output y = fma(float(acc) * w_scale[n], x_scale[m], bias[n]): the roundings of the FBGEMM
+ * path (bit-equal to it, tested; FBGEMM's products and torch's addcmul use fused multiply-adds).
  */
-#include <immintrin.h>
-#include <omp.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Two forms of the per-block steps that are not sums: AVX2 intrinsics (quantization through
+ * in-register transposes, the epilogue through an 8 x 8 transpose) where the compiler targets AVX2,
+ * else plain C (any CPU: NEON on ARM, SSE2 on other x86). The tables and the sums are written once,
+ * in GCC / Clang vector extensions, which compile to the same vector adds either way. */
+#ifdef __AVX2__
+#include <immintrin.h>
 
 #include "avx2_quantize.h"
+#endif
+
+typedef int16_t i16x16 __attribute__((vector_size(32)));  /* one table row: 16 tokens */
+typedef int32_t i32x16 __attribute__((vector_size(64)));  /* a row widened: a column's int32 sums */
 
 #define MB 16    /* tokens per block: one AVX2 vector of int16 lanes */
 #define QC 12    /* quads per chunk: 12 x 81 rows x 32 B = 31 KiB, within a 32 KiB L1 */
@@ -62,8 +75,10 @@ void tq_decode(const uint8_t *codes, int N, int K, int8_t *w) {
 }
 
 /* A block's mcount tokens (rows of x from m0) quantized into xt[k][16] (kpad rows, zero past K
- * and past mcount) and their scales xs[16]. 16 inputs x 16 tokens a step through the in-register
- * transpose; the last K % 16 inputs one by one. */
+ * and past mcount) and their scales xs[16]: scale = max(absmax, eps) / 127, code = round(x / scale),
+ * half to even (bit-equal to quant.kernels.reference.quantize_per_token). */
+#ifdef __AVX2__
+/* 16 inputs x 16 tokens a step through the in-register transpose; the last K % 16 inputs one by one. */
 static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int K, int kpad, float eps,
                            int16_t *xt, float *xs) {
   static const float zeros[16] = {0};
@@ -91,24 +106,36 @@ static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int 
       xt[(int64_t)k * MB + t] = (int16_t)_mm_cvtss_si32(_mm_round_ss(q, q, ROUND));
     }
 }
+#else
+static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int K, int kpad, float eps,
+                           int16_t *xt, float *xs) {
+  memset(xt, 0, (size_t)kpad * MB * sizeof(int16_t));
+  for (int t = 0; t < MB; t++) {
+    xs[t] = 1.f;
+    if (t >= mcount) continue;
+    const float *r = x + (int64_t)(m0 + t) * ldx;
+    float amax = 0.f;
+    for (int k = 0; k < K; k++) amax = fabsf(r[k]) > amax ? fabsf(r[k]) : amax;
+    xs[t] = (amax > eps ? amax : eps) / 127.0f;
+    for (int k = 0; k < K; k++) xt[(int64_t)k * MB + t] = (int16_t)lrintf(r[k] / xs[t]);  /* to nearest even */
+  }
+}
+#endif
 
 /* The 81 rows of each of the QC quads starting at input quad q0: sums of the 9 (x0, x1)
  * combinations and the 9 (x2, x3) ones, row 27 (w0+1) + 9 (w1+1) + 3 (w2+1) + (w3+1). */
 static void build_chunk(const int16_t *xt, int q0, int16_t *tab) {
-  const __m256i z = _mm256_setzero_si256();
+  const i16x16 z = {0};
   for (int i = 0; i < QC; i++) {
-    const __m256i *x = (const __m256i *)(xt + (int64_t)(q0 + i) * 4 * MB);
-    __m256i x0 = _mm256_load_si256(x), x1 = _mm256_load_si256(x + 1);
-    __m256i x2 = _mm256_load_si256(x + 2), x3 = _mm256_load_si256(x + 3);
-    __m256i a[3] = {_mm256_sub_epi16(z, x0), z, x0}, c[3] = {_mm256_sub_epi16(z, x2), z, x2};
-    __m256i lo[9], hi[9];
+    const i16x16 *x = (const i16x16 *)(xt + (int64_t)(q0 + i) * 4 * MB);
+    i16x16 a[3] = {-x[0], z, x[0]}, c[3] = {-x[2], z, x[2]}, lo[9], hi[9];
     for (int u = 0; u < 3; u++) {
-      lo[3 * u] = _mm256_sub_epi16(a[u], x1), lo[3 * u + 1] = a[u], lo[3 * u + 2] = _mm256_add_epi16(a[u], x1);
-      hi[3 * u] = _mm256_sub_epi16(c[u], x3), hi[3 * u + 1] = c[u], hi[3 * u + 2] = _mm256_add_epi16(c[u], x3);
+      lo[3 * u] = a[u] - x[1], lo[3 * u + 1] = a[u], lo[3 * u + 2] = a[u] + x[1];
+      hi[3 * u] = c[u] - x[3], hi[3 * u + 1] = c[u], hi[3 * u + 2] = c[u] + x[3];
     }
-    __m256i *row = (__m256i *)(tab + (int64_t)i * ROWS * MB);
+    i16x16 *row = (i16x16 *)(tab + (int64_t)i * ROWS * MB);
     for (int p = 0; p < 9; p++)
-      for (int r = 0; r < 9; r++) _mm256_store_si256(row + 9 * p + r, _mm256_add_epi16(lo[p], hi[r]));
+      for (int r = 0; r < 9; r++) row[9 * p + r] = lo[p] + hi[r];
   }
 }
 
@@ -117,7 +144,7 @@ static void build_chunk(const int16_t *xt, int q0, int16_t *tab) {
  * (last). A column's 12 code bytes come in as two integer loads and are cut apart in registers:
  * a load a byte would take a load port from the table rows, the loop's bottleneck. */
 _Static_assert(QC == 12, "a column's codes of a chunk are read as 8 + 4 bytes");
-static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, __m256i *acc16, __m256i *acc32,
+static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, i16x16 *acc16, i32x16 *acc32,
                       int first, int last) {
   const char *rows = (const char *)tab;
   const uint8_t *cd = codes + (int64_t)n0 * QC;
@@ -126,29 +153,29 @@ static void add_chunk(const int16_t *tab, const uint8_t *codes, int n0, int n1, 
     uint32_t hi;
     memcpy(&lo, cd, 8);
     memcpy(&hi, cd + 8, 4);
-    __m256i a = first ? _mm256_setzero_si256() : _mm256_load_si256(acc16 + (n - n0)), b = _mm256_setzero_si256();
+    i16x16 a = {0}, b = {0};
+    if (!first) a = acc16[n - n0];
     /* two chains of adds; row r of quad i at byte (i ROWS + r) x 32 */
 #pragma GCC unroll 12
     for (int i = 0; i < QC; i++) {
       uint64_t off = ((i < 8 ? lo >> (8 * i) : hi >> (8 * (i - 8))) << 5) & 0x1fe0;  /* code x 32 bytes */
-      __m256i row = _mm256_load_si256((const __m256i *)(rows + (int64_t)i * ROWS * MB * 2 + off));
-      if (i % 2) b = _mm256_add_epi16(b, row); else a = _mm256_add_epi16(a, row);
+      const i16x16 *row = (const i16x16 *)(rows + (int64_t)i * ROWS * MB * 2 + off);
+      if (i % 2) b += *row; else a += *row;
     }
-    a = _mm256_add_epi16(a, b);
-    if (last) {
-      __m256i *wide = acc32 + 2 * (n - n0);
-      wide[0] = _mm256_add_epi32(wide[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
-      wide[1] = _mm256_add_epi32(wide[1], _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
-    } else {
-      _mm256_store_si256(acc16 + (n - n0), a);
-    }
+    a += b;
+    if (last)
+      acc32[n - n0] += __builtin_convertvector(a, i32x16);
+    else
+      acc16[n - n0] = a;
   }
 }
 
 /* Scales and bias onto columns [n0, n1) of the block's mcount tokens, 8 columns x 8 tokens a step
  * through a transpose so that y is written a row (token) at a time. */
-static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, const float *ws, const float *bias,
+#ifdef __AVX2__
+static void write_block(const i32x16 *acc, int n0, int n1, const float *xs, const float *ws, const float *bias,
                         int mcount, float *y, int64_t ldy) {
+  const __m256i *acc32 = (const __m256i *)acc;  /* column j: tokens 0-7 at 2 j, 8-15 at 2 j + 1 */
   for (int nb = n0; nb < n1; nb += 8) {
     int ncount = n1 - nb < 8 ? n1 - nb : 8;
     for (int h = 0; h < 2; h++) {  /* tokens 8h .. 8h + 7 */
@@ -157,7 +184,7 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
       for (int i = 0; i < 8; i++) {
         int n = nb + (i < ncount ? i : 0);
         __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(acc32[2 * (n - n0) + h]), _mm256_set1_ps(ws[n]));
-        p = _mm256_add_ps(_mm256_mul_ps(p, xsv), _mm256_set1_ps(bias ? bias[n] : 0.f));
+        p = _mm256_fmadd_ps(p, xsv, _mm256_set1_ps(bias ? bias[n] : 0.f));
         v[i] = _mm256_castps_si256(p);
       }
       transpose8(v);  /* v[t]: token 8h + t, columns nb .. nb + 7 */
@@ -175,6 +202,15 @@ static void write_block(const __m256i *acc32, int n0, int n1, const float *xs, c
   }
 }
 
+#else
+static void write_block(const i32x16 *acc, int n0, int n1, const float *xs, const float *ws, const float *bias,
+                        int mcount, float *y, int64_t ldy) {
+  for (int t = 0; t < mcount; t++)
+    for (int n = n0; n < n1; n++)  /* fma(acc w_scale, x_scale, bias): the AVX2 form's roundings */
+      y[(int64_t)t * ldy + n] = fmaf((float)acc[n - n0][t] * ws[n], xs[t], bias ? bias[n] : 0.f);
+}
+#endif
+
 /* Whether the last round of token blocks, fewer than the nt threads, is split by columns (1) or
  * by blocks (0). Full rounds always split by blocks: a column split builds every table on every
  * thread. For the last round, by blocks leaves threads idle; by columns every thread builds the
@@ -190,12 +226,12 @@ int tq_tail_by_columns(int M, int N, int nt) {
 /* One token block, columns [n0, n1) (buffers for at least n1 - n0 columns). */
 static void block_product(const float *x, int64_t ldx, int mb, int M, int K, int N, const uint8_t *codes,
                           const float *ws, const float *bias, float eps, float *y, int64_t ldy, int n0, int n1,
-                          int16_t *xt, int16_t *tab, __m256i *acc16, __m256i *acc32) {
+                          int16_t *xt, int16_t *tab, i16x16 *acc16, i32x16 *acc32) {
   int nch = n_chunks(K), kpad = nch * QC * 4, cols = n1 - n0;
   int m0 = mb * MB, mcount = M - m0 < MB ? M - m0 : MB;
   float xs[MB];
   quantize_block(x, ldx, m0, mcount, K, kpad, eps, xt, xs);
-  memset(acc32, 0, (size_t)cols * 2 * sizeof(__m256i));
+  memset(acc32, 0, (size_t)cols * sizeof(i32x16));
   for (int c = 0; c < nch; c++) {
     build_chunk(xt, c * QC, tab);
     add_chunk(tab, codes + (int64_t)c * N * QC, n0, n1, acc16, acc32, c % WIDEN == 0, c % WIDEN == WIDEN - 1 || c == nch - 1);
@@ -213,14 +249,19 @@ int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *c
   int kpad = n_chunks(K) * QC * 4, nmb = (M + MB - 1) / MB, failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    int tid = omp_get_thread_num(), nt = omp_get_num_threads(), full = nmb / nt * nt;
+#ifdef _OPENMP
+    int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    int tid = 0, nt = 1;  /* built without OpenMP: one thread */
+#endif
+    int full = nmb / nt * nt;
     int tail_by_columns = tq_tail_by_columns(M, N, nt), ngroups = (N + 7) / 8;
     int n0 = 8 * (int)((int64_t)ngroups * tid / nt), n1 = 8 * (int)((int64_t)ngroups * (tid + 1) / nt);
     if (n1 > N) n1 = N;
     int16_t *xt = aligned_alloc(32, (size_t)(kpad > 0 ? kpad : 1) * MB * sizeof(int16_t));  /* K = 0: not NULL */
     int16_t *tab = aligned_alloc(64, (size_t)QC * ROWS * MB * sizeof(int16_t));
-    __m256i *acc16 = aligned_alloc(32, (size_t)(N > 0 ? N : 1) * sizeof(__m256i));
-    __m256i *acc32 = aligned_alloc(32, (size_t)(N > 0 ? N : 1) * 2 * sizeof(__m256i));
+    i16x16 *acc16 = aligned_alloc(32, (size_t)(N > 0 ? N : 1) * sizeof(i16x16));
+    i32x16 *acc32 = aligned_alloc(64, (size_t)(N > 0 ? N : 1) * sizeof(i32x16));
     if (!xt || !tab || !acc16 || !acc32) {
 #pragma omp atomic write
       failed = 1;

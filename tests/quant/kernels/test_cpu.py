@@ -1,6 +1,7 @@
 """The contract of the CPU's W1.58A8 kernels (FBGEMM, the quad-table and the pair-table kernel alike), and
 FBGEMM's own tests. The native kernels' own: test_cpu_quads.py, test_cpu_pairs.py."""
 
+import re
 import warnings
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels.cpu import FbgemmKernel, fbgemm_available
 from quant.kernels.cpu_pairs import BLOCK_SPEED, PairTableKernel, block_tokens
-from quant.kernels.cpu_quads import QuadTableKernel
+from quant.kernels.cpu_quads import PortableQuadTableKernel, QuadTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
 
 CPU = torch.device("cpu")
@@ -18,11 +19,12 @@ KERNELS = [
     pytest.param(PairTableKernel, marks=pytest.mark.skipif(
         PairTableKernel.unavailable_reason(CPU, "int8") is not None,
         reason=f"pair-table kernel unavailable: {PairTableKernel.unavailable_reason(CPU, 'int8')}")),
-    pytest.param(QuadTableKernel, marks=pytest.mark.skipif(
-        QuadTableKernel.unavailable_reason(CPU, "int8") is not None,
-        reason=f"quad-table kernel unavailable: {QuadTableKernel.unavailable_reason(CPU, 'int8')}")),
+    *(pytest.param(cls, marks=pytest.mark.skipif(
+        cls.unavailable_reason(CPU, "int8") is not None,
+        reason=f"{cls.title} unavailable: {cls.unavailable_reason(CPU, 'int8')}"))
+      for cls in (QuadTableKernel, PortableQuadTableKernel)),
 ]
-NATIVE_KERNELS = KERNELS[1:]  # the C kernels (pair-table, quad-table), each skipped where it cannot build
+NATIVE_KERNELS = KERNELS[1:]  # the C kernels (pair-table, quad-table in both forms), each skipped where it cannot build
 CHUNK_K = 128  # the pair-table kernel's chunk of K (64 weight pairs; checked below)
 # odd sizes, K = 1 and 2, token counts across 16/32/64-token blocks, K across the pair-table chunks and
 # the quad-table chunks (48) and widenings (240); the last two run on 2 threads split by columns / by blocks
@@ -162,7 +164,7 @@ def test_threads_do_not_change_the_result(kernel_cls, m):
     torch.testing.assert_close(one, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
 
 
-@pytest.mark.parametrize("kernel_cls", [QuadTableKernel, PairTableKernel])
+@pytest.mark.parametrize("kernel_cls", [QuadTableKernel, PortableQuadTableKernel, PairTableKernel])
 def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, monkeypatch, tmp_path):
     from quant.kernels import native
 
@@ -173,7 +175,7 @@ def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, 
     assert "no C compiler 'no-such-cc'" in kernel_cls.unavailable_reason(CPU, "int8")
     if fbgemm_available():
         assert select_kernel("cpu", "cpu", "int8") is FbgemmKernel
-    with pytest.raises(RuntimeError, match=f"{kernel_cls.title} is unavailable"):
+    with pytest.raises(RuntimeError, match=re.escape(f"{kernel_cls.title} is unavailable")):
         kernel_cls(torch.zeros(2, 2, dtype=torch.int8), torch.ones(2), "int8")
 
 

@@ -7,7 +7,7 @@ import torch
 
 from quant.kernels import native
 from quant.kernels.base import select_kernel
-from quant.kernels.cpu_quads import SOURCE, QuadTableKernel
+from quant.kernels.cpu_quads import SOURCE, PortableQuadTableKernel, QuadTableKernel
 
 _why = QuadTableKernel.unavailable_reason(torch.device("cpu"), "int8")
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"quad-table kernel unavailable: {_why}")
@@ -62,3 +62,39 @@ def test_threads_split_the_columns_of_a_last_round_only_where_that_is_faster():
     assert lib.tq_tail_by_columns(77, 8192, 8) == 1  # 5 blocks, 8 threads, wide: tables cheap next to the sums
     assert lib.tq_tail_by_columns(77, 3072, 8) == 0  # narrower: building the 5 tables on every thread costs more
     assert not any(lib.tq_tail_by_columns(m, 3072, 1) for m in (1, 16, 77, 1600))  # one thread: no tail
+
+
+def test_a_cpu_without_avx2_builds_the_portable_form_and_the_pair_kernel_says_why(monkeypatch, tmp_path):
+    monkeypatch.delenv("TERNBENCH_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # e.g. an ARM CPU
+    assert "ternary_pairs needs an x86 CPU with AVX2 (torch reports DEFAULT)" in native.load("ternary_pairs")
+    assert select_kernel("cpu", "cpu", "int8") is QuadTableKernel
+    g = torch.Generator().manual_seed(3)
+    x, trits = torch.randn(40, 300, generator=g), torch.randint(-1, 2, (70, 300), generator=g, dtype=torch.int8)
+    scale, bias = torch.rand(70, generator=g) + 0.1, torch.randn(70, generator=g)
+    out = QuadTableKernel(trits, scale, "int8").linear(x, bias)
+    (built,) = (tmp_path / "kernels").glob(f"{SOURCE}-*.so")  # one library: the portable form
+    assert torch.equal(out, PortableQuadTableKernel(trits, scale, "int8").linear(x, bias))
+
+
+def test_a_compiler_without_openmp_builds_a_one_thread_library(monkeypatch, tmp_path):
+    monkeypatch.delenv("TERNBENCH_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "OPENMP", ("-fno-such-openmp-flag",))  # how Apple's clang answers -fopenmp
+    g = torch.Generator().manual_seed(4)
+    x, trits = torch.randn(100, 200, generator=g), torch.randint(-1, 2, (90, 200), generator=g, dtype=torch.int8)
+    scale = torch.rand(90, generator=g) + 0.1
+    one_thread = QuadTableKernel(trits, scale, "int8").linear(x, None)
+    assert len(list((tmp_path / "kernels").glob(f"{SOURCE}-*.so"))) == 1
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "OPENMP", ("-fopenmp",))
+    assert torch.equal(one_thread, QuadTableKernel(trits, scale, "int8").linear(x, None))
+
+
+def test_the_portable_form_is_its_own_backend():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_kernel("cpu-quads-portable", "cpu", "int8") is PortableQuadTableKernel

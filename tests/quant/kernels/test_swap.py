@@ -173,7 +173,7 @@ def test_packed_checkpoint_gives_the_same_outputs(tiny_model, tiny_inputs, tmp_p
         assert torch.equal(a, b)
     floats = load_packed(path, backend="packed", activations="float")
     assert {m.kernel.name for m in floats.modules() if isinstance(m, TernaryLinear)} == {"packed"}
-    with pytest.raises(QuantConfigError, match="unknown backend 'gpu'.*valid: auto, cpu, cpu-quads, cpu-pairs, fbgemm, cuda"):
+    with pytest.raises(QuantConfigError, match="unknown backend 'gpu'.*valid: auto, cpu, cpu-quads, cpu-quads-portable, cpu-pairs, fbgemm, cuda"):
         load_packed(path, backend="gpu")
 
 
