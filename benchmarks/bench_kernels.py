@@ -46,13 +46,16 @@ ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
     "q-all-a8-pairs": {"activations": "int8", "backend": "cpu-pairs"},
     "q-all-a8-fbgemm": {"activations": "int8", "backend": "fbgemm"},
+    "q-all-a8-portable": {"activations": "int8", "backend": "cpu-quads-portable"},
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
     "q-all-a8-2bit": {"activations": "int8", "backend": "packed"},
 }
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
-# The CPU's other W1.58A8 kernels, timed beside q-all-a8 (the default one) by default.
+# The CPU's other W1.58A8 kernels, timed beside q-all-a8 (the default one) by default; and on request
+# the quad-table kernel's portable form (what ARM and pre-AVX2 CPUs build).
 CPU_OTHER_A8 = ("q-all-a8-pairs", "q-all-a8-fbgemm")
+CPU_ON_REQUEST_A8 = ("q-all-a8-portable",)
 
 
 # ------------------------------------------------------------------------------ timing
@@ -233,8 +236,8 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
         w = torch.randn(n, k, device=device)
         terns = {"q-all-a8": TernaryLinear(trits, scale, bias, "auto", "int8", act_dtype)}
         if device == "cpu":  # the CPU's other W1.58A8 kernels, side by side (the requested ones)
-            for name in CPU_OTHER_A8:
-                if names is None or name in names:
+            for name in CPU_OTHER_A8 + CPU_ON_REQUEST_A8:
+                if (name in CPU_OTHER_A8) if names is None else (name in names):
                     terns[name] = TernaryLinear(trits, scale, bias, ACCELERATED[name]["backend"], "int8", act_dtype)
         for batch in batches:
             m = batch * tokens
@@ -328,7 +331,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
                    help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
-                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-pairs, q-all-a8-fbgemm)")
+                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-pairs, q-all-a8-fbgemm); "
+                        "on request: q-all-a8-portable (cpu)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
