@@ -12,7 +12,8 @@ Set ``TERNBENCH_NATIVE=0`` to turn the native kernels off (the FBGEMM kernel is 
 Two forms of a source: ``avx2`` (built with ``-mavx2 -mfma``, where torch reports an AVX2 or
 AVX512 CPU) and ``portable`` (no instruction-set flags: SSE2 on x86, NEON on ARM), which a source
 written for both (``ternary_quads``) gets everywhere else. The pair-table kernel is AVX2 only.
-A compiler without OpenMP (Apple's clang) builds a one-thread library.
+A compiler without OpenMP (Apple's clang) builds a one-thread library, which is then kept (delete
+``<ternbench cache>/kernels/`` after installing OpenMP to build the threaded one).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared", "-std=gnu11")
 OPENMP = ("-fopenmp",)
 FORM_FLAGS = {"avx2": ("-mavx2", "-mfma"), "portable": ()}
 PORTABLE_SOURCES = {"ternary_quads"}  # written for both forms; the others in AVX2 intrinsics only
+AVX2_CAPABILITIES = ("AVX2", "AVX512")  # torch.backends.cpu.get_cpu_capability() of a CPU with AVX2
 
 _P, _I, _L, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
 # function -> (restype, argtypes); the C prototypes in csrc/ternary_pairs.c (tp_*) and ternary_quads.c (tq_*)
@@ -60,23 +62,24 @@ _libs: dict[tuple[str, str], ctypes.CDLL | str] = {}
 def _form(name: str, portable: bool) -> str:
     """The form of ``name`` this CPU runs (raises OSError where it has none)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    if not portable and capability in ("AVX2", "AVX512"):
+    if not portable and capability in AVX2_CAPABILITIES:
         return "avx2"
     if name in PORTABLE_SOURCES:
         return "portable"
     raise OSError(f"{name} needs an x86 CPU with AVX2 (torch reports {capability})")
 
 
-def _compile(compiler: str, flags: tuple[str, ...], source: Path, name: str) -> Path:
+def _library_path(compiler: str, flags: tuple[str, ...], source: Path, name: str) -> Path:
     headers = b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))  # included by the sources
     digest = hashlib.sha256(source.read_bytes() + headers + " ".join((compiler, *flags)).encode()).hexdigest()[:16]
-    target = cache_dir() / "kernels" / f"{name}-{digest}.so"
-    if not target.exists():
-        with atomic_path(target) as tmp:
-            done = subprocess.run([compiler, *flags, "-o", str(tmp), str(source), "-lm"], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise OSError(f"compiling {source} failed: {done.stderr.strip()[-800:]}")
-    return target
+    return cache_dir() / "kernels" / f"{name}-{digest}.so"
+
+
+def _compile(compiler: str, flags: tuple[str, ...], source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        done = subprocess.run([compiler, *flags, "-o", str(tmp), str(source), "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(f"compiling {source} failed: {done.stderr.strip()[-800:]}")
 
 
 def _build(name: str, form: str) -> ctypes.CDLL:
@@ -85,13 +88,20 @@ def _build(name: str, form: str) -> ctypes.CDLL:
     if shutil.which(compiler) is None:
         raise OSError(f"no C compiler {compiler!r} on PATH (install gcc, or set CC)")
     flags = (*FLAGS, *FORM_FLAGS[form])
-    try:
-        target = _compile(compiler, (*flags, *OPENMP), source, name)
-    except OSError as with_openmp:
-        try:  # a compiler without OpenMP (Apple's clang): one thread
-            target = _compile(compiler, flags, source, name)
-        except OSError:
-            raise with_openmp from None
+    # With OpenMP, else one thread (a compiler without OpenMP: Apple's clang). A one-thread library
+    # on disk means the OpenMP build failed before: it is not tried again at every start.
+    builds = [(f, _library_path(compiler, f, source, name)) for f in ((*flags, *OPENMP), flags)]
+    target = next((path for _, path in builds if path.exists()), None)
+    errors: list[OSError] = []
+    for build_flags, path in builds if target is None else ():
+        try:
+            _compile(compiler, build_flags, source, path)
+            target = path
+            break
+        except OSError as err:
+            errors.append(err)
+    if target is None:
+        raise errors[0]
     lib = ctypes.CDLL(str(target))
     for fn, (restype, argtypes) in SIGNATURES.items():
         if hasattr(lib, fn):

@@ -83,15 +83,23 @@ def test_a_compiler_without_openmp_builds_a_one_thread_library(monkeypatch, tmp_
     monkeypatch.delenv("TERNBENCH_NATIVE", raising=False)
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    openmp = native.OPENMP
     monkeypatch.setattr(native, "OPENMP", ("-fno-such-openmp-flag",))  # how Apple's clang answers -fopenmp
     g = torch.Generator().manual_seed(4)
     x, trits = torch.randn(100, 200, generator=g), torch.randint(-1, 2, (90, 200), generator=g, dtype=torch.int8)
     scale = torch.rand(90, generator=g) + 0.1
     one_thread = QuadTableKernel(trits, scale, "int8").linear(x, None)
     assert len(list((tmp_path / "kernels").glob(f"{SOURCE}-*.so"))) == 1
+    # the next start loads that library without trying the OpenMP build again
     monkeypatch.setattr(native, "_libs", {})
-    monkeypatch.setattr(native, "OPENMP", ("-fopenmp",))
+    with monkeypatch.context() as m:
+        m.setattr(native, "_compile", lambda *a: pytest.fail("compiled again"))
+        assert not isinstance(native.load(SOURCE), str)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "OPENMP", openmp)
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path / "with-openmp"))
     assert torch.equal(one_thread, QuadTableKernel(trits, scale, "int8").linear(x, None))
+    assert len(list((tmp_path / "with-openmp" / "kernels").glob(f"{SOURCE}-*.so"))) == 1
 
 
 def test_the_portable_form_is_its_own_backend():

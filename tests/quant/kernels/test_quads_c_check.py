@@ -14,12 +14,12 @@ from quant.kernels import native
 
 CHECK = Path(__file__).resolve().parent / "csrc" / "quads_check.c"
 ARM_ROOT = "/usr/aarch64-linux-gnu"
-AVX2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+AVX2 = torch.backends.cpu.get_cpu_capability() in native.AVX2_CAPABILITIES
 BUILDS = {  # name -> (compiler, form flags, runner prefix, why it cannot run here or None)
-    "avx2": ("cc", (*native.FORM_FLAGS["avx2"], "-fopenmp"), (), None if AVX2 else "not an AVX2 CPU"),
-    "portable": ("cc", ("-fopenmp",), (), None),
+    "avx2": ("cc", (*native.FORM_FLAGS["avx2"], *native.OPENMP), (), None if AVX2 else "not an AVX2 CPU"),
+    "portable": ("cc", native.OPENMP, (), None),
     "portable-no-openmp": ("cc", (), (), None),
-    "aarch64-neon": ("aarch64-linux-gnu-gcc", ("-fopenmp",), ("qemu-aarch64", "-L", ARM_ROOT),
+    "aarch64-neon": ("aarch64-linux-gnu-gcc", native.OPENMP, ("qemu-aarch64", "-L", ARM_ROOT),
                      None if shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")
                      else "no aarch64-linux-gnu-gcc / qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user)"),
 }
