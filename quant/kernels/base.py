@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.errors import check_choice
-from quant.kernels.reference import QMAX, quantize_per_token, ternary_linear_reference
+from quant.kernels.reference import QMAX, fused_linear_reference, quantize_per_token, ternary_linear_reference
 
 ACTIVATIONS = ("int8", "float")
 
@@ -36,10 +36,16 @@ class Kernel:
 
     Subclasses set ``name`` and may override ``unavailable_reason`` (None when usable).
     ``linear(x2d, bias)`` takes ``(M, K)`` floats and returns ``(M, N)`` in ``x2d.dtype``.
-    ``nbytes()`` is the weight memory the kernel holds outside module buffers.
+    ``fused_linear(x2d, bias, norm, activation)`` adds the block's LayerNorm before and its
+    activation after; here each as its own op (the reference), a kernel with ``fuses`` folds
+    them into its own passes. ``nbytes()`` is the weight memory the kernel holds outside
+    module buffers.
     """
 
     name: ClassVar[str] = "reference"
+    # Whether ``accelerate_`` should hand this kernel the LayerNorm and activation around it: the
+    # kernels that fold them in, and the reference (their composition, what tests compare against).
+    fuses: ClassVar[bool] = True
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         self.activations = activations
@@ -54,6 +60,10 @@ class Kernel:
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return ternary_linear_reference(x2d, self._trits, self._w_scale, bias, self.activations)
+
+    def fused_linear(self, x2d: torch.Tensor, bias: torch.Tensor | None, norm=None,
+                     activation: str | None = None) -> torch.Tensor:
+        return fused_linear_reference(self.linear, x2d, bias, norm, activation)
 
     def trits(self) -> torch.Tensor:
         """The int8 trits ``(N, K)`` back (exact), for ``.weight`` and for moving devices."""
@@ -82,6 +92,7 @@ class DequantKernel(Kernel):
     """
 
     name = "dequant"
+    fuses = False
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
@@ -151,6 +162,7 @@ class Packed2bitKernel(Kernel):
     """
 
     name = "packed"
+    fuses = False
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         from quant.packing import pack

@@ -35,6 +35,7 @@ class FbgemmKernel(Kernel):
     """W1.58A8 on the CPU through ``quantized::linear_dynamic`` (see module docstring)."""
 
     name = "fbgemm"
+    fuses = False  # LayerNorm and GELU stay torch ops around the CPU kernels (fused GELU measured no gain)
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         n, k = trits.shape

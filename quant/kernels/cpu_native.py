@@ -25,6 +25,9 @@ class NativeCpuKernel(Kernel):
     source: ClassVar[str]
     title: ClassVar[str]  # e.g. "quad-table kernel", for messages
     portable: ClassVar[bool] = False  # the source's portable form even on an AVX2 CPU (native.load)
+    # LayerNorm and GELU stay torch ops around the CPU kernels: GELU in the quad-table epilogue
+    # measured within noise end to end (docs/kernels.md).
+    fuses: ClassVar[bool] = False
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         self.activations = activations

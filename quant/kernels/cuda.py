@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from quant.kernels.base import DequantKernel, Kernel, Packed2bitKernel, register_backend
-from quant.kernels.reference import EPS, QMAX, quantize_per_token
+from quant.kernels.reference import ACTIVATION_FNS, EPS, QMAX, fused_linear_reference, quantize_per_token
 
 try:  # Triton ships with CUDA builds of torch; CPU-only machines may lack it.
     import triton
@@ -45,11 +46,8 @@ if HAVE_TRITON:
     _QMAX = tl.constexpr(QMAX)
 
     @triton.jit
-    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr):
-        row = tl.program_id(0)
-        offs = tl.arange(0, BLOCK_K)
-        mask = offs < K
-        x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    def _quantize_row(x, q_ptr, s_ptr, row, K, offs, mask):
+        """Store one row's per-token absmax int8 codes and fp32 scale (``x``: the row, fp32, 0 past K)."""
         scale = tl.maximum(tl.max(tl.abs(x), axis=0), _EPS) / _QMAX
         v = x / scale
         # Round half to even, like torch.round (floor(v + 0.5) rounds ties up; odd ties step back).
@@ -59,6 +57,31 @@ if HAVE_TRITON:
         q = tl.minimum(tl.maximum(q, -_QMAX), _QMAX)
         tl.store(q_ptr + row * K + offs, q.to(tl.int8), mask=mask)
         tl.store(s_ptr + row, scale)
+
+    @triton.jit
+    def _quantize_rows(x_ptr, q_ptr, s_ptr, K, stride_xm, BLOCK_K: tl.constexpr):
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK_K)
+        mask = offs < K
+        x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+        _quantize_row(x, q_ptr, s_ptr, row, K, offs, mask)
+
+    @triton.jit
+    def _layernorm_quantize_rows(x_ptr, g_ptr, b_ptr, q_ptr, s_ptr, K, stride_xm, eps, BLOCK_K: tl.constexpr):
+        """LayerNorm of a row, then its per-token int8 codes: the block's LayerNorm and the next
+        layer's quantization in one read of the activations (no normalized copy in memory)."""
+        row = tl.program_id(0)
+        offs = tl.arange(0, BLOCK_K)
+        mask = offs < K
+        x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=0) / K
+        d = tl.where(mask, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / K + eps)
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        # Rounded to the activations' dtype as the separate LayerNorm's output was: the same codes.
+        y = (d * rstd * g + b).to(x_ptr.dtype.element_ty).to(tl.float32)
+        _quantize_row(y, q_ptr, s_ptr, row, K, offs, mask)
 
     @triton.jit
     def _program_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -75,18 +98,28 @@ if HAVE_TRITON:
         return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
     @triton.jit
-    def _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS: tl.constexpr):
-        """``C[rm, rn] = out + bias[rn]`` in C's dtype (the GEMMs' common epilogue)."""
+    def _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS: tl.constexpr,
+                         ACTIVATION: tl.constexpr):
+        """``C[rm, rn] = act(out + bias[rn])`` in C's dtype (the GEMMs' common epilogue).
+        ACTIVATION: "none" or a key of reference.ACTIVATION_FNS, computed in fp32 (the MLP's
+        GELU without its own pass over the 4x-wide hidden activations)."""
         if HAS_BIAS:
             out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        if ACTIVATION == "gelu":
+            out = 0.5 * out * (1.0 + tl.erf(out * 0.7071067811865476))
+        elif ACTIVATION == "gelu_tanh":  # tanh(u) = 2 sigmoid(2u) - 1
+            u = 0.7978845608028654 * (out + 0.044715 * out * out * out)
+            out = out * tl.sigmoid(2.0 * u)
+        elif ACTIVATION == "quick_gelu":
+            out = out * tl.sigmoid(1.702 * out)
         c_ptrs = c_ptr + rm[:, None] * stride_cm + rn[None, :]
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
     @triton.jit
     def _int8_matmul_scaled(a_ptr, w_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                             stride_am, stride_wn, stride_cm,
-                            HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                            HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK_M: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
         rm, rn = _program_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
         rk = tl.arange(0, BLOCK_K)
         a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :]
@@ -102,13 +135,14 @@ if HAVE_TRITON:
         sa = tl.load(sa_ptr + rm, mask=rm < M, other=0.0)
         sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
         out = acc.to(tl.float32) * sa[:, None] * sw[None, :]
-        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS)
+        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
 
 
     @triton.jit
     def _ternary2bit_matmul_scaled(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                                    stride_am, stride_pn, stride_cm,
-                                   A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr,
+                                   A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                                   BLOCK_M: tl.constexpr,
                                    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
         """``C = (A @ T.T) * sa[m] * sw[n] + bias[n]`` with T read 2-bit packed.
 
@@ -150,7 +184,7 @@ if HAVE_TRITON:
         out = acc.to(tl.float32) * sw[None, :]
         if A_INT8:
             out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
-        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS)
+        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
 
 # Tile shapes by rows M and output width N: the winners of `benchmarks/tune_cuda_tiles.py` on
 # an H100 over CLIP's layer shapes (ViT-B/L, batch 1 and 32; geometric mean within a bucket).
@@ -180,6 +214,13 @@ TILE_RULES_2BIT_A16 = (
     (None, None, 128, 256, 32, 8, 3),
 )
 
+def _activation(name: str | None) -> str:
+    """The epilogue's ACTIVATION constexpr for ``name`` (None: none)."""
+    if name is not None and name not in ACTIVATION_FNS:
+        raise ValueError(f"no fused epilogue for activation {name!r}; valid: {', '.join(ACTIVATION_FNS)}")
+    return name or "none"
+
+
 def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
     for max_m, max_n, *tiles in rules:
         if (max_m is None or m <= max_m) and (max_n is None or n <= max_n):
@@ -187,24 +228,42 @@ def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
     raise AssertionError("unreachable: the last rule has no bounds")
 
 
-def quantize_per_token_cuda(x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``."""
+def quantize_per_token_cuda(x2d: torch.Tensor, norm: nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``.
+
+    ``norm``: a LayerNorm over K (with weight and bias) applied to each row first, in the same
+    pass (``norm_fusable`` says which ones).
+    """
     m, k = x2d.shape
     x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
     q = torch.empty(m, k, dtype=torch.int8, device=x2d.device)
     s = torch.empty(m, dtype=torch.float32, device=x2d.device)
     if m:
         block = triton.next_power_of_2(k)
-        _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
+        launch = dict(BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
+        if norm is None:
+            _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), **launch)
+        else:
+            _layernorm_quantize_rows[(m,)](x2d, norm.weight, norm.bias, q, s, k, x2d.stride(0), float(norm.eps),
+                                           **launch)
     return q, s
+
+
+def norm_fusable(norm: nn.Module | None, k: int) -> bool:
+    """Whether ``_layernorm_quantize_rows`` computes ``norm``: a LayerNorm over the last axis only,
+    with weight and bias (open_clip's ``LayerNorm`` / ``LayerNormFp32`` included: their casts are
+    the rounding the kernel reproduces)."""
+    return (isinstance(norm, nn.LayerNorm) and tuple(norm.normalized_shape) == (k,)
+            and norm.weight is not None and norm.bias is not None)
 
 
 def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.Tensor, w_scale: torch.Tensor,
                        bias: torch.Tensor | None, out_dtype: torch.dtype,
-                       tiles: tuple[int, ...] | None = None) -> torch.Tensor:
-    """``(codes @ trits.T) * x_scale[:, None] * w_scale[None, :] + bias`` in one Triton GEMM.
+                       tiles: tuple[int, ...] | None = None, activation: str | None = None) -> torch.Tensor:
+    """``act((codes @ trits.T) * x_scale[:, None] * w_scale[None, :] + bias)`` in one Triton GEMM.
 
     ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)``; default from ``TILE_RULES``.
+    ``activation``: None or a key of ``ACTIVATION_FNS``, applied in the epilogue.
     """
     m, k = codes.shape
     n = trits.shape[0]
@@ -216,20 +275,22 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     _int8_matmul_scaled[grid](
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
         codes.stride(0), trits.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
+        HAS_BIAS=bias is not None, ACTIVATION=_activation(activation), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        GROUP_M=8,
         num_warps=warps, num_stages=stages)
     return out
 
 
 def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
                               w_scale: torch.Tensor, bias: torch.Tensor | None,
-                              out_dtype: torch.dtype, tiles: tuple[int, ...] | None = None) -> torch.Tensor:
-    """``(a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias`` reading 2-bit ``packed`` trits.
+                              out_dtype: torch.dtype, tiles: tuple[int, ...] | None = None,
+                              activation: str | None = None) -> torch.Tensor:
+    """``act((a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias)`` reading 2-bit ``packed`` trits.
 
     ``packed``: ``(N * K / 4,)`` or ``(N, K / 4)`` uint8 in the ``2bit`` layout (K a multiple
     of 4). ``a``: per-token int8 codes with ``x_scale`` (W1.58A8), or fp16/bf16
     activations with ``x_scale=None`` (W1.58A16). ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_J, warps,
-    stages)``; default from ``TILE_RULES_2BIT_A8`` / ``_A16``.
+    stages)``; default from ``TILE_RULES_2BIT_A8`` / ``_A16``. ``activation``: as in ``int8_matmul_scaled``.
     """
     m, k = a.shape
     if k % 4:
@@ -244,7 +305,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     _ternary2bit_matmul_scaled[grid](
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
         m, n, k, a.stride(0), packed.stride(0), out.stride(0),
-        A_INT8=a_int8, HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
+        A_INT8=a_int8, HAS_BIAS=bias is not None, ACTIVATION=_activation(activation), BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
         num_warps=warps, num_stages=stages)
     return out
 
@@ -253,14 +314,21 @@ class TritonInt8Kernel(Kernel):
     """W1.58A8 on CUDA: Triton per-token quantization + int8 tensor-core GEMM with fused scales."""
 
     name = "cuda-triton"
+    fuses = True
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
         return _cuda_reason(device)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        codes, scale = quantize_per_token_cuda(x2d)
-        return int8_matmul_scaled(codes, scale, self._trits, self._w_scale, bias, x2d.dtype)
+        return self.fused_linear(x2d, bias)
+
+    def fused_linear(self, x2d, bias, norm=None, activation=None):
+        """The block's LayerNorm in the quantization pass, its activation in the GEMM's epilogue."""
+        if norm is not None and not norm_fusable(norm, x2d.shape[1]):
+            x2d, norm = norm(x2d), None
+        codes, scale = quantize_per_token_cuda(x2d, norm)
+        return int8_matmul_scaled(codes, scale, self._trits, self._w_scale, bias, x2d.dtype, activation=activation)
 
 
 class IntMMKernel(Kernel):
@@ -271,6 +339,7 @@ class IntMMKernel(Kernel):
     """
 
     name = "cuda-int-mm"
+    fuses = False
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         n, k = trits.shape
@@ -307,24 +376,28 @@ class TritonPacked2bitKernel(Packed2bitKernel):
     """
 
     name = "cuda-2bit"
+    fuses = True
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
         return _cuda_reason(device) or (None if HAVE_TRITON else "Triton is not installed")
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        k = self.in_features
-        if k % 4:
-            return super().linear(x2d, bias)
+        return self.fused_linear(x2d, bias)
+
+    def fused_linear(self, x2d, bias, norm=None, activation=None):
+        """As :class:`TritonInt8Kernel` for int8 activations; half activations get the LayerNorm
+        as its own op (nothing to fold it into) and the activation in the epilogue."""
+        if self.in_features % 4 or (self.activations == "float" and x2d.dtype not in (torch.float16, torch.bfloat16)):
+            return fused_linear_reference(super().linear, x2d, bias, norm, activation)
+        if norm is not None and not (self.activations == "int8" and norm_fusable(norm, x2d.shape[1])):
+            x2d, norm = norm(x2d), None
         if self.activations == "int8":
-            codes, scale = quantize_per_token_cuda(x2d)
-            return ternary2bit_matmul_scaled(codes, scale, self._packed, self.out_features, self._w_scale, bias,
-                                             x2d.dtype)
-        if x2d.dtype not in (torch.float16, torch.bfloat16):
-            return super().linear(x2d, bias)
-        x2d = x2d if x2d.stride(1) == 1 else x2d.contiguous()
-        return ternary2bit_matmul_scaled(x2d, None, self._packed, self.out_features, self._w_scale, bias,
-                                         x2d.dtype)
+            a, scale = quantize_per_token_cuda(x2d, norm)
+        else:
+            a, scale = (x2d if x2d.stride(1) == 1 else x2d.contiguous()), None
+        return ternary2bit_matmul_scaled(a, scale, self._packed, self.out_features, self._w_scale, bias,
+                                         x2d.dtype, activation=activation)
 
 
 register_backend("packed", "int8", TritonPacked2bitKernel, first=True)

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quant.errors import check_choice
 from quant.kernels.base import Kernel, select_kernel
+from quant.kernels.reference import ACTIVATION_FNS
 
 _SHIFTS_2BIT = (0, 2, 4, 6)
 
@@ -32,6 +34,10 @@ class TernaryLinear(nn.Module):
     ``.weight`` keeps working; ``int8_original_dtype`` is what open_clip's
     ``get_weight_dtype`` reads first, so ``encode_text`` casts to the model's float dtype
     without rebuilding the weight on every call.
+
+    ``absorb(norm, activation)`` (``accelerate_`` does it for open_clip's blocks) makes it
+    ``act(linear(norm(x)))``: the LayerNorm before it and the activation after it, which a
+    kernel with ``fuses`` computes inside its own passes.
     """
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
@@ -46,6 +52,17 @@ class TernaryLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype).clone(), requires_grad=False)
         self.kernel: Kernel = select_kernel(backend, trits.device, activations)(
             trits.to(torch.int8), w_scale.detach().float().reshape(-1).expand(trits.shape[0]), activations)
+        self.norm: nn.Module | None = None
+        self.activation: str | None = None
+
+    def absorb(self, norm: nn.Module | None = None, activation: str | None = None) -> None:
+        """Take over the ``norm`` module applied to this layer's input and the ``activation``
+        (a key of ``ACTIVATION_FNS``) applied to its output."""
+        if activation is not None:
+            check_choice("activation", activation, tuple(ACTIVATION_FNS))
+            self.activation = activation
+        if norm is not None:
+            self.norm = norm
 
     @property
     def int8_original_dtype(self) -> torch.dtype:
@@ -68,12 +85,17 @@ class TernaryLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = self.kernel.linear(x.reshape(-1, shape[-1]), self.bias)
+        x2d = x.reshape(-1, shape[-1])
+        if self.norm is None and self.activation is None:
+            y = self.kernel.linear(x2d, self.bias)
+        else:
+            y = self.kernel.fused_linear(x2d, self.bias, self.norm, self.activation)
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
+        fused = f", then {self.activation}" if self.activation else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"kernel={self.kernel.name}, activations={self.activations}")
+                f"kernel={self.kernel.name}, activations={self.activations}{fused}")
 
 
 class TernaryMultiheadAttention(nn.Module):

@@ -7,6 +7,9 @@ channel first; ``w_scale`` float ``(N,)`` (a per-tensor scale is expanded to N).
   ``codes = round(x * 127 / max|x_row|)``, the integer product ``codes @ trits.T``, then
   ``acc * x_scale[m] * w_scale[n] + bias[n]``.
 - W1.58A16: a float matmul with the dequantized weight ``trits * w_scale``.
+- Fused forms (``fused_linear_reference``): an optional LayerNorm on ``x`` before the layer
+  and an optional activation (``ACTIVATION_FNS``) after it, the ops of an open_clip block
+  that the CUDA kernels fold into their quantization and their epilogue.
 
 The fast kernels in ``cpu.py`` / ``cuda.py`` must match these: exactly for the integer
 part, within float rounding after the scales.
@@ -14,12 +17,29 @@ part, within float rounding after the scales.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 QMAX = 127
 # A row of zeros gets this absmax so its scale is not 0 (its codes are 0 either way).
 EPS = 1e-8
+
+
+def quick_gelu(y: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's activation (open_clip's ``QuickGELU``)."""
+    return y * torch.sigmoid(1.702 * y)
+
+
+# Activation name -> function: what a fused epilogue computes (names are what swap.py finds in
+# open_clip's MLPs: ``nn.GELU`` exact or tanh, ``QuickGELU``).
+ACTIVATION_FNS = {
+    "gelu": partial(F.gelu, approximate="none"),
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "quick_gelu": quick_gelu,
+}
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,3 +83,15 @@ def ternary_linear_reference(x: torch.Tensor, trits: torch.Tensor, w_scale: torc
     """Dispatch on ``activations``: ``int8`` (W1.58A8) or ``float`` (W1.58A16)."""
     fn = ternary_linear_a8_reference if activations == "int8" else ternary_linear_a16_reference
     return fn(x, trits, w_scale, bias)
+
+
+def fused_linear_reference(linear, x: torch.Tensor, bias: torch.Tensor | None, norm: nn.Module | None,
+                           activation: str | None) -> torch.Tensor:
+    """``activation(linear(norm(x), bias))``, each step as its own op: what a fused kernel computes.
+
+    ``linear(x, bias)`` is the layer itself (a kernel's ``linear``); ``norm`` the block's
+    LayerNorm module (its own forward, dtype casts included); ``activation`` a key of
+    ``ACTIVATION_FNS`` or None.
+    """
+    y = linear(x if norm is None else norm(x), bias)
+    return y if activation is None else ACTIVATION_FNS[activation](y)

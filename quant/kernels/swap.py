@@ -13,6 +13,13 @@ they are < 1% of the weights.
 fake-quant model's numerics with 1 byte a weight). Unavailable kernels fall back to the
 reference with a warning. Layers whose scale granularity has no kernel (``group``) stay
 fake-quant floats, with a warning.
+
+``fuse`` (default on): in open_clip's ``ResidualAttentionBlock`` the LayerNorm before the
+attention's input projection and before the MLP's first layer, and the MLP's activation,
+move into those ternary layers (``TernaryLinear.absorb``) where their kernel ``fuses``: the
+CUDA kernels normalize and quantize in one pass and apply GELU in the GEMM's epilogue (two
+passes over the activations fewer a layer). The CPU kernels do not fuse (the model keeps
+its modules); the reference computes the same ops one by one.
 """
 
 from __future__ import annotations
@@ -66,6 +73,60 @@ def _float_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return lin
 
 
+def _fusing(module: nn.Module | None) -> bool:
+    return isinstance(module, TernaryLinear) and module.kernel.fuses
+
+
+def _fusable_norm(module: nn.Module) -> bool:
+    from open_clip.transformer import LayerNorm, LayerNormFp32
+
+    # Exact types: a subclass may compute something else in its forward.
+    return type(module) in (nn.LayerNorm, LayerNorm, LayerNormFp32) and module.weight is not None
+
+
+def _activation_name(module: nn.Module | None) -> str | None:
+    """The ``ACTIVATION_FNS`` key that computes ``module``, or None."""
+    from open_clip.transformer import QuickGELU
+
+    names = {nn.GELU: lambda m: {"none": "gelu", "tanh": "gelu_tanh"}.get(m.approximate),
+             QuickGELU: lambda m: "quick_gelu"}
+    name_of = names.get(type(module))
+    return name_of(module) if name_of else None
+
+
+def _fuse_residual_block(block: nn.Module) -> int:
+    """Move open_clip ``ResidualAttentionBlock``'s ``ln_1`` into ``attn.in_proj``, ``ln_2`` and
+    ``mlp.gelu`` into ``mlp.c_fc`` (replaced by ``nn.Identity``); returns how many moved.
+    A cross-attention block (``ln_1_kv``) keeps ``ln_1``: its keys take another norm."""
+    moved = 0
+    attn = block.attn
+    if (isinstance(attn, TernaryMultiheadAttention) and _fusing(attn.in_proj) and not hasattr(block, "ln_1_kv")
+            and _fusable_norm(block.ln_1)):
+        attn.in_proj.absorb(norm=block.ln_1)
+        block.ln_1 = nn.Identity()
+        moved += 1
+    mlp = block.mlp
+    c_fc = getattr(mlp, "c_fc", None)
+    if isinstance(mlp, nn.Sequential) and _fusing(c_fc):
+        if _fusable_norm(block.ln_2):
+            c_fc.absorb(norm=block.ln_2)
+            block.ln_2 = nn.Identity()
+            moved += 1
+        activation = _activation_name(getattr(mlp, "gelu", None))
+        if activation is not None:
+            c_fc.absorb(activation=activation)
+            mlp.gelu = nn.Identity()
+            moved += 1
+    return moved
+
+
+def _block_fusers() -> dict[type, Any]:
+    """Block type -> fuser(block) -> ops moved (imported lazily: open_clip is heavy)."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    return {ResidualAttentionBlock: _fuse_residual_block}
+
+
 def _swap_attention(mod: nn.MultiheadAttention, prefix: str, names: set, cfg, backend, activations, dtype):
     in_name, out_name = f"{prefix}.in_proj_weight", f"{prefix}.out_proj.weight"
     if in_name not in names and out_name not in names:
@@ -116,8 +177,12 @@ SWAPPERS = {
 
 
 @torch.no_grad()
-def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int8") -> dict[str, Any]:
+def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int8",
+                fuse: bool = True) -> dict[str, Any]:
     """Swap a quantized model's ternary layers onto kernels, in place. Returns a summary.
+
+    ``fuse``: hand blocks' LayerNorms and MLP activations to kernels that fold them in (module
+    docstring); ``False`` keeps every op its own module.
 
     >>> quantize_(model, preset("q-all")); accelerate_(model)            # W1.58A8, kernel by device
     >>> accelerate_(model, backend="reference", activations="float")      # W1.58A16 reference
@@ -154,10 +219,16 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
         parent, _, attr = prefix.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, new)
         swapped[prefix] = type(new).__name__
+    fused = 0
+    if fuse:
+        fusers = _block_fusers()
+        for mod in list(model.modules()):
+            fuser = fusers.get(type(mod))
+            fused += fuser(mod) if fuser else 0
     kernels = sorted({m.kernel.name for m in model.modules() if isinstance(m, TernaryLinear)})
     info["accelerated"] = {"backend": backend, "activations": activations, "kernels": kernels,
-                           "modules": len(swapped)}
-    return {"modules": swapped, "kernels": kernels, "activations": activations,
+                           "modules": len(swapped), "fused_ops": fused}
+    return {"modules": swapped, "kernels": kernels, "activations": activations, "fused_ops": fused,
             "resident_weight_bytes": resident_weight_bytes(model)}
 
 

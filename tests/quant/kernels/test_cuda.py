@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.kernels.reference import (
+    ACTIVATION_FNS,
     int_matmul_reference,
     quantize_per_token,
     ternary_linear_a8_reference,
@@ -104,6 +105,64 @@ def test_triton_2bit_gemm_float_activations_match_reference(m, k, n, dtype):
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * ref.abs().max().item())
 
 
+def _layernorm(k, seed, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    ln = torch.nn.LayerNorm(k)
+    with torch.no_grad():
+        ln.weight.copy_(torch.rand(k, generator=g) + 0.5)
+        ln.bias.copy_(torch.randn(k, generator=g) * 0.1)
+    return ln.to(device)
+
+
+@needs_triton
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_layernorm_quantization_matches_reference(m, k, n, dtype):
+    """LayerNorm and per-token quantization in one pass give the codes of the two ops one by one."""
+    cuda = _triton()
+    x, *_ = _case(m, k, n, seed=m + 7)
+    x = (x + 3.0).to(dtype)  # an offset the mean has to remove
+    ln = _layernorm(k, seed=k).to(dtype)
+    assert cuda.norm_fusable(ln, k)
+    codes, scale = cuda.quantize_per_token_cuda(x, ln)
+    with torch.no_grad():
+        ref_codes, ref_scale = quantize_per_token(ln(x))
+    # Mean and variance summed in another order: the normalized row differs in the last bits
+    # (fp32), so the scale within 1e-5 and a code by one, rarely; in fp16 the rounding of the
+    # normalized row absorbs most of it.
+    torch.testing.assert_close(scale, ref_scale.squeeze(1), rtol=1e-5 if dtype == torch.float32 else 2e-3, atol=0)
+    diff = (codes.int() - ref_codes.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 2e-2, (diff > 0).float().mean()
+    assert not torch.equal(codes, cuda.quantize_per_token_cuda(x)[0])  # the norm did run
+
+
+@needs_triton
+@pytest.mark.parametrize("m,k,n", SMALL)
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_FNS))
+def test_triton_gemm_epilogue_activation_matches_separate_op(m, k, n, activation):
+    cuda = _triton()
+    x, trits, w_scale, bias = _case(m, k, n, seed=n + 3)
+    codes, x_scale = quantize_per_token(x)
+    x_scale = x_scale.squeeze(1)
+    fn = ACTIVATION_FNS[activation]
+    plain = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32)
+    fused = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, activation=activation)
+    tol = 1e-5 * plain.abs().max().item()
+    torch.testing.assert_close(fused, fn(plain), rtol=1e-5, atol=tol)
+    if k % 4 == 0:  # the 2-bit GEMM's epilogue: int8 and half activations
+        packed = pack(trits, "2bit")
+        fused2 = cuda.ternary2bit_matmul_scaled(codes, x_scale, packed, n, w_scale, bias, torch.float32,
+                                                activation=activation)
+        torch.testing.assert_close(fused2, fn(plain), rtol=1e-5, atol=tol)
+        xh = x.half()
+        plain_h = cuda.ternary2bit_matmul_scaled(xh, None, packed, n, w_scale, bias, torch.float32)
+        fused_h = cuda.ternary2bit_matmul_scaled(xh, None, packed, n, w_scale, bias, torch.float16,
+                                                 activation=activation)
+        torch.testing.assert_close(fused_h.float(), fn(plain_h), rtol=2e-3, atol=2e-3 * plain_h.abs().max().item())
+    with pytest.raises(ValueError, match="valid: gelu"):
+        cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, activation="relu")
+
+
 @needs_cuda
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -185,3 +244,26 @@ def test_moving_an_accelerated_model_re_prepares_kernels(tiny_model, tiny_inputs
     assert all(k.startswith("cuda") for k in kernels), kernels
     with torch.no_grad():
         assert torch.isfinite(tiny_model.encode_image(tiny_inputs[0].cuda())).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize("half", [False, True])
+def test_fused_blocks_on_cuda_match_the_unfused_model(tiny_model, tiny_inputs, half):
+    """LayerNorms and GELUs folded into the CUDA kernels: the model's outputs stay those of the
+    same kernels with every op its own module."""
+    from quant import preset, quantize_
+    from quant.kernels import accelerate_
+
+    images, tokens = tiny_inputs
+    quantize_(tiny_model, preset("q-all"))
+    model = tiny_model.cuda().half() if half else tiny_model.cuda()
+    unfused = copy.deepcopy(model)
+    assert accelerate_(unfused, fuse=False)["fused_ops"] == 0
+    summary = accelerate_(model)
+    assert summary["fused_ops"] > 0 and all(k.startswith("cuda") for k in summary["kernels"])
+    dtype = torch.float16 if half else torch.float32
+    with torch.no_grad():
+        for enc, inp in (("encode_image", images.to(dtype)), ("encode_text", tokens)):
+            got = getattr(model, enc)(inp.cuda()).float()
+            want = getattr(unfused, enc)(inp.cuda()).float()
+            assert F.cosine_similarity(got, want).min() > 0.9995, enc

@@ -133,3 +133,25 @@ def test_packed_2bit_linear_equals_unpacked(activations):
     assert packed.kernel_nbytes() == -(-37 * 53 // 4) + 4 * 37  # 2 bits a weight + fp32 scales
     x = torch.randn(4, 53) * 3
     torch.testing.assert_close(packed(x), plain(x), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "packed"])
+def test_absorbed_norm_and_activation_compute_act_linear_norm(backend):
+    """A layer that took over its LayerNorm and activation computes them, on a kernel that
+    fuses (the reference) and on ones that do not (they run them as separate ops)."""
+    from quant import QuantConfigError
+
+    trits, scale, bias = _trits(24, 40, seed=3), torch.rand(24) + 0.1, torch.randn(24)
+    ln = nn.LayerNorm(40)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.normal_()
+    lin = _linear(trits, scale, bias, backend=backend, activations="int8")
+    x = torch.randn(2, 5, 40) * 3 + 1
+    with torch.no_grad():
+        want = F.gelu(lin(ln(x)))
+        lin.absorb(norm=ln, activation="gelu")
+        assert "then gelu" in repr(lin) and lin.norm is ln
+        torch.testing.assert_close(lin(x), want, rtol=0, atol=0)
+    with pytest.raises(QuantConfigError, match="valid: gelu, gelu_tanh, quick_gelu"):
+        lin.absorb(activation="relu")

@@ -235,3 +235,77 @@ def test_packed_backend_equals_reference_with_a_quarter_of_the_int8_bytes(q_all,
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     kernel_bytes = lambda m: sum(x.kernel_nbytes() for x in m.modules() if isinstance(x, TernaryLinear))  # noqa: E731
     assert kernel_bytes(q_all) < kernel_bytes(int8_model) / 3.5
+
+
+def _block_ops(model) -> dict[str, int]:
+    """How many open_clip residual blocks still hold each op as its own module."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = [m for m in model.modules() if isinstance(m, ResidualAttentionBlock)]
+    return {"ln_1": sum(isinstance(b.ln_1, nn.LayerNorm) for b in blocks),
+            "ln_2": sum(isinstance(b.ln_2, nn.LayerNorm) for b in blocks),
+            "gelu": sum(isinstance(b.mlp.gelu, nn.GELU) for b in blocks), "blocks": len(blocks)}
+
+
+@pytest.mark.parametrize("variant,moved", [("q-all", ("ln_1", "ln_2", "gelu")), ("q-ffn", ("ln_2", "gelu")),
+                                           ("q-attn", ("ln_1",))])
+def test_fused_blocks_compute_what_the_unfused_model_does(tiny_model, tiny_inputs, variant, moved):
+    """The reference stands in for a fusing kernel (the CUDA ones): each block's LayerNorms and
+    GELU move into the ternary layers after them, and the outputs stay exactly the same."""
+    quantize_(tiny_model, preset(variant))
+    unfused = copy.deepcopy(tiny_model)
+    assert accelerate_(unfused, backend="reference", fuse=False)["fused_ops"] == 0
+    summary = accelerate_(tiny_model, backend="reference")
+    before, after = _block_ops(unfused), _block_ops(tiny_model)
+    assert summary["fused_ops"] == len(moved) * before["blocks"]
+    assert quant_info(tiny_model)["accelerated"]["fused_ops"] == summary["fused_ops"]
+    for op in ("ln_1", "ln_2", "gelu"):
+        assert after[op] == (0 if op in moved else before["blocks"]), op
+    for got, want in zip(_embed(tiny_model, *tiny_inputs), _embed(unfused, *tiny_inputs)):
+        assert torch.equal(got, want)
+
+
+def test_cpu_kernels_keep_the_blocks_as_they_are(q_all):
+    before = _block_ops(q_all)
+    assert accelerate_(q_all)["fused_ops"] == 0  # the CPU kernels do not fuse
+    assert _block_ops(q_all) == before
+
+
+def test_quick_gelu_models_fuse_their_own_activation(tiny_inputs):
+    import open_clip
+
+    from bench.embedded import TINY_MODEL, register
+
+    register()
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_MODEL, force_quick_gelu=True).eval()
+    quantize_(model, preset("q-ffn"))
+    unfused = copy.deepcopy(model)
+    accelerate_(unfused, backend="reference", fuse=False)
+    accelerate_(model, backend="reference")
+    c_fc = model.transformer.resblocks[0].mlp.c_fc
+    assert c_fc.activation == "quick_gelu"
+    for got, want in zip(_embed(model, *tiny_inputs), _embed(unfused, *tiny_inputs)):
+        assert torch.equal(got, want)
+
+
+def test_cross_attention_block_keeps_its_first_norm():
+    """A cross-attention block normalizes its keys with ``ln_1_kv``: ``ln_1`` (queries only)
+    cannot move into the shared input projection."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from quant.kernels.swap import _fuse_residual_block
+
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(16, 2, is_cross_attention=True).eval()
+    trits = lambda n, k: torch.randint(-1, 2, (n, k), dtype=torch.int8)  # noqa: E731
+    in_proj = TernaryLinear(trits(48, 16), torch.ones(48), None, "reference")
+    out_proj = TernaryLinear(trits(16, 16), torch.ones(16), None, "reference")
+    block.attn = TernaryMultiheadAttention(in_proj, out_proj, 2, batch_first=True)
+    block.mlp.c_fc = TernaryLinear(trits(64, 16), torch.ones(64), None, "reference")
+    q, kv = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    with torch.no_grad():
+        want = block(q, kv, kv)
+        assert _fuse_residual_block(block) == 2  # ln_2 and the GELU
+        assert isinstance(block.ln_1, nn.LayerNorm) and in_proj.norm is None
+        torch.testing.assert_close(block(q, kv, kv), want, rtol=0, atol=0)
