@@ -50,6 +50,8 @@ ACCELERATED = {
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
     "q-all-a8-2bit": {"activations": "int8", "backend": "packed"},
+    # LayerNorms and GELUs as their own ops (the default fuses them into the CUDA kernels).
+    "q-all-a8-unfused": {"activations": "int8", "fuse": False},
 }
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
 # The CPU's other W1.58A8 kernels, timed beside q-all-a8 (the default one) by default; and on request
@@ -331,8 +333,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
                    help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
-                        "(cuda: also q-all-a8-2bit; cpu: also q-all-a8-pairs, q-all-a8-fbgemm); "
-                        "on request: q-all-a8-portable (cpu)")
+                        "(cuda: also q-all-a8-2bit, q-all-a8-unfused; cpu: also q-all-a8-pairs, q-all-a8-fbgemm); "
+                        "on request: q-all-a8-portable (cpu), q-all-a8-unfused (cpu: the same model)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -361,7 +363,7 @@ def main(argv=None) -> int:
     half_name = HALF[args.device][0]
     names = args.variants or ["fp32", half_name, "q-all-a16", "q-all-a16-int8mem", "q-all-a16-2bit", "q-all-a8"]
     if not args.variants and args.device == "cuda":  # the 2-bit Triton GEMM (on the CPU: unpack per call)
-        names.append("q-all-a8-2bit")
+        names += ["q-all-a8-2bit", "q-all-a8-unfused"]  # and what the fused LayerNorms / GELUs gain
     if not args.variants and args.device == "cpu":  # the CPU's W1.58A8 kernels side by side
         names += CPU_OTHER_A8
 

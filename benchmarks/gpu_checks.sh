@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything a CUDA machine should check, in one command (about 8 minutes on one H100):
+# Everything a CUDA machine should check, in one command (about 10 minutes on one H100):
 #   bash benchmarks/gpu_checks.sh OUT_DIR
 # 1. the test suite on CUDA (CUDA-only tests included)          -> OUT_DIR/pytest.log
 # 2. the shipped tile tables against fp16 at key layer shapes   -> OUT_DIR/tune_cuda_tiles.json
-# 3. whole-model latency, CUDA-graph replays, ViT-B-32 / L-14   -> OUT_DIR/bench_kernels_cuda.csv
+# 3. whole-model latency, CUDA-graph replays, ViT-B-32 / B-16 / L-14, the ternary model with and without
+#    its LayerNorms / GELUs fused into the kernels                -> OUT_DIR/bench_kernels_cuda.csv
 # 4. the bench's efficiency cells, fp16 vs the ternary kernels  -> OUT_DIR/efficiency.tgz
 # 5. the host CPU's W1.58A8 kernels (quad-table, pair-table, FBGEMM) per layer (a VNNI CPU?) -> OUT_DIR/bench_kernels_cpu.csv
 # Each step has its own time limit so one slow step cannot take the others' output with it.
@@ -17,8 +18,8 @@ parallel=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist
 timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests $parallel 2>&1 | tee "$out/pytest.log" | tail -8
 timeout 150 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
     --shapes 50x768x3072 77x512x2048 1600x768x3072 1600x3072x768 6304x768x3072 8224x1024x4096 | tail -8
-timeout 240 python3 benchmarks/bench_kernels.py --device cuda --modes graph --no-layers --repeats 20 \
-    --archs ViT-B-32 ViT-L-14 --out "$out" | tail -20
+timeout 330 python3 benchmarks/bench_kernels.py --device cuda --modes graph --no-layers --repeats 20 \
+    --archs ViT-B-32 ViT-B-16 ViT-L-14 --out "$out" | tail -30
 timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())' run --tasks efficiency \
     --models ViT-B-32@fp16 ViT-B-32@q-all-a8-fp16 ViT-B-32@q-all-a8-2bit-fp16 ViT-B-32@q-all-2bit-fp16 \
     --out "$out/efficiency" --no-report --no-progress 2>&1 | grep -v "^WARNING" | tail -8
