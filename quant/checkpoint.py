@@ -119,6 +119,10 @@ def _ternary_params(model) -> tuple[dict[str, Any], dict[str, Any]]:
     if info.get("state") != "converted":
         raise CheckpointError(f"the model is {info.get('state')!r}, not converted: call quant.convert(model) "
                               "to freeze its ternary weights before saving")
+    if info.get("accelerated"):
+        raise CheckpointError("the model is accelerated (quant.kernels.accelerate_: its weights live in kernels, "
+                              "its modules are swapped): save the quantized model before accelerating it; "
+                              "quant.load_packed(path, backend='auto') accelerates it again on load")
     if info["config"].get("type") != "ternary":
         raise CheckpointError(f"packed checkpoints hold ternary weights; this model has {info['config'].get('type')!r} "
                               "weights (quantize with a TernaryConfig)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -13,6 +14,7 @@ from safetensors.torch import save_file
 import quant
 from quant.checkpoint import _content_hash, _tensor_sha256, read_metadata, save_packed
 from quant.errors import CheckpointError
+from quant.kernels import accelerate_
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,10 @@ def test_refuses_unquantized_and_changed_models(tiny_model, qtiny, tmp_path):
         tiny_model.transformer.resblocks[0].mlp.c_fc.weight[0, 0] += 0.123
     with pytest.raises(CheckpointError, match=r"transformer.resblocks.0.mlp.c_fc.weight: not ternary"):
         save_packed(tiny_model, tmp_path / "f.safetensors", arch="ternbench-tiny")
+    accelerated = copy.deepcopy(qtiny)
+    accelerate_(accelerated)
+    with pytest.raises(CheckpointError, match=r"accelerated .* save the quantized model before accelerating"):
+        save_packed(accelerated, tmp_path / "f.safetensors", arch="ternbench-tiny")
     assert os.listdir(tmp_path) == []  # no partial output, no temp file left behind
 
 
