@@ -16,6 +16,8 @@ Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wa
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,12 @@ try:  # Triton ships with CUDA builds of torch; CPU-only machines may lack it.
     HAVE_TRITON = True
 except ImportError:  # pragma: no cover - depends on the install
     HAVE_TRITON = False
+
+
+def _interpreted(device: torch.device) -> bool:
+    """Triton's interpreter (``TRITON_INTERPRET=1``) runs the Triton kernels on CPU tensors: slow, but
+    it lets the kernel classes and whole models be tested on a machine without a GPU."""
+    return HAVE_TRITON and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _cuda_reason(device: torch.device) -> str | None:
@@ -318,7 +326,7 @@ class TritonInt8Kernel(Kernel):
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        return _cuda_reason(device)
+        return None if _interpreted(device) else _cuda_reason(device)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.fused_linear(x2d, bias)
@@ -380,7 +388,9 @@ class TritonPacked2bitKernel(Packed2bitKernel):
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        return _cuda_reason(device) or (None if HAVE_TRITON else "Triton is not installed")
+        if not HAVE_TRITON:
+            return "Triton is not installed"
+        return None if _interpreted(device) else _cuda_reason(device)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.fused_linear(x2d, bias)

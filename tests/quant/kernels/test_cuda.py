@@ -246,6 +246,30 @@ def test_moving_an_accelerated_model_re_prepares_kernels(tiny_model, tiny_inputs
         assert torch.isfinite(tiny_model.encode_image(tiny_inputs[0].cuda())).all()
 
 
+@needs_triton
+@pytest.mark.parametrize("backend,kernel", [("cuda", "cuda-triton"), ("packed", "cuda-2bit")])
+def test_triton_kernel_classes_run_a_whole_fused_model(tiny_model, tiny_inputs, backend, kernel):
+    """The Triton kernel classes in a whole model with its blocks' LayerNorms and GELUs fused
+    (the interpreter runs them on CPU tensors): close to the reference's unfused model."""
+    from quant import preset, quantize_
+    from quant.kernels import accelerate_
+
+    images, tokens = (t[:1] for t in tiny_inputs) if INTERPRETED else tiny_inputs  # the interpreter is slow
+    quantize_(tiny_model, preset("q-all"))
+    model = tiny_model.to(DEVICE)
+    ref = copy.deepcopy(model)
+    accelerate_(ref, backend="reference", fuse=False)
+    summary = accelerate_(model, backend=backend)
+    blocks = len(model.visual.transformer.resblocks) + len(model.transformer.resblocks)
+    assert summary["kernels"] == [kernel] and summary["fused_ops"] == 3 * blocks
+    with torch.no_grad():
+        for enc, inp in (("encode_image", images), ("encode_text", tokens)):
+            got, want = (getattr(m, enc)(inp.to(DEVICE)).cpu() for m in (model, ref))
+            # Per layer the reference's integers; fp32 scales against fp64 and a LayerNorm summed
+            # in another order can move a code by one at a rounding tie (see test_swap.py).
+            assert F.cosine_similarity(got, want).min() > 0.9999, enc
+
+
 @needs_cuda
 @pytest.mark.parametrize("half", [False, True])
 def test_fused_blocks_on_cuda_match_the_unfused_model(tiny_model, tiny_inputs, half):

@@ -1,5 +1,6 @@
-"""The Triton kernels' own code, checked without a GPU: ``test_cuda.py``'s kernel tests run
-in a subprocess under Triton's interpreter (``TRITON_INTERPRET=1``, CPU tensors)."""
+"""The Triton kernels' own code, checked without a GPU: ``test_cuda.py``'s Triton tests (the
+kernels, and the kernel classes in a whole fused model) run in a subprocess under Triton's
+interpreter (``TRITON_INTERPRET=1``, CPU tensors)."""
 
 import os
 import re
@@ -20,4 +21,4 @@ def test_triton_kernels_match_references_under_the_interpreter():
                            "-k", "triton"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     passed = re.search(r"(\d+) passed", proc.stdout)
-    assert passed and int(passed.group(1)) >= 12, proc.stdout[-2000:]
+    assert passed and int(passed.group(1)) >= 30, proc.stdout[-2000:]
