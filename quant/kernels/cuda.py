@@ -150,8 +150,8 @@ if HAVE_TRITON:
     def _ternary2bit_matmul_scaled(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                                    stride_am, stride_pn, stride_cm,
                                    A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
-                                   BLOCK_M: tl.constexpr,
-                                   BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr):
+                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
+                                   GROUP_M: tl.constexpr):
         """``C = (A @ T.T) * sa[m] * sw[n] + bias[n]`` with T read 2-bit packed.
 
         ``p`` is ``(N, K/4)`` uint8 in quant.packing's ``2bit`` layout: byte j of row n holds
@@ -236,7 +236,8 @@ def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
     raise AssertionError("unreachable: the last rule has no bounds")
 
 
-def quantize_per_token_cuda(x2d: torch.Tensor, norm: nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_token_cuda(x2d: torch.Tensor,
+                            norm: nn.LayerNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton per-token absmax int8: ``(codes (M, K) int8, scale (M,) fp32)``.
 
     ``norm``: a LayerNorm over K (with weight and bias) applied to each row first, in the same
@@ -252,8 +253,8 @@ def quantize_per_token_cuda(x2d: torch.Tensor, norm: nn.LayerNorm | None = None)
         if norm is None:
             _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), **launch)
         else:
-            _layernorm_quantize_rows[(m,)](x2d, norm.weight, norm.bias, q, s, k, x2d.stride(0), float(norm.eps),
-                                           **launch)
+            _layernorm_quantize_rows[(m,)](x2d, norm.weight, norm.bias, q, s, k, x2d.stride(0),
+                                           float(norm.eps), **launch)
     return q, s
 
 
@@ -283,9 +284,8 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     _int8_matmul_scaled[grid](
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
         codes.stride(0), trits.stride(0), out.stride(0),
-        HAS_BIAS=bias is not None, ACTIVATION=_activation(activation), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        GROUP_M=8,
-        num_warps=warps, num_stages=stages)
+        HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
     return out
 
 
@@ -313,8 +313,8 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     _ternary2bit_matmul_scaled[grid](
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
         m, n, k, a.stride(0), packed.stride(0), out.stride(0),
-        A_INT8=a_int8, HAS_BIAS=bias is not None, ACTIVATION=_activation(activation), BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
-        num_warps=warps, num_stages=stages)
+        A_INT8=a_int8, HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8, num_warps=warps, num_stages=stages)
     return out
 
 
@@ -336,7 +336,8 @@ class TritonInt8Kernel(Kernel):
         if norm is not None and not norm_fusable(norm, x2d.shape[1]):
             x2d, norm = norm(x2d), None
         codes, scale = quantize_per_token_cuda(x2d, norm)
-        return int8_matmul_scaled(codes, scale, self._trits, self._w_scale, bias, x2d.dtype, activation=activation)
+        return int8_matmul_scaled(codes, scale, self._trits, self._w_scale, bias, x2d.dtype,
+                                  activation=activation)
 
 
 class IntMMKernel(Kernel):
@@ -398,7 +399,8 @@ class TritonPacked2bitKernel(Packed2bitKernel):
     def fused_linear(self, x2d, bias, norm=None, activation=None):
         """As :class:`TritonInt8Kernel` for int8 activations; half activations get the LayerNorm
         as its own op (nothing to fold it into) and the activation in the epilogue."""
-        if self.in_features % 4 or (self.activations == "float" and x2d.dtype not in (torch.float16, torch.bfloat16)):
+        half = x2d.dtype in (torch.float16, torch.bfloat16)
+        if self.in_features % 4 or (self.activations == "float" and not half):
             return fused_linear_reference(super().linear, x2d, bias, norm, activation)
         if norm is not None and not (self.activations == "int8" and norm_fusable(norm, x2d.shape[1])):
             x2d, norm = norm(x2d), None
