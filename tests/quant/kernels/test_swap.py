@@ -216,11 +216,12 @@ def test_2bit_variants_hold_a_quarter_of_the_bytes_with_the_same_numerics(tiny_i
         assert _min_cos(got, want) > 0.9999
 
 
-def test_stats_of_accelerated_model_equal_the_fake_quant_ones(q_all):
+@pytest.mark.parametrize("backend", ["auto", "reference"])  # the reference fuses the blocks' norms and GELUs
+def test_stats_of_accelerated_model_equal_the_fake_quant_ones(q_all, backend):
     from quant import stats
 
     before = stats(q_all).total
-    accelerate_(q_all)
+    accelerate_(q_all, backend=backend)
     after = stats(q_all).total
     for key in ("params", "ternary_params", "share_ternary", "sparsity", "bytes_packed", "ternary_tensors"):
         assert after[key] == before[key], key
