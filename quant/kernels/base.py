@@ -117,26 +117,34 @@ def register_backend(name: str, activations: str, cls: type[Kernel], first: bool
 
 
 
-def select_kernel(backend: str, device: torch.device | str, activations: str) -> type[Kernel]:
-    """The kernel class for ``backend`` (``auto``: the device's own) and ``activations``.
-
-    Falls back to the reference kernel with a :class:`KernelUnavailableWarning` saying why.
-    """
+def kernel_choice(backend: str, device: torch.device | str,
+                  activations: str) -> tuple[type[Kernel] | None, list[str]]:
+    """``(the first usable kernel class of backend on device or None, why each one before it is not)``."""
     check_choice("backend", backend, BACKEND_CHOICES)
     check_choice("activations", activations, ACTIVATIONS)
     _load_backends()
     device = torch.device(device)
     name = device.type if backend == "auto" else backend
-    candidates = BACKENDS.get(name, {}).get(activations, [])
     reasons = []
-    for cls in candidates:
+    for cls in BACKENDS.get(name, {}).get(activations, []):
         reason = cls.unavailable_reason(device, activations)
         if reason is None:
-            return cls
+            return cls, reasons
         reasons.append(reason)
-    reason = "; ".join(reasons) or f"no {name!r} kernel is registered for {activations} activations"
-    warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: {reason}; "
-                  "using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
+    return None, reasons or [f"no {name!r} kernel is registered for {activations} activations"]
+
+
+def select_kernel(backend: str, device: torch.device | str, activations: str) -> type[Kernel]:
+    """The kernel class for ``backend`` (``auto``: the device's own) and ``activations``.
+
+    Falls back to the reference kernel with a :class:`KernelUnavailableWarning` saying why.
+    """
+    cls, reasons = kernel_choice(backend, device, activations)
+    if cls is not None:
+        return cls
+    name = torch.device(device).type if backend == "auto" else backend
+    warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: "
+                  f"{'; '.join(reasons)}; using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
     return BACKENDS["reference"][activations][0]
 
 

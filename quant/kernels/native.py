@@ -55,8 +55,10 @@ SIGNATURES = {
     "tq_linear": (_I, [_P, _L, _I, _I, _I, _P, _P, _P, _F, _P, _L, _I]),
 }
 
-# (source name, form) -> library, or why it is unavailable
+# (source name, "portable" | "auto") -> library, or why it is unavailable
 _libs: dict[tuple[str, str], ctypes.CDLL | str] = {}
+# the same keys -> what was built: form, threads, library path (for `ternbench kernels`)
+_built: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def _form(name: str, portable: bool) -> str:
@@ -82,7 +84,7 @@ def _compile(compiler: str, flags: tuple[str, ...], source: Path, target: Path) 
             raise OSError(f"compiling {source} failed: {done.stderr.strip()[-800:]}")
 
 
-def _build(name: str, form: str) -> ctypes.CDLL:
+def _build(name: str, form: str) -> tuple[ctypes.CDLL, dict[str, str]]:
     source = CSRC / f"{name}.c"
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
@@ -106,7 +108,8 @@ def _build(name: str, form: str) -> ctypes.CDLL:
     for fn, (restype, argtypes) in SIGNATURES.items():
         if hasattr(lib, fn):
             getattr(lib, fn).restype, getattr(lib, fn).argtypes = restype, argtypes
-    return lib
+    threads = "OpenMP" if target == builds[0][1] else "one thread (the compiler has no OpenMP)"
+    return lib, {"form": form, "threads": threads, "library": str(target), "compiler": compiler}
 
 
 def load(name: str, portable: bool = False) -> ctypes.CDLL | str:
@@ -118,7 +121,16 @@ def load(name: str, portable: bool = False) -> ctypes.CDLL | str:
             _libs[key] = "turned off by TERNBENCH_NATIVE=0"
         else:
             try:
-                _libs[key] = _build(name, _form(name, portable))
+                _libs[key], _built[key] = _build(name, _form(name, portable))
             except OSError as err:
                 _libs[key] = str(err)
     return _libs[key]
+
+
+def describe(name: str, portable: bool = False) -> dict[str, str]:
+    """What ``load(name, portable)`` gives here (building it if needed): ``form``, ``threads``,
+    ``library``, ``compiler``, or ``unavailable`` with the reason."""
+    lib = load(name, portable)
+    if isinstance(lib, str):
+        return {"unavailable": lib}
+    return dict(_built.get((name, "portable" if portable else "auto"), {}))

@@ -1,0 +1,100 @@
+"""``ternbench kernels``: the kernel table, the native libraries, and the self-check that must catch
+a kernel wrong by a single integer."""
+
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from quant.kernels import native, select_kernel
+from quant.kernels.base import BACKENDS
+from quant.kernels.inventory import check_all, check_kernel, kernel_table, native_libraries
+
+
+def _row(rows, device, backend, activations):
+    return next(r for r in rows if (r["device"], r["backend"], r["activations"]) == (device, backend, activations))
+
+
+def test_the_table_names_what_select_kernel_picks():
+    rows = kernel_table()
+    for activations in ("int8", "float"):
+        assert _row(rows, "cpu", "auto", activations)["kernel"] == select_kernel("auto", "cpu", activations).name
+    # only backends that have a kernel for those activations (the CPU kernels are int8 only)
+    assert not [r for r in rows if r["backend"] in ("cpu-quads", "cpu-pairs", "fbgemm") and r["activations"] == "float"]
+    if not torch.cuda.is_available():
+        cuda_rows = [r for r in rows if r["device"] == "cuda"]
+        assert cuda_rows and all(r["kernel"] is None and "no CUDA device" in r["passed_over"][0] for r in cuda_rows)
+
+
+def test_every_usable_kernel_passes_its_check():
+    results = check_all(kernel_table())
+    names = {r["kernel"] for r in results}
+    assert select_kernel("auto", "cpu", "int8").name in names and "fbgemm" in names and "dequant" in names
+    assert all(r["ok"] for r in results), [r for r in results if not r["ok"]]
+
+
+def test_the_check_catches_a_product_off_by_one_integer_and_wrong_trits():
+    base = select_kernel("auto", "cpu", "int8")
+
+    class OffByOne(base):
+        def linear(self, x2d, bias):
+            y = super().linear(x2d, bias)
+            scale = x2d.abs().amax(dim=1) / 127  # one unit of the integer product, in output terms
+            y[-1, -1] += scale[-1] * self.w_scale()[-1]
+            return y
+
+    class WrongTrits(base):
+        def trits(self):
+            t = super().trits().clone()
+            t[0, 0] = 1 - t[0, 0].clamp(0, 1)  # flips 0 <-> 1, and -1 to 1
+            return t
+
+    assert check_kernel(base, "cpu", "int8")["ok"]
+    off = check_kernel(OffByOne, "cpu", "int8")
+    assert not off["ok"] and off["worst"] > 10, off
+    wrong = check_kernel(WrongTrits, "cpu", "int8")
+    assert not wrong["ok"] and "trits" in wrong["detail"]
+
+
+def test_cli_prints_the_table_and_checks(capsys):
+    assert main(["kernels", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "this machine:" in out and "CPU capability" in out
+    assert f"cpu     auto                int8         {select_kernel('auto', 'cpu', 'int8').name}" in out
+    assert "kernels ok" in out and "FAILED" not in out
+    assert main(["kernels", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["checks"] is None and data["kernels"] and "cpu-quads" in data["native"]
+
+
+def test_cli_exits_1_when_a_kernel_is_wrong(monkeypatch, capsys):
+    base = select_kernel("auto", "cpu", "int8")
+
+    class Broken(base):
+        name = "broken"
+
+        def linear(self, x2d, bias):
+            return super().linear(x2d, bias) * 1.001
+
+    monkeypatch.setitem(BACKENDS["cpu"], "int8", [Broken])
+    assert main(["kernels", "--check"]) == 1
+    assert "FAILED: broken" in capsys.readouterr().out
+
+
+def test_native_libraries_say_why_they_are_missing(monkeypatch, capsys):
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_NATIVE", "0")
+    libs = native_libraries()
+    assert all(lib == {"unavailable": "turned off by TERNBENCH_NATIVE=0"} for lib in libs.values())
+    assert main(["kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu-quads            unavailable: turned off by TERNBENCH_NATIVE=0" in out
+    assert "cpu     auto                int8         fbgemm" in out
+
+
+def test_a_built_library_is_described():
+    info = native_libraries()["cpu-quads"]
+    if "unavailable" in info:
+        pytest.skip(f"the quad-table kernel does not build here: {info['unavailable']}")
+    assert info["form"] in ("avx2", "portable") and info["threads"] and info["library"].endswith(".so")
