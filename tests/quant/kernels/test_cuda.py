@@ -270,6 +270,19 @@ def test_triton_kernel_classes_run_a_whole_fused_model(tiny_model, tiny_inputs, 
             assert F.cosine_similarity(got, want).min() > 0.9999, enc
 
 
+@needs_triton
+@pytest.mark.parametrize("cls_name,activations", [("TritonInt8Kernel", "int8"), ("TritonPacked2bitKernel", "int8"),
+                                                  ("TritonPacked2bitKernel", "float")])
+def test_triton_kernel_classes_pass_the_self_check(cls_name, activations):
+    """What `ternbench kernels --check` runs on a GPU, fused LayerNorm + GELU included."""
+    from quant.kernels.inventory import check_kernel
+
+    cuda = _triton()
+    dtype = torch.float16 if activations == "float" else torch.float32  # the 2-bit half-activation GEMM
+    result = check_kernel(getattr(cuda, cls_name), DEVICE, activations, dtype)
+    assert result["ok"], result
+
+
 @needs_cuda
 @pytest.mark.parametrize("half", [False, True])
 def test_fused_blocks_on_cuda_match_the_unfused_model(tiny_model, tiny_inputs, half):
