@@ -6,8 +6,10 @@
   C in ``csrc/`` built by ``native``, then FBGEMM; the pair-table kernel on request; the two C
   kernels share ``cpu_native.NativeCpuKernel``);
 - ``modules``: TernaryLinear, TernaryMultiheadAttention, TernaryPatchEmbed, TernaryEmbedding;
-- ``swap``: ``accelerate_(model, backend, activations)``;
-- ``variants``: the ``q-*-a8`` model variants for ``bench.models``.
+- ``swap``: ``accelerate_(model, backend, activations, fuse)`` (fuse: open_clip blocks' LayerNorms and
+  GELUs into the kernels that fold them in: the CUDA ones);
+- ``variants``: the ``q-*-a8`` model variants for ``bench.models``;
+- ``inventory`` / ``cli``: ``ternbench kernels [--check]``, what runs on this machine and a self-check.
 """
 
 from quant.kernels.base import KernelUnavailableWarning, select_kernel
