@@ -17,7 +17,7 @@ from quant.errors import TernbenchError
 COMMAND_MODULES: tuple[str, ...] = (
     "reports.cli",
     "quant.cli",
-    "quant.kernels.cli",
+    "bench.cli_kernels",
     "bench.cli_datasets",
     "bench.cli_run",
     "quant.train.cli",

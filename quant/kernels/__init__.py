@@ -9,7 +9,8 @@
 - ``swap``: ``accelerate_(model, backend, activations, fuse)`` (fuse: open_clip blocks' LayerNorms and
   GELUs into the kernels that fold them in: the CUDA ones);
 - ``variants``: the ``q-*-a8`` model variants for ``bench.models``;
-- ``inventory`` / ``cli``: ``ternbench kernels [--check]``, what runs on this machine and a self-check.
+- ``inventory``: what runs on this machine and a self-check against the reference (``ternbench kernels``,
+  in ``bench/cli_kernels.py``).
 """
 
 from quant.kernels.base import KernelUnavailableWarning, select_kernel

@@ -1,14 +1,10 @@
-"""``ternbench kernels``: the kernel table, the native libraries, and the self-check that must catch
-a kernel wrong by a single integer."""
-
-import json
+"""quant.kernels.inventory: the kernel table, the native libraries, and the self-check that must
+catch a kernel wrong by a single integer."""
 
 import pytest
 import torch
 
-from bench.cli import main
-from quant.kernels import native, select_kernel
-from quant.kernels.base import BACKENDS
+from quant.kernels import select_kernel
 from quant.kernels.inventory import check_all, check_kernel, kernel_table, native_libraries
 
 
@@ -55,42 +51,6 @@ def test_the_check_catches_a_product_off_by_one_integer_and_wrong_trits():
     assert not off["ok"] and off["worst"] > 10, off
     wrong = check_kernel(WrongTrits, "cpu", "int8")
     assert not wrong["ok"] and "trits" in wrong["detail"]
-
-
-def test_cli_prints_the_table_and_checks(capsys):
-    assert main(["kernels", "--check"]) == 0
-    out = capsys.readouterr().out
-    assert "this machine:" in out and "CPU capability" in out
-    assert f"cpu     auto                int8         {select_kernel('auto', 'cpu', 'int8').name}" in out
-    assert "kernels ok" in out and "FAILED" not in out
-    assert main(["kernels", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert data["checks"] is None and data["kernels"] and "cpu-quads" in data["native"]
-
-
-def test_cli_exits_1_when_a_kernel_is_wrong(monkeypatch, capsys):
-    base = select_kernel("auto", "cpu", "int8")
-
-    class Broken(base):
-        name = "broken"
-
-        def linear(self, x2d, bias):
-            return super().linear(x2d, bias) * 1.001
-
-    monkeypatch.setitem(BACKENDS["cpu"], "int8", [Broken])
-    assert main(["kernels", "--check"]) == 1
-    assert "FAILED: broken" in capsys.readouterr().out
-
-
-def test_native_libraries_say_why_they_are_missing(monkeypatch, capsys):
-    monkeypatch.setattr(native, "_libs", {})
-    monkeypatch.setenv("TERNBENCH_NATIVE", "0")
-    libs = native_libraries()
-    assert all(lib == {"unavailable": "turned off by TERNBENCH_NATIVE=0"} for lib in libs.values())
-    assert main(["kernels"]) == 0
-    out = capsys.readouterr().out
-    assert "cpu-quads            unavailable: turned off by TERNBENCH_NATIVE=0" in out
-    assert "cpu     auto                int8         fbgemm" in out
 
 
 def test_a_built_library_is_described():

@@ -1,9 +1,11 @@
-"""``ternbench kernels``: which ternary kernel runs here for each backend, and (``--check``) whether
-each one computes what the reference does on this machine."""
+"""``ternbench kernels``: which ternary kernel runs here for each backend, (``--check``) whether each
+one computes what the reference does on this machine, and (``--bench``) how fast each one is here."""
 
 from __future__ import annotations
 
 import json
+
+from quant.errors import QuantConfigError
 
 
 def add_parser(subparsers) -> None:
@@ -16,6 +18,10 @@ def add_parser(subparsers) -> None:
                     "and exits 1 if one is wrong.")
     k.add_argument("--check", action="store_true",
                    help="check every usable kernel against the reference (a second or so on a CPU)")
+    k.add_argument("--bench", action="store_true",
+                   help="time every usable W1.58A8 kernel against fp32 (and fp16 on CUDA) at CLIP's layer "
+                        "shapes and name the fastest here (about 10 s on 2 CPU cores)")
+    k.add_argument("--repeats", type=int, default=10, help="timed calls per kernel and shape for --bench (median)")
     k.add_argument("--json", action="store_true", help="print everything as JSON")
     k.set_defaults(func=run_kernels)
 
@@ -50,9 +56,17 @@ def run_kernels(args) -> int:
     rows = kernel_table()
     checks = check_all(rows) if args.check else None
     failed = [c for c in checks or () if not c["ok"]]
+    timings = None
+    if args.bench:
+        from bench.kernel_timing import time_kernels
+
+        if args.repeats < 1:
+            raise QuantConfigError(f"--repeats must be at least 1, got {args.repeats}")
+        devices = ["cpu"] + (["cuda"] if info["machine"]["cuda"] else [])
+        timings = [time_kernels(rows, device, args.repeats) for device in devices]
     if args.json:
         print(json.dumps({**info, "kernels": [{k: v for k, v in r.items() if k != "_cls"} for r in rows],
-                          "checks": checks}, indent=2))
+                          "checks": checks, "timings": timings}, indent=2))
         return 1 if failed else 0
     print(_machine_line(info["machine"]))
     print("\nnative CPU kernels (C, built with the system compiler on first use, cached):")
@@ -72,4 +86,24 @@ def run_kernels(args) -> int:
                   f"worst {c['worst']:.2%} ({c['detail']})")
         print(f"{len(checks) - len(failed)} of {len(checks)} kernels ok"
               + (f"; FAILED: {', '.join(c['kernel'] for c in failed)}" if failed else ""))
+    for t in timings or ():
+        print("\n".join(_timing_lines(t)))
     return 1 if failed else 0
+
+
+def _timing_lines(t: dict) -> list[str]:
+    names = list(t["ms"])
+    lines = [f"\nspeed on {t['device']} (median ms; x: fp32's time / this one's, side by side in this run):",
+             f"  {'M x K x N':16s}" + "".join(f"{n:>24s}" for n in names)]
+    for i, shape in enumerate(t["shapes"]):
+        cells = [f"{t['ms'][n][i]:10.3f} ({t['ms']['fp32'][i] / t['ms'][n][i]:5.2f}x)" for n in names]
+        lines.append(f"  {shape:16s}" + "".join(f"{c:>24s}" for c in cells))
+    lines.append(f"  {'geometric mean':16s}" + "".join(f"{t['speedup'][n]:>23.2f}x" for n in names))
+    if t["fastest"]:
+        verdict = f"fastest W1.58A8 kernel here: {t['fastest']} ({t['speedup'][t['fastest']]:.2f}x fp32)"
+        if t["auto"] and t["fastest"] != t["auto"]:
+            backend = t["backends"].get(t["fastest"], t["fastest"])
+            verdict += (f"; `auto` picks {t['auto']} ({t['speedup'][t['auto']]:.2f}x): "
+                        f"accelerate_(model, backend={backend!r}) is faster on this machine")
+        lines.append("  " + verdict)
+    return lines
