@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything a CUDA machine should check, in one command (about 10 minutes on one H100):
 #   bash benchmarks/gpu_checks.sh OUT_DIR
-# 0. which kernels run, each checked against the reference     -> OUT_DIR/kernels.txt
+# 0. which kernels run, each checked against the reference and timed beside fp16 -> OUT_DIR/kernels.txt
 # 1. the test suite on CUDA (CUDA-only tests included)          -> OUT_DIR/pytest.log
 # 2. the shipped tile tables against fp16 at key layer shapes   -> OUT_DIR/tune_cuda_tiles.json
 # 3. whole-model latency, CUDA-graph replays, ViT-B-32 / B-16 / L-14, the ternary model with and without
@@ -15,8 +15,8 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 
-timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())' kernels --check 2>&1 \
-    | tee "$out/kernels.txt" | tail -25
+timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())' kernels --check --bench 2>&1 \
+    | tee "$out/kernels.txt" | tail -40
 parallel=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist when installed
 timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests $parallel 2>&1 | tee "$out/pytest.log" | tail -8
 timeout 150 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
