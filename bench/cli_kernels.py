@@ -10,12 +10,13 @@ from quant.errors import QuantConfigError
 
 def add_parser(subparsers) -> None:
     k = subparsers.add_parser(
-        "kernels", help="which ternary kernels run on this machine (and --check them against the reference)",
+        "kernels", help="which ternary kernels run on this machine (--check: against the reference; --bench: "
+                        "their speed here)",
         description="Print the kernel each backend picks here for W1.58A8 (int8) and W1.58A16 (float) "
                     "activations, why the others were passed over, and the native CPU libraries (built now "
                     "into the cache if they were not: run it once in an image build to ship them). "
                     "--check runs every usable kernel against the slow reference on random shapes "
-                    "and exits 1 if one is wrong.")
+                    "and exits 1 if one is wrong; --bench times them beside fp32 and names the fastest.")
     k.add_argument("--check", action="store_true",
                    help="check every usable kernel against the reference (a second or so on a CPU)")
     k.add_argument("--bench", action="store_true",
