@@ -43,9 +43,8 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 10,
     auto = next((r["kernel"] for r in rows if (r["device"], r["backend"], r["activations"]) == (device, "auto", "int8")),
                 None)
     g = torch.Generator().manual_seed(0)
-    ms: dict[str, list[float]] = {"fp32": []}
     baselines = {"fp32": torch.float32, **({"fp16": torch.float16} if device == "cuda" else {})}
-    ms.update({name: [] for name in baselines}, **{name: [] for name in kernels})
+    ms: dict[str, list[float]] = {name: [] for name in (*baselines, *kernels)}
     act_dtype = torch.float16 if device == "cuda" else torch.float32
     with torch.inference_mode():
         for m, k, n in shapes:

@@ -34,18 +34,23 @@ except ImportError:  # pragma: no cover - depends on the install
     HAVE_TRITON = False
 
 
-def _interpreted(device: torch.device) -> bool:
-    """Triton's interpreter (``TRITON_INTERPRET=1``) runs the Triton kernels on CPU tensors: slow, but
-    it lets the kernel classes and whole models be tested on a machine without a GPU."""
-    return HAVE_TRITON and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _cuda_reason(device: torch.device) -> str | None:
     if device.type != "cuda":
         return f"the CUDA kernel runs on CUDA devices, not {device.type}"
     if not torch.cuda.is_available():
         return "torch.cuda.is_available() is False"
     return None
+
+
+def _triton_reason(device: torch.device) -> str | None:
+    """Why the Triton kernels cannot run on ``device`` (None: they can). Triton's interpreter
+    (``TRITON_INTERPRET=1``) runs them on CPU tensors: slow, but it lets the kernel classes and whole
+    models be tested on a machine without a GPU."""
+    if not HAVE_TRITON:
+        return "Triton is not installed"
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return _cuda_reason(device)
 
 
 if HAVE_TRITON:
@@ -326,7 +331,7 @@ class TritonInt8Kernel(Kernel):
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        return None if _interpreted(device) else _cuda_reason(device)
+        return _triton_reason(device)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.fused_linear(x2d, bias)
@@ -389,9 +394,7 @@ class TritonPacked2bitKernel(Packed2bitKernel):
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        if not HAVE_TRITON:
-            return "Triton is not installed"
-        return None if _interpreted(device) else _cuda_reason(device)
+        return _triton_reason(device)
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.fused_linear(x2d, bias)

@@ -112,10 +112,14 @@ def _build(name: str, form: str) -> tuple[ctypes.CDLL, dict[str, str]]:
     return lib, {"form": form, "threads": threads, "library": str(target), "compiler": compiler}
 
 
+def _key(name: str, portable: bool) -> tuple[str, str]:
+    return name, "portable" if portable else "auto"
+
+
 def load(name: str, portable: bool = False) -> ctypes.CDLL | str:
     """The library built from ``csrc/<name>.c`` in this CPU's form (``portable``: the portable form
     even on an AVX2 CPU), or a string saying why it cannot be had here."""
-    key = (name, "portable" if portable else "auto")
+    key = _key(name, portable)
     if key not in _libs:
         if os.environ.get("TERNBENCH_NATIVE", "1") == "0":
             _libs[key] = "turned off by TERNBENCH_NATIVE=0"
@@ -133,4 +137,4 @@ def describe(name: str, portable: bool = False) -> dict[str, str]:
     lib = load(name, portable)
     if isinstance(lib, str):
         return {"unavailable": lib}
-    return dict(_built.get((name, "portable" if portable else "auto"), {}))
+    return dict(_built.get(_key(name, portable), {}))
