@@ -21,9 +21,15 @@ SHAPES = {
 }
 
 
+def time_ms(fn, device: str, warmup: int, repeats: int, graphs: bool = True) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``fn`` after ``warmup`` (the bench's own timing
+    loop); on CUDA with ``graphs``, replays of one captured call (no launch overhead)."""
+    run = graph_replay(fn) if graphs and device == "cuda" else fn
+    return [t * 1e3 for t in time_calls(run, warmup, repeats, device)]
+
+
 def _median_ms(fn, device: str, repeats: int) -> float:
-    run = graph_replay(fn) if device == "cuda" else fn  # no launch overhead on a GPU
-    return statistics.median(time_calls(run, 2, repeats, device)) * 1e3
+    return statistics.median(time_ms(fn, device, 2, repeats))
 
 
 def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 10,

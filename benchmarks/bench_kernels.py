@@ -39,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tasks.efficiency import graph_replay, time_calls  # noqa: E402  (after the path set-up above)
+from bench.kernel_timing import time_ms  # noqa: E402  (after the path set-up above)
 
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
@@ -61,16 +61,6 @@ CPU_ON_REQUEST_A8 = ("q-all-a8-portable",)
 
 
 # ------------------------------------------------------------------------------ timing
-
-
-def time_ms(fn, device: str, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each timed call: the bench's own timing loop (warm-up, CUDA synchronize)."""
-    return [t * 1e3 for t in time_calls(fn, warmup, repeats, device)]
-
-
-def runner(fn, device: str, graphs: bool):
-    """``fn`` itself, or on CUDA with ``graphs`` a replay of one captured call (no launch overhead)."""
-    return graph_replay(fn) if graphs and device == "cuda" else fn
 
 
 def p90(values: list[float]) -> float:
@@ -192,8 +182,7 @@ def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes, sav
                     try:
                         with torch.inference_mode():
                             peak = peak_memory(fn, device)
-                            run = runner(fn, device, mode == "graph")
-                            times = time_ms(run, device, warmup, repeats)
+                            times = time_ms(fn, device, warmup, repeats, graphs=mode == "graph")
                     except Exception as e:  # one failing variant must not lose the others' numbers
                         print(f"  {arch} {tower} b{batch} {name} {mode}: FAILED {type(e).__name__}: {e}", flush=True)
                         continue
@@ -257,7 +246,7 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
                 base = {}
                 for name, fn in cases.items():
                     with torch.inference_mode():
-                        times = time_ms(runner(fn, device, mode == "graph"), device, warmup, repeats)
+                        times = time_ms(fn, device, warmup, repeats, graphs=mode == "graph")
                     base[name] = statistics.median(times)
                     rows.append({"kind": "layer", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
                                  "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
