@@ -47,6 +47,10 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed warm-up calls (default: 2)")
     g.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls; median and p90 (default: 10)")
+    g.add_argument("--time-budget", type=float, default=20.0, metavar="S",
+                   help="per latency: warm-up calls after the first, and timed calls after the first 3, stop once "
+                        "their phase has taken S seconds (slow models get fewer, long calls); 0: always "
+                        "--warmup + --repeats (default: 20)")
     g.add_argument("--no-cuda-graphs", action="store_true",
                    help="on CUDA, time eager calls instead of replays of a captured CUDA graph (the default; "
                         "no Python or launch overhead, what a deployment with graphs sees)")
@@ -77,7 +81,7 @@ def _config(args: argparse.Namespace):
         data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
         efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats,
-                                    cuda_graphs=not args.no_cuda_graphs),
+                                    time_budget_s=args.time_budget, cuda_graphs=not args.no_cuda_graphs),
         progress=not args.no_progress, command=args.invocation,
     )
     return cfg, notes

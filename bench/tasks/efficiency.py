@@ -41,11 +41,19 @@ _CAPTIONS = (
 
 @dataclass(frozen=True)
 class EfficiencyConfig:
-    """How long to measure: ``batch`` is the throughput batch; ``repeats`` timed runs after ``warmup``."""
+    """How long to measure: ``batch`` is the throughput batch; ``repeats`` timed runs after ``warmup``.
+
+    ``time_budget_s``: in each measurement (an encoder at a batch size), warm-up calls after the
+    first, and timed calls after the first ``MIN_TIMED_CALLS``, are made only while that phase has
+    taken less than this; 0: no budget, always ``warmup`` + ``repeats`` calls. A slow model (bf16 on a CPU without bf16 hardware takes ~35 s
+    an image batch of 32) then gets 3 long timed calls, which give as steady a median as 10
+    short ones, instead of 12 calls and 7 minutes for one latency.
+    """
 
     batch: int = 32
     warmup: int = 2
     repeats: int = 10
+    time_budget_s: float = 20.0
     # CUDA: time replays of a captured CUDA graph of each call (what a deployment with
     # captured graphs sees: no Python or launch overhead), for every model alike.
     cuda_graphs: bool = True
@@ -57,6 +65,9 @@ class EfficiencyConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise TernbenchError(f"efficiency {name} must be an integer >= {low}, got {v!r}")
+        b = self.time_budget_s
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not b >= 0 or b == float("inf"):
+            raise TernbenchError(f"efficiency time budget must be a number of seconds >= 0 (0: none), got {b!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,13 +155,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn, warmup: int, repeats: int, device: str) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
+MIN_TIMED_CALLS = 3  # a time budget never cuts the timed calls below this (a median needs a few)
+
+
+def time_calls(fn, warmup: int, repeats: int, device: str, budget_s: float = 0.0) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones.
+
+    ``budget_s`` > 0: warm-up calls after the first, and timed calls after the first
+    ``MIN_TIMED_CALLS``, are made only while that phase has taken less than ``budget_s``
+    (a call that long is its own warm-up, and its median is steady); 0: exactly
+    ``warmup`` + ``repeats`` calls.
+    """
+    start = time.perf_counter()
+    for i in range(warmup):
+        if budget_s and i >= 1 and time.perf_counter() - start >= budget_s:
+            break
         fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
+        _sync(device)
+    times: list[float] = []
+    for i in range(repeats):
+        if budget_s and i >= MIN_TIMED_CALLS and sum(times) >= budget_s:
+            break
         _sync(device)
         t0 = time.perf_counter()
         fn()
@@ -252,12 +277,14 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         torch.cuda.reset_peak_memory_stats(device)
     metrics: dict[str, float] = {"throughput_batch": cfg.batch}
     timing: dict[str, str] = {}
+    timed_calls: dict[str, int] = {}
     with RssSampler() as rss:
         for kind, encode, inputs in (("image", model.encode_image, images), ("text", model.encode_text, texts)):
             for b, name in ((1, "b1"), (cfg.batch, "bN")):
                 x = inputs[b]
                 fn, timing[f"{kind}_{name}"] = _timed_fn(lambda enc=encode, x=x: enc(x), is_cuda, cfg.cuda_graphs)
-                times = time_calls(fn, cfg.warmup, cfg.repeats, device)
+                times = time_calls(fn, cfg.warmup, cfg.repeats, device, cfg.time_budget_s)
+                timed_calls[f"{kind}_{name}"] = len(times)
                 metrics[f"{kind}_latency_{name}_ms"] = statistics.median(times) * 1e3
                 metrics[f"{kind}_latency_{name}_ms_p90"] = percentile(times, 90) * 1e3
             metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
@@ -293,8 +320,9 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     }
     details = {
         "config": {"batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
-                   "cuda_graphs": cfg.cuda_graphs},
+                   "time_budget_s": cfg.time_budget_s, "cuda_graphs": cfg.cuda_graphs},
         "timing": timing,
+        "timed_calls": timed_calls,  # fewer than repeats where the time budget ended the measurement
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": ((quant_info(model) or {}).get("accelerated") or {}).get("kernels", []),
         "dtype": str(dtype).replace("torch.", ""),

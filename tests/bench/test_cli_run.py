@@ -55,6 +55,7 @@ def test_all_ok_gives_exit_0_and_no_report_when_asked(tmp_path, mini_root, capsy
     (["--overwrite", "resume"], "valid: missing, always, never"),
     (["--shard", "3/2"], "between 1 and 2"),
     (["--device", "tpu"], "unknown --device 'tpu'"),
+    (["--time-budget", "-5"], "time budget must be a number of seconds >= 0"),
 ])
 def test_bad_input_exit_2_before_any_work(tmp_path, mini_root, capsys, argv, message):
     out = tmp_path / "res"

@@ -53,7 +53,9 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert metrics["share_ternary"] == 0 and metrics["bits_per_weight"] == pytest.approx(32)
     for ratio in ("compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes", "sparsity"):
         assert baselines[ratio]  # every ratio names its baseline
-    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2, "cuda_graphs": True}
+    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2, "time_budget_s": 20.0, "cuda_graphs": True}
+    # repeats below the budget's minimum: every measurement made all its calls
+    assert details["timed_calls"] == {"image_b1": 2, "image_bN": 2, "text_b1": 2, "text_bN": 2}
     assert details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
     assert details["kernels"] == []  # no ternary kernel in a float model
@@ -121,6 +123,37 @@ def test_time_calls_counts_warmup_and_repeats():
     assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
 
 
+class FakeClock:
+    """``time`` for bench.tasks.efficiency: each call of the timed function advances it by ``step``."""
+
+    def __init__(self, step: float):
+        self.now, self.step, self.calls = 0.0, step, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def call(self) -> None:
+        self.calls += 1
+        self.now += self.step
+
+
+@pytest.mark.parametrize("step, budget, warmups, timed", [
+    (10.0, 20.0, 2, 3),   # slow calls: the second warm-up still starts (10 s < 20 s), timed stop at the minimum 3
+    (30.0, 20.0, 1, 3),   # one call over budget: one warm-up, still 3 timed
+    (3.0, 20.0, 4, 7),    # 7 calls reach 21 s >= 20 s: the budget ends the timing before repeats
+    (1.0, 20.0, 4, 10),   # fast calls: the full warmup and repeats
+    (30.0, 0.0, 4, 10),   # no budget: exactly warmup + repeats
+])
+def test_time_calls_budget_cuts_slow_measurements(monkeypatch, step, budget, warmups, timed):
+    import bench.tasks.efficiency as eff
+
+    clock = FakeClock(step)
+    monkeypatch.setattr(eff, "time", clock)
+    times = time_calls(clock.call, warmup=4, repeats=10, device="cpu", budget_s=budget)
+    assert len(times) == timed and clock.calls == warmups + timed
+    assert times == [step] * timed
+
+
 @pytest.mark.parametrize("values", [[1.0], [3.0, 1.0], [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 0.5]])
 def test_percentile_matches_numpy(values):
     for q in (50, 90):
@@ -154,6 +187,9 @@ def test_weight_bytes_counts_buffers_and_shared_storage_once():
     (dict(batch=0), "batch must be an integer >= 1"),
     (dict(repeats=0), "repeats must be an integer >= 1"),
     (dict(warmup=-1), "warmup must be an integer >= 0"),
+    (dict(time_budget_s=-1.0), "time budget must be a number of seconds >= 0"),
+    (dict(time_budget_s=float("nan")), "time budget must be a number of seconds >= 0"),
+    (dict(time_budget_s="20"), "time budget must be a number of seconds >= 0"),
     (dict(batch=2.5), "batch must be an integer"),
 ])
 def test_bad_config(kw, match):
