@@ -17,6 +17,8 @@ Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wa
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -227,6 +229,21 @@ TILE_RULES_2BIT_A16 = (
     (None, None, 128, 256, 32, 8, 3),
 )
 
+@dataclass(frozen=True)
+class Launch:
+    """One Triton kernel launch, built apart from running it: the wrappers below run it, and
+    ``quant.kernels.cuda_compile`` compiles exactly it ahead of time for a GPU architecture
+    (on a machine without one, with meta tensors)."""
+
+    kernel: Any  # a triton.JITFunction
+    grid: tuple[int, ...]
+    args: tuple
+    meta: dict[str, Any]  # constexprs, num_warps, num_stages
+
+    def __call__(self) -> None:
+        self.kernel[self.grid](*self.args, **self.meta)
+
+
 def _activation(name: str | None) -> str:
     """The epilogue's ACTIVATION constexpr for ``name`` (None: none)."""
     if name is not None and name not in ACTIVATION_FNS:
@@ -253,14 +270,19 @@ def quantize_per_token_cuda(x2d: torch.Tensor,
     q = torch.empty(m, k, dtype=torch.int8, device=x2d.device)
     s = torch.empty(m, dtype=torch.float32, device=x2d.device)
     if m:
-        block = triton.next_power_of_2(k)
-        launch = dict(BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
-        if norm is None:
-            _quantize_rows[(m,)](x2d, q, s, k, x2d.stride(0), **launch)
-        else:
-            _layernorm_quantize_rows[(m,)](x2d, norm.weight, norm.bias, q, s, k, x2d.stride(0),
-                                           float(norm.eps), **launch)
+        quantize_launch(x2d, q, s, norm)()
     return q, s
+
+
+def quantize_launch(x2d: torch.Tensor, q: torch.Tensor, s: torch.Tensor, norm: nn.LayerNorm | None) -> Launch:
+    """The launch of ``quantize_per_token_cuda`` for contiguous rows ``x2d`` into ``q``, ``s``."""
+    m, k = x2d.shape
+    block = triton.next_power_of_2(k)
+    meta = dict(BLOCK_K=block, num_warps=min(16, max(1, block // 256)))
+    if norm is None:
+        return Launch(_quantize_rows, (m,), (x2d, q, s, k, x2d.stride(0)), meta)
+    return Launch(_layernorm_quantize_rows, (m,), (x2d, norm.weight, norm.bias, q, s, k, x2d.stride(0),
+                                                   float(norm.eps)), meta)
 
 
 def norm_fusable(norm: nn.Module | None, k: int) -> bool:
@@ -279,19 +301,24 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)``; default from ``TILE_RULES``.
     ``activation``: None or a key of ``ACTIVATION_FNS``, applied in the epilogue.
     """
+    m, n = codes.shape[0], trits.shape[0]
+    out = torch.empty(m, n, dtype=out_dtype, device=codes.device)
+    if m:
+        int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles, activation)()
+    return out
+
+
+def int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles=None, activation=None) -> Launch:
+    """The launch of ``int8_matmul_scaled`` writing into ``out`` (M, N)."""
     m, k = codes.shape
     n = trits.shape[0]
-    out = torch.empty(m, n, dtype=out_dtype, device=codes.device)
-    if m == 0:
-        return out
     bm, bn, bk, warps, stages = tiles or _tiles(m, n)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    _int8_matmul_scaled[grid](
+    return Launch(_int8_matmul_scaled, grid, (
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
-        codes.stride(0), trits.stride(0), out.stride(0),
+        codes.stride(0), trits.stride(0), out.stride(0)), dict(
         HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
-    return out
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages))
 
 
 def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
@@ -308,19 +335,24 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     m, k = a.shape
     if k % 4:
         raise ValueError(f"the 2-bit GEMM needs K a multiple of 4, got {k}")
-    packed = packed.reshape(n, k // 4)
     out = torch.empty(m, n, dtype=out_dtype, device=a.device)
-    if m == 0:
-        return out
+    if m:
+        ternary2bit_matmul_launch(a, x_scale, packed.reshape(n, k // 4), w_scale, bias, out, tiles, activation)()
+    return out
+
+
+def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None) -> Launch:
+    """The launch of ``ternary2bit_matmul_scaled`` with ``packed`` (N, K / 4), writing into ``out`` (M, N)."""
+    m, k = a.shape
+    n = packed.shape[0]
     a_int8 = a.dtype == torch.int8
     bm, bn, bj, warps, stages = tiles or _tiles(m, n, TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16)
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    _ternary2bit_matmul_scaled[grid](
+    return Launch(_ternary2bit_matmul_scaled, grid, (
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
-        m, n, k, a.stride(0), packed.stride(0), out.stride(0),
+        m, n, k, a.stride(0), packed.stride(0), out.stride(0)), dict(
         A_INT8=a_int8, HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8, num_warps=warps, num_stages=stages)
-    return out
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8, num_warps=warps, num_stages=stages))
 
 
 class TritonInt8Kernel(Kernel):

@@ -1,0 +1,83 @@
+"""quant.kernels.cuda_compile: the CUDA kernels compiled for real GPU architectures on a machine
+without a GPU (Triton's own ptxas), as the wrappers launch them. Catches what the interpreter
+cannot: a kernel that does not compile for sm_80 / sm_90, a K loop that is not pipelined, a GEMM
+off the tensor cores, a main loop that spills registers."""
+
+import pytest
+import torch
+
+from quant.kernels import cuda
+from quant.kernels.cuda_compile import (
+    _specialize,
+    compile_launch,
+    compile_report,
+    layer_launches,
+    unavailable_reason,
+)
+
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"{unavailable_reason()}")
+
+
+def _launches(m, k, n, norm, activation):
+    return dict(layer_launches(m, k, n, norm, activation))
+
+
+def test_specialization_follows_the_arguments_like_tritons_launcher():
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+
+    backend = make_backend(GPUTarget("cuda", 90, 32))
+    gemm = _launches(50, 768, 3072, True, None)["int8 GEMM"]
+    signature, constexprs, attrs, options = _specialize(gemm, backend)
+    names = gemm.kernel.arg_names
+    assert signature["a_ptr"] == "*i8" and signature["c_ptr"] == "*fp16" and signature["M"] == "i32"
+    divisible = {names[i] for (i,), a in attrs.items() if a}
+    assert {"a_ptr", "w_ptr", "c_ptr", "K", "N", "stride_am"} <= divisible
+    assert "M" not in divisible  # 50 tokens: not a multiple of 16
+    assert options == {"num_warps": gemm.meta["num_warps"], "num_stages": gemm.meta["num_stages"]}
+    assert constexprs[(names.index("BLOCK_M"),)] == gemm.meta["BLOCK_M"]
+
+
+@pytest.mark.parametrize("what", ["int8 GEMM", "2-bit GEMM, int8"])
+def test_large_fused_gemms_compile_for_hopper_pipelined_on_wgmma(what):
+    # ViT-L-14 batch 32, the MLP's first layer with GELU in its epilogue: the largest tiles
+    launch = _launches(32 * 257, 1024, 4096, True, "gelu")[what]
+    r = compile_launch(launch, 90, "L-14 fc1")
+    assert r.tensor_cores == "wgmma" and r.pipelined and r.registers <= 255
+    assert "ACTIVATION=gelu" in r.config and r.used_by == "L-14 fc1"
+
+
+def test_gemms_without_epilogue_activation_do_not_spill():
+    # the K loop's registers: a spill there would cost every iteration
+    launches = _launches(32 * 257, 4096, 1024, False, None)
+    for what in ("int8 GEMM", "2-bit GEMM, int8"):
+        r = compile_launch(launches[what], 90)
+        assert r.local_bytes == 0, (what, r)
+
+
+def test_ampere_takes_mma_and_the_fused_layernorm_compiles():
+    launches = _launches(32 * 50, 768, 3072, True, "gelu")
+    gemm = compile_launch(launches["int8 GEMM"], 80)
+    assert gemm.tensor_cores == "mma" and gemm.pipelined
+    ln = compile_launch(launches["quantize"], 80)
+    assert ln.kernel == "_layernorm_quantize_rows" and ln.local_bytes == 0 and ln.tensor_cores == "none"
+
+
+def test_the_report_compiles_each_configuration_once():
+    layer = list(layer_launches(16, 64, 64, False, None))[:2]  # quantize + int8 GEMM
+    twice = [(f"{what} #{i}", launch) for i in (1, 2) for what, launch in layer]
+    seen = []
+    rows = compile_report(90, twice, progress=seen.append)
+    assert [r.kernel for r in rows] == ["_quantize_rows", "_int8_matmul_scaled"] and seen == rows
+    assert [r.used_by for r in rows] == ["quantize #1", "int8 GEMM #1"]
+
+
+def test_launch_builders_are_what_the_wrappers_run():
+    # the wrappers build their launch with these functions; a meta launch has the same grid
+    q = torch.empty(300, 768, dtype=torch.int8, device="meta")
+    out = torch.empty(300, 3072, dtype=torch.float16, device="meta")
+    launch = cuda.int8_matmul_launch(q, torch.empty(300, device="meta"), torch.empty(3072, 768, dtype=torch.int8,
+                                     device="meta"), torch.empty(3072, device="meta"), None, out)
+    bm, bn = launch.meta["BLOCK_M"], launch.meta["BLOCK_N"]
+    assert (bm, bn, launch.meta["BLOCK_K"], launch.meta["num_warps"], launch.meta["num_stages"]) == cuda._tiles(300, 3072)
+    assert launch.grid == (-(-300 // bm) * -(-3072 // bn),) and launch.meta["HAS_BIAS"] is False
