@@ -113,6 +113,17 @@ if HAVE_TRITON:
         return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
     @triton.jit
+    def _gelu_erf(x):
+        """``x * Phi(x)`` (exact GELU) with erfc by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
+        one fast reciprocal, five FMAs and one exp2, against about 30 instructions for libdevice's
+        ``erf`` on every element of the 4x-wide MLP tile (sm_90 SASS: see docs/kernels.md)."""
+        z = tl.abs(x) * 0.7071067811865476
+        t = tl.fdiv(1.0, 1.0 + 0.3275911 * z)  # approximate division: one rcp
+        poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+        erfc = poly * tl.exp2(-1.4426950408889634 * z * z)  # erfc(|x| / sqrt 2)
+        return x * tl.where(x >= 0, 1.0 - 0.5 * erfc, 0.5 * erfc)
+
+    @triton.jit
     def _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS: tl.constexpr,
                          ACTIVATION: tl.constexpr):
         """``C[rm, rn] = act(out + bias[rn])`` in C's dtype (the GEMMs' common epilogue).
@@ -121,7 +132,7 @@ if HAVE_TRITON:
         if HAS_BIAS:
             out += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         if ACTIVATION == "gelu":
-            out = 0.5 * out * (1.0 + tl.erf(out * 0.7071067811865476))
+            out = _gelu_erf(out)
         elif ACTIVATION == "gelu_tanh":  # tanh(u) = 2 sigmoid(2u) - 1
             u = 0.7978845608028654 * (out + 0.044715 * out * out * out)
             out = out * tl.sigmoid(2.0 * u)
@@ -251,11 +262,32 @@ def _activation(name: str | None) -> str:
     return name or "none"
 
 
-def _tiles(m: int, n: int, rules=TILE_RULES) -> tuple[int, ...]:
-    for max_m, max_n, *tiles in rules:
+# Before Hopper (mma.sync, no wgmma) the accumulator tile lives in the warps' registers next to the
+# operand fragments: above 64 int32 / fp32 accumulators a thread, ptxas spills inside the K loop
+# (sm_80, the 128 x 128 tile at 4 warps: 309 spill instructions in a 900-instruction loop;
+# benchmarks/cuda_compile_report.py --arch 80). There the warps grow until a thread holds 64, up to
+# 8 warps (at 16 a thread gets at most 128 registers: the 128 x 256 tile spilled 144 bytes, not 16).
+PRE_HOPPER_ACC_PER_THREAD = 64
+PRE_HOPPER_MAX_WARPS = 8
+
+
+def _tiles(m: int, n: int, rules=TILE_RULES, arch: int = 90) -> tuple[int, ...]:
+    """The tile rule for M x N (measured on an H100), with more warps on GPUs before sm_90."""
+    for max_m, max_n, bm, bn, bk, warps, stages in rules:
         if (max_m is None or m <= max_m) and (max_n is None or n <= max_n):
-            return tuple(tiles)
+            if arch < 90:
+                warps = min(PRE_HOPPER_MAX_WARPS, max(warps, bm * bn // (32 * PRE_HOPPER_ACC_PER_THREAD)))
+            return bm, bn, bk, warps, stages
     raise AssertionError("unreachable: the last rule has no bounds")
+
+
+def _arch(device: torch.device) -> int:
+    """The compute capability (x 10) the tiles are chosen for: the CUDA device's; 90 (the tile
+    rules' own H100) for CPU tensors under the interpreter and for meta tensors."""
+    if device.type != "cuda":
+        return 90
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def quantize_per_token_cuda(x2d: torch.Tensor,
@@ -308,11 +340,13 @@ def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.
     return out
 
 
-def int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles=None, activation=None) -> Launch:
-    """The launch of ``int8_matmul_scaled`` writing into ``out`` (M, N)."""
+def int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles=None, activation=None,
+                       arch: int | None = None) -> Launch:
+    """The launch of ``int8_matmul_scaled`` writing into ``out`` (M, N); ``arch``: the GPU's compute
+    capability x 10 the tiles are for (default: ``codes``' device's)."""
     m, k = codes.shape
     n = trits.shape[0]
-    bm, bn, bk, warps, stages = tiles or _tiles(m, n)
+    bm, bn, bk, warps, stages = tiles or _tiles(m, n, TILE_RULES, arch or _arch(codes.device))
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     return Launch(_int8_matmul_scaled, grid, (
         codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
@@ -341,12 +375,15 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     return out
 
 
-def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None) -> Launch:
-    """The launch of ``ternary2bit_matmul_scaled`` with ``packed`` (N, K / 4), writing into ``out`` (M, N)."""
+def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None,
+                              arch: int | None = None) -> Launch:
+    """The launch of ``ternary2bit_matmul_scaled`` with ``packed`` (N, K / 4), writing into ``out``
+    (M, N); ``arch``: as in ``int8_matmul_launch``."""
     m, k = a.shape
     n = packed.shape[0]
     a_int8 = a.dtype == torch.int8
-    bm, bn, bj, warps, stages = tiles or _tiles(m, n, TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16)
+    rules = TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16
+    bm, bn, bj, warps, stages = tiles or _tiles(m, n, rules, arch or _arch(a.device))
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
     return Launch(_ternary2bit_matmul_scaled, grid, (
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,

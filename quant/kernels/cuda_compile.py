@@ -128,26 +128,28 @@ def _meta(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def layer_launches(m: int, k: int, n: int, norm: bool, activation: str | None,
-                   dtype: torch.dtype = torch.float16) -> Iterator[tuple[str, cuda.Launch]]:
+                   dtype: torch.dtype = torch.float16, arch: int = 90) -> Iterator[tuple[str, cuda.Launch]]:
     """Every launch a ternary linear layer (M tokens, K in, N out) makes with the ``cuda`` and
     ``packed`` backends in ``dtype``: the (LayerNorm +) quantization, the int8 GEMM, and the
-    2-bit GEMM for int8 and for half activations; ``norm`` / ``activation``: what a fused block
-    folds into it."""
+    2-bit GEMM for int8 and for half activations, with the tiles chosen for ``sm_<arch>``;
+    ``norm`` / ``activation``: what a fused block folds into it."""
     x, q, s = _meta(m, k, dtype=dtype), _meta(m, k, dtype=torch.int8), _meta(m, dtype=torch.float32)
     ln = nn.LayerNorm(k, device="meta", dtype=dtype) if norm else None
     w_scale, bias = _meta(n, dtype=torch.float32), _meta(n, dtype=dtype)
     out = _meta(m, n, dtype=dtype)
     yield "quantize", cuda.quantize_launch(x, q, s, ln)
     yield "int8 GEMM", cuda.int8_matmul_launch(q, s, _meta(n, k, dtype=torch.int8), w_scale, bias, out,
-                                                activation=activation)
+                                                activation=activation, arch=arch)
     packed = _meta(n, k // 4, dtype=torch.uint8)
-    yield "2-bit GEMM, int8", cuda.ternary2bit_matmul_launch(q, s, packed, w_scale, bias, out, activation=activation)
+    yield "2-bit GEMM, int8", cuda.ternary2bit_matmul_launch(q, s, packed, w_scale, bias, out,
+                                                            activation=activation, arch=arch)
     yield "2-bit GEMM, fp16", cuda.ternary2bit_matmul_launch(x, None, packed, w_scale, bias, out,
-                                                            activation=activation)
+                                                            activation=activation, arch=arch)
 
 
-def clip_launches(towers=TOWERS, batches=BATCHES) -> Iterator[tuple[str, cuda.Launch]]:
-    """The launches of fused ternary CLIP blocks (``accelerate_``'s default) at ``towers`` x ``batches``."""
+def clip_launches(towers=TOWERS, batches=BATCHES, arch: int = 90) -> Iterator[tuple[str, cuda.Launch]]:
+    """The launches of fused ternary CLIP blocks (``accelerate_``'s default) at ``towers`` x ``batches``
+    on ``sm_<arch>``."""
     for tower, width, tokens in towers:
         for batch in batches:
             m = batch * tokens
@@ -155,19 +157,19 @@ def clip_launches(towers=TOWERS, batches=BATCHES) -> Iterator[tuple[str, cuda.La
                                            ("attn.out_proj", width, width, False, None),
                                            ("mlp.c_fc", width, 4 * width, True, "gelu"),
                                            ("mlp.c_proj", 4 * width, width, False, None)):
-                for what, launch in layer_launches(m, k, n, norm, act):
+                for what, launch in layer_launches(m, k, n, norm, act, arch=arch):
                     yield f"{tower} b{batch} {layer} ({what})", launch
 
 
 def compile_report(arch: int = 90, launches=None, progress=None) -> list[CompiledLaunch]:
-    """Each distinct configuration among ``launches`` (default: ``clip_launches()``) compiled for
+    """Each distinct configuration among ``launches`` (default: ``clip_launches(arch=arch)``) compiled for
     ``sm_<arch>``, in order of first use. ``progress``: called with each result."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
 
     backend = make_backend(GPUTarget("cuda", arch, 32))
     seen, rows = set(), []
-    for used_by, launch in launches if launches is not None else clip_launches():
+    for used_by, launch in launches if launches is not None else clip_launches(arch=arch):
         signature, constexprs, attrs, options = _specialize(launch, backend)
         key = (launch.kernel.__name__, repr(signature), repr(constexprs), repr(attrs), repr(options))
         if key in seen:

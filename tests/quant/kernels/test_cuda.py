@@ -136,6 +136,39 @@ def test_triton_layernorm_quantization_matches_reference(m, k, n, dtype):
     assert not torch.equal(codes, cuda.quantize_per_token_cuda(x)[0])  # the norm did run
 
 
+def test_tiles_before_hopper_give_a_thread_at_most_64_accumulators_up_to_8_warps():
+    from quant.kernels import cuda
+
+    for rules in (cuda.TILE_RULES, cuda.TILE_RULES_2BIT_A8, cuda.TILE_RULES_2BIT_A16):
+        for m, n in ((50, 768), (400, 3072), (1600, 768), (8224, 4096)):
+            bm, bn, bk, warps, stages = cuda._tiles(m, n, rules, arch=80)
+            h100 = cuda._tiles(m, n, rules, arch=90)
+            assert (bm, bn, bk, stages) == (h100[0], h100[1], h100[2], h100[4]) and warps >= h100[3]
+            assert (bm * bn // (32 * warps) <= cuda.PRE_HOPPER_ACC_PER_THREAD
+                    or warps == cuda.PRE_HOPPER_MAX_WARPS)
+    assert cuda._tiles(8224, 4096, arch=90)[3] == 4 and cuda._tiles(8224, 4096, arch=80)[3] == 8
+
+
+@needs_triton
+def test_triton_gelu_epilogue_is_within_its_error_bound_of_the_exact_gelu():
+    # a 1 x 1 product of code 1 and trit 1 leaves the token scale: the epilogue sees exactly x
+    cuda = _triton()
+    x = torch.linspace(-12, 12, 24_001, dtype=torch.float64)
+    x = torch.cat([x, torch.tensor([0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0], dtype=torch.float64)])
+    codes = torch.ones(len(x), 1, dtype=torch.int8, device=DEVICE)
+    trits = torch.ones(1, 1, dtype=torch.int8, device=DEVICE)
+    one = torch.ones(1, device=DEVICE)
+    plain = cuda.int8_matmul_scaled(codes, x.float().to(DEVICE), trits, one, None, torch.float32)
+    assert torch.equal(plain[:, 0].cpu(), x.float())
+    fused = cuda.int8_matmul_scaled(codes, x.float().to(DEVICE), trits, one, None, torch.float32,
+                                    activation="gelu")[:, 0].cpu().double()
+    exact = F.gelu(x.float().double())
+    # Abramowitz & Stegun 7.1.26 in fp32: measured 4.2e-7 at most (torch's own fp32 GELU: 3.8e-7)
+    err = (fused - exact).abs()
+    assert err.max() <= 5e-7 and torch.isfinite(fused).all(), (err.max(), x[err.argmax()])
+    assert fused[x > 6].equal(x[x > 6].float().double())  # GELU(x) = x in fp32 there
+
+
 @needs_triton
 @pytest.mark.parametrize("m,k,n", SMALL)
 @pytest.mark.parametrize("activation", sorted(ACTIVATION_FNS))
