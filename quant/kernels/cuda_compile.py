@@ -66,6 +66,12 @@ def unavailable_reason() -> str | None:
         return "Triton is not installed"
     if os.environ.get("TRITON_INTERPRET") == "1":
         return "TRITON_INTERPRET=1 replaces the kernels by the interpreter's; unset it"
+    try:  # the launcher's own specialization function (Triton 3.8 has it; older releases may not)
+        from triton.runtime.jit import native_specialize_impl  # noqa: F401
+    except ImportError:
+        import triton
+
+        return f"Triton {triton.__version__} lacks triton.runtime.jit.native_specialize_impl (3.8 has it)"
     for tool in ("ptxas", "cuobjdump"):
         if _tool(tool) is None:
             return f"{tool} not found (Triton's wheel ships it in triton/backends/nvidia/bin)"
