@@ -114,9 +114,10 @@ if HAVE_TRITON:
 
     @triton.jit
     def _gelu_erf(x):
-        """``x * Phi(x)`` (exact GELU) with erfc by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
-        one fast reciprocal, five FMAs and one exp2, against about 30 instructions for libdevice's
-        ``erf`` on every element of the 4x-wide MLP tile (sm_90 SASS: see docs/kernels.md)."""
+        """``x * Phi(x)`` (exact GELU) with erfc by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7 on
+        erf; in fp32 within 4.2e-7 of the float64 GELU, torch's fp32 GELU 3.8e-7): one fast
+        reciprocal, five FMAs and one exp2; on sm_90 24 instructions an element of the 4x-wide MLP
+        tile against 33 with libdevice's ``erf`` (docs/kernels.md)."""
         z = tl.abs(x) * 0.7071067811865476
         t = tl.fdiv(1.0, 1.0 + 0.3275911 * z)  # approximate division: one rcp
         poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
@@ -239,6 +240,7 @@ TILE_RULES_2BIT_A16 = (
     (None, 1024, 128, 128, 32, 8, 3),
     (None, None, 128, 256, 32, 8, 3),
 )
+
 
 @dataclass(frozen=True)
 class Launch:
