@@ -19,7 +19,7 @@ timeout 120 python3 -c 'import sys; from bench.cli import main; sys.exit(main())
     | tee "$out/kernels.txt" | tail -40
 parallel=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 8")  # pytest-xdist when installed
 timeout 300 python3 -m pytest -q -p no:cacheprovider -rfs tests $parallel 2>&1 | tee "$out/pytest.log" | tail -8
-timeout 150 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
+timeout 210 python3 benchmarks/tune_cuda_tiles.py --configs rules --out "$out" \
     --shapes 50x768x3072 77x512x2048 1600x768x3072 1600x3072x768 6304x768x3072 8224x1024x4096 | tail -8
 timeout 330 python3 benchmarks/bench_kernels.py --device cuda --modes graph --no-layers --repeats 20 \
     --archs ViT-B-32 ViT-B-16 ViT-L-14 --out "$out" | tail -30

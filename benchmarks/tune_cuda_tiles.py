@@ -4,7 +4,8 @@ For each (M, K, N) it times, with CUDA-graph replays (median, ``triton.testing``
 fp16 ``F.linear`` (cuBLAS), raw ``torch._int_mm`` (cuBLASLt int8, no scales), and for every
 tile config in the lists below: the int8-weight kernel (``cuda``: quantize + GEMM) and the
 2-bit kernel (``packed`` on CUDA) with int8 activations (quantize + GEMM) and with fp16
-activations (GEMM only). It prints the best config per kernel and shape and its ratio to
+activations (GEMM only), each also in its transposed ``W_FIRST`` form (``2bit_*_wfirst``).
+It prints the best config per kernel and shape and its ratio to
 fp16, and writes every row to ``<out>/tune_cuda_tiles.json``; the winners become
 ``TILE_RULES`` / ``TILE_RULES_2BIT`` in ``quant/kernels/cuda.py``.
 
@@ -60,12 +61,13 @@ def _int8_call(cuda_mod, x, trits, w_scale, bias, cfg):
     return run
 
 
-def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool):
+def _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, a_int8: bool, w_first: bool = False):
     n = packed.numel() * 4 // x.shape[1]
 
     def run():
         a, scale = cuda_mod.quantize_per_token_cuda(x) if a_int8 else (x, None)
-        return cuda_mod.ternary2bit_matmul_scaled(a, scale, packed, n, w_scale, bias, x.dtype, tiles=cfg)
+        return cuda_mod.ternary2bit_matmul_scaled(a, scale, packed, n, w_scale, bias, x.dtype, tiles=cfg,
+                                                  w_first=w_first)
     return run
 
 
@@ -87,7 +89,11 @@ def _tune_shape(cuda_mod, m: int, k: int, n: int, g: torch.Generator, configs: d
     rows.append({**base, "kernel": "int_mm_raw", "config": None, "ms": _time(lambda: torch._int_mm(xi, trits.t()))})
     kinds = [("int8", ref_a8, lambda cfg: _int8_call(cuda_mod, x, trits, w_scale, bias, cfg)),
              ("2bit_a8", ref_a8, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, True)),
-             ("2bit_a16", ref_a16, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False))]
+             ("2bit_a16", ref_a16, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False)),
+             # the transposed form (W_FIRST: unpacked weights as the MMA's register operand)
+             ("2bit_a8_wfirst", ref_a8, lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, True, True)),
+             ("2bit_a16_wfirst", ref_a16,
+              lambda cfg: _two_bit_call(cuda_mod, x, packed, w_scale, bias, cfg, False, True))]
     for kind, ref, make in kinds:
         for cfg in configs.get(kind, ()):
             run = make(cfg)
@@ -107,8 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--quick", action="store_true", help="three shapes, for a smoke run")
     ap.add_argument("--shapes", nargs="+", metavar="MxKxN", help="these shapes instead of CLIP's")
-    ap.add_argument("--kinds", nargs="+", default=["int8", "2bit_a8", "2bit_a16"],
-                    choices=["int8", "2bit_a8", "2bit_a16"])
+    kinds = ["int8", "2bit_a8", "2bit_a16", "2bit_a8_wfirst", "2bit_a16_wfirst"]
+    ap.add_argument("--kinds", nargs="+", default=kinds, choices=kinds)
     ap.add_argument("--configs", choices=("all", "rules"), default="all",
                     help="all: the lists above; rules: only the configs of quant/kernels/cuda.py's tile tables")
     args = ap.parse_args(argv)
@@ -127,6 +133,7 @@ def main(argv=None) -> int:
         configs.update(int8=[tuple(r[2:]) for r in cuda_mod.TILE_RULES],
                        **{"2bit_a8": [tuple(r[2:]) for r in cuda_mod.TILE_RULES_2BIT_A8],
                           "2bit_a16": [tuple(r[2:]) for r in cuda_mod.TILE_RULES_2BIT_A16]})
+    configs.update({"2bit_a8_wfirst": configs["2bit_a8"], "2bit_a16_wfirst": configs["2bit_a16"]})
     configs = {k: v for k, v in configs.items() if k in args.kinds}
     rows = []
     g = torch.Generator(device="cuda").manual_seed(0)

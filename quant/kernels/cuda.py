@@ -170,7 +170,7 @@ if HAVE_TRITON:
                                    stride_am, stride_pn, stride_cm,
                                    A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
-                                   GROUP_M: tl.constexpr):
+                                   GROUP_M: tl.constexpr, W_FIRST: tl.constexpr = False):
         """``C = (A @ T.T) * sa[m] * sw[n] + bias[n]`` with T read 2-bit packed.
 
         ``p`` is ``(N, K/4)`` uint8 in quant.packing's ``2bit`` layout: byte j of row n holds
@@ -181,7 +181,15 @@ if HAVE_TRITON:
         codes, int32 accumulation, scaled by ``sa``; otherwise fp16/bf16 activations, fp32
         accumulation. (Multiplying each unpacked plane separately, with the activation codes
         stored plane-major, measured 10-25% slower for int8 and 2-4x slower for half inputs.)
+        W_FIRST: the transposed product ``C.T = T @ A.T`` (transposed back once after the loop), so
+        that the unpacked weights are the MMA's first operand, which ``wgmma`` reads from registers:
+        on sm_90 the other order writes every unpacked tile back to shared memory (see
+        docs/kernels.md; untimed on a GPU, hence off by default).
         """
+        if W_FIRST:
+            _ternary2bit_w_first(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_am, stride_pn,
+                                 stride_cm, A_INT8, HAS_BIAS, ACTIVATION, BLOCK_M, BLOCK_N, BLOCK_J, GROUP_M)
+            return
         rm, rn = _program_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
         rj = tl.arange(0, BLOCK_J)
         rk = tl.arange(0, 4 * BLOCK_J)
@@ -209,6 +217,44 @@ if HAVE_TRITON:
             a_ptrs += 4 * BLOCK_J
         sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
         out = acc.to(tl.float32) * sw[None, :]
+        if A_INT8:
+            out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
+        _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
+
+    @triton.jit
+    def _ternary2bit_w_first(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_am, stride_pn,
+                             stride_cm, A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
+                             GROUP_M: tl.constexpr):
+        """``_ternary2bit_matmul_scaled`` with ``W_FIRST``: the K loop accumulates ``T @ A.T``."""
+        rm, rn = _program_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+        rj = tl.arange(0, BLOCK_J)
+        rk = tl.arange(0, 4 * BLOCK_J)
+        kq = K // 4
+        p_ptrs = p_ptr + rn[:, None] * stride_pn + rj[None, :]  # (BLOCK_N, BLOCK_J) bytes
+        a_ptrs = a_ptr + rm[None, :] * stride_am + rk[:, None]  # (4 * BLOCK_J, BLOCK_M): a tile of A.T
+        if A_INT8:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for t in range(0, tl.cdiv(kq, BLOCK_J)):
+            p = tl.load(p_ptrs, mask=(rn[:, None] < N) & ((t * BLOCK_J + rj)[None, :] < kq), other=0)
+            w0 = (p & 3).to(tl.int8) - 1
+            w1 = ((p >> 2) & 3).to(tl.int8) - 1
+            w2 = ((p >> 4) & 3).to(tl.int8) - 1
+            w3 = ((p >> 6) & 3).to(tl.int8) - 1
+            w = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [n, j, a, c] = plane a + 2c
+            w = tl.reshape(tl.permute(w, (0, 1, 3, 2)), (BLOCK_N, 4 * BLOCK_J))  # column 4j + 2c + a
+            a = tl.load(a_ptrs, mask=(rm[None, :] < M) & ((t * 4 * BLOCK_J + rk)[:, None] < K), other=0)
+            if A_INT8:
+                acc += tl.dot(w, a, out_dtype=tl.int32)
+            else:
+                acc += tl.dot(w.to(a.dtype), a)
+            p_ptrs += BLOCK_J
+            a_ptrs += 4 * BLOCK_J
+        out = tl.trans(acc.to(tl.float32))
+        sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
+        out = out * sw[None, :]
         if A_INT8:
             out *= tl.load(sa_ptr + rm, mask=rm < M, other=0.0)[:, None]
         _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
@@ -255,6 +301,12 @@ class Launch:
 
     def __call__(self) -> None:
         self.kernel[self.grid](*self.args, **self.meta)
+
+
+# The 2-bit GEMM's transposed form (``W_FIRST``): no shared-memory round trip of the unpacked tile on
+# sm_90 (compiled TTGIR), but not yet timed on a GPU: `benchmarks/tune_cuda_tiles.py --kinds
+# 2bit_a8_wfirst 2bit_a16_wfirst` times it beside the default form.
+TWO_BIT_W_FIRST = False
 
 
 def _activation(name: str | None) -> str:
@@ -360,25 +412,27 @@ def int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles=None, ac
 def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
                               w_scale: torch.Tensor, bias: torch.Tensor | None,
                               out_dtype: torch.dtype, tiles: tuple[int, ...] | None = None,
-                              activation: str | None = None) -> torch.Tensor:
+                              activation: str | None = None, w_first: bool | None = None) -> torch.Tensor:
     """``act((a @ trits.T) [* x_scale[:, None]] * w_scale[None, :] + bias)`` reading 2-bit ``packed`` trits.
 
     ``packed``: ``(N * K / 4,)`` or ``(N, K / 4)`` uint8 in the ``2bit`` layout (K a multiple
     of 4). ``a``: per-token int8 codes with ``x_scale`` (W1.58A8), or fp16/bf16
     activations with ``x_scale=None`` (W1.58A16). ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_J, warps,
     stages)``; default from ``TILE_RULES_2BIT_A8`` / ``_A16``. ``activation``: as in ``int8_matmul_scaled``.
+    ``w_first``: the kernel's ``W_FIRST`` form (default ``TWO_BIT_W_FIRST``).
     """
     m, k = a.shape
     if k % 4:
         raise ValueError(f"the 2-bit GEMM needs K a multiple of 4, got {k}")
     out = torch.empty(m, n, dtype=out_dtype, device=a.device)
     if m:
-        ternary2bit_matmul_launch(a, x_scale, packed.reshape(n, k // 4), w_scale, bias, out, tiles, activation)()
+        ternary2bit_matmul_launch(a, x_scale, packed.reshape(n, k // 4), w_scale, bias, out, tiles, activation,
+                                  w_first=w_first)()
     return out
 
 
 def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None,
-                              arch: int | None = None) -> Launch:
+                              arch: int | None = None, w_first: bool | None = None) -> Launch:
     """The launch of ``ternary2bit_matmul_scaled`` with ``packed`` (N, K / 4), writing into ``out``
     (M, N); ``arch``: as in ``int8_matmul_launch``."""
     m, k = a.shape
@@ -391,7 +445,8 @@ def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None
         a, packed, x_scale if a_int8 else w_scale, w_scale, bias if bias is not None else w_scale, out,
         m, n, k, a.stride(0), packed.stride(0), out.stride(0)), dict(
         A_INT8=a_int8, HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8, num_warps=warps, num_stages=stages))
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_J=bj, GROUP_M=8,
+        W_FIRST=TWO_BIT_W_FIRST if w_first is None else bool(w_first), num_warps=warps, num_stages=stages))
 
 
 class TritonInt8Kernel(Kernel):

@@ -136,6 +136,25 @@ def test_triton_layernorm_quantization_matches_reference(m, k, n, dtype):
     assert not torch.equal(codes, cuda.quantize_per_token_cuda(x)[0])  # the norm did run
 
 
+@needs_triton
+@pytest.mark.parametrize("m,k,n", [(3, 40, 24), (70, 256, 129)])
+def test_triton_2bit_w_first_form_equals_the_default_form(m, k, n):
+    cuda = _triton()
+    x, trits, w_scale, bias = _case(m, k, n, seed=m + 11)
+    codes, x_scale = quantize_per_token(x)
+    x_scale = x_scale.squeeze(1)
+    packed = pack(trits.cpu(), "2bit").to(DEVICE)
+    for a, sa, dtype in ((codes, x_scale, torch.float32), (x.half(), None, torch.float16)):
+        default = cuda.ternary2bit_matmul_scaled(a, sa, packed, n, w_scale, bias, dtype, activation="gelu",
+                                                 w_first=False)
+        first = cuda.ternary2bit_matmul_scaled(a, sa, packed, n, w_scale, bias, dtype, activation="gelu",
+                                               w_first=True)
+        if a.dtype == torch.int8:  # the same integers, scaled in the same order
+            assert torch.equal(first, default)
+        else:
+            torch.testing.assert_close(first.float(), default.float(), rtol=2e-3, atol=2e-3)
+
+
 def test_tiles_before_hopper_give_a_thread_at_most_64_accumulators_up_to_8_warps():
     from quant.kernels import cuda
 
