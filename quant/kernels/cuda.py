@@ -166,6 +166,16 @@ if HAVE_TRITON:
 
 
     @triton.jit
+    def _unpack_planes(p):
+        """A tile of 2-bit bytes -> its trits as int8, ``[..., a, c]`` = bit plane ``a + 2c``
+        (trit 4j + a + 2c of byte j)."""
+        w0 = (p & 3).to(tl.int8) - 1
+        w1 = ((p >> 2) & 3).to(tl.int8) - 1
+        w2 = ((p >> 4) & 3).to(tl.int8) - 1
+        w3 = ((p >> 6) & 3).to(tl.int8) - 1
+        return tl.join(tl.join(w0, w1), tl.join(w2, w3))
+
+    @triton.jit
     def _ternary2bit_matmul_scaled(a_ptr, p_ptr, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K,
                                    stride_am, stride_pn, stride_cm,
                                    A_INT8: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
@@ -202,11 +212,7 @@ if HAVE_TRITON:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for t in range(0, tl.cdiv(kq, BLOCK_J)):
             p = tl.load(p_ptrs, mask=(rn[None, :] < N) & ((t * BLOCK_J + rj)[:, None] < kq), other=0)
-            w0 = (p & 3).to(tl.int8) - 1
-            w1 = ((p >> 2) & 3).to(tl.int8) - 1
-            w2 = ((p >> 4) & 3).to(tl.int8) - 1
-            w3 = ((p >> 6) & 3).to(tl.int8) - 1
-            w = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [j, n, a, c] = plane a + 2c
+            w = _unpack_planes(p)  # [j, n, a, c] = plane a + 2c
             w = tl.reshape(tl.permute(w, (0, 3, 2, 1)), (4 * BLOCK_J, BLOCK_N))  # row 4j + 2c + a
             a = tl.load(a_ptrs, mask=(rm[:, None] < M) & ((t * 4 * BLOCK_J + rk)[None, :] < K), other=0)
             if A_INT8:
@@ -239,11 +245,7 @@ if HAVE_TRITON:
             acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         for t in range(0, tl.cdiv(kq, BLOCK_J)):
             p = tl.load(p_ptrs, mask=(rn[:, None] < N) & ((t * BLOCK_J + rj)[None, :] < kq), other=0)
-            w0 = (p & 3).to(tl.int8) - 1
-            w1 = ((p >> 2) & 3).to(tl.int8) - 1
-            w2 = ((p >> 4) & 3).to(tl.int8) - 1
-            w3 = ((p >> 6) & 3).to(tl.int8) - 1
-            w = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [n, j, a, c] = plane a + 2c
+            w = _unpack_planes(p)  # [n, j, a, c] = plane a + 2c
             w = tl.reshape(tl.permute(w, (0, 1, 3, 2)), (BLOCK_N, 4 * BLOCK_J))  # column 4j + 2c + a
             a = tl.load(a_ptrs, mask=(rm[None, :] < M) & ((t * 4 * BLOCK_J + rk)[:, None] < K), other=0)
             if A_INT8:
