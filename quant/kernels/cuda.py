@@ -16,6 +16,7 @@ Weights: int8 trits ``(N, K)``, 1 byte a weight (K-major, the layout int8 MMA wa
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -342,7 +343,13 @@ def _arch(device: torch.device) -> int:
     rules' own H100) for CPU tensors under the interpreter and for meta tensors."""
     if device.type != "cuda":
         return 90
-    major, minor = torch.cuda.get_device_capability(device)
+    return _cuda_arch(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _cuda_arch(index: int) -> int:
+    # once a device: the GEMM wrappers ask at every launch
+    major, minor = torch.cuda.get_device_capability(index)
     return 10 * major + minor
 
 
