@@ -1,7 +1,8 @@
 """Compile every Triton kernel configuration a fused ternary CLIP launches on CUDA, for a GPU
 architecture, on any machine (no GPU needed), and print what ptxas made of each: registers a
-thread, local memory (register spills), whether the K loop is pipelined, which tensor-core
-instructions it uses. The layers are ViT-B-32 / B-16 / L-14 image towers and the B / L text
+thread, local memory (register spills), whether the K loop is pipelined, how many tiles the K
+loop's own code writes to shared memory, which tensor-core instructions it uses. The layers are
+ViT-B-32 / B-16 / L-14 image towers and the B / L text
 towers at batch 1 and 32, in fp16 (``quant.kernels.cuda_compile.TOWERS``).
 
     python benchmarks/cuda_compile_report.py --arch 90 --out benchmarks/results/cuda_compile_sm90.json
@@ -30,11 +31,12 @@ def main(argv=None) -> int:
     if reason:
         print(f"cuda_compile_report: cannot compile here: {reason}", file=sys.stderr)
         return 2
-    print(f"{'kernel':28s} {'regs':>4s} {'local B':>7s} {'pipelined':9s} {'tensor cores':12s} first used by / config")
+    print(f"{'kernel':28s} {'regs':>4s} {'local B':>7s} {'pipelined':9s} {'smem writes':11s} {'tensor cores':12s} "
+          "first used by / config")
 
     def show(r):
         print(f"{r.kernel:28s} {r.registers:4d} {r.local_bytes:7d} {'yes' if r.pipelined else 'no':9s} "
-              f"{r.tensor_cores:12s} {r.used_by}\n{'':64s}{r.config}", flush=True)
+              f"{r.loop_shared_writes:<11d} {r.tensor_cores:12s} {r.used_by}\n{'':76s}{r.config}", flush=True)
 
     rows = compile_report(args.arch, progress=show)
     spilling = [r for r in rows if r.local_bytes]

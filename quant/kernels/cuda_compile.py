@@ -5,8 +5,8 @@ This compiles exactly the launches ``quant.kernels.cuda`` makes (its own launch 
 tensors of CLIP's layer shapes, specialized as Triton's launcher specializes real arguments) for
 an architecture such as sm_90, with the ptxas that ships in Triton's wheel, and reads back what
 decides their speed: registers a thread, local memory (register spills), whether the main loop is
-pipelined (asynchronous global-to-shared copies) and which tensor-core instructions it uses
-(``wgmma`` on Hopper, ``mma`` before). No GPU and no CUDA driver are needed.
+pipelined (asynchronous global-to-shared copies), whether its K loop writes tiles of its own to
+shared memory, and which tensor-core instructions it uses (``wgmma`` on Hopper, ``mma`` before). No GPU and no CUDA driver are needed.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class CompiledLaunch:
     registers: int  # a thread's
     local_bytes: int  # a thread's stack frame: register spills (0: none)
     pipelined: bool  # the K loop's loads are asynchronous global-to-shared copies
+    loop_shared_writes: int  # tiles the K loop's own code writes to shared memory (0: MMA fed by the copies)
     tensor_cores: str  # "wgmma", "mma" or "none"
 
     def as_dict(self) -> dict:
@@ -120,12 +121,15 @@ def compile_launch(launch: cuda.Launch, arch: int = 90, used_by: str = "") -> Co
     found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
     if found is None:
         raise RuntimeError(f"cuobjdump printed no resource usage for {launch.kernel.__name__}:\n{usage}")
-    ptx = compiled.asm["ptx"]
+    ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
+    loop = ttgir[ttgir.find("scf.for"):]  # the K loop's body (kernels without one: empty)
+    loop = loop[:loop.find("scf.yield")] if "scf.for" in ttgir else ""
     config = " ".join(f"{k}={v}" for k, v in launch.meta.items())
     return CompiledLaunch(
         kernel=launch.kernel.__name__, config=config, used_by=used_by, arch=arch,
         registers=int(found.group(1)), local_bytes=int(found.group(2)),
-        pipelined="async_copy_global_to_local" in compiled.asm["ttgir"] or "async_tma" in compiled.asm["ttgir"],
+        pipelined="async_copy_global_to_local" in ttgir or "async_tma" in ttgir,
+        loop_shared_writes=loop.count("ttg.local_alloc"),
         tensor_cores="wgmma" if "wgmma" in ptx else "mma" if "mma.sync" in ptx else "none")
 
 

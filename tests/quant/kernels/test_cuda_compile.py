@@ -88,17 +88,7 @@ def test_launch_builders_are_what_the_wrappers_run():
 def test_2bit_w_first_form_keeps_the_unpacked_weights_out_of_shared_memory():
     import dataclasses
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, make_backend
-
     launch = _launches(32 * 257, 1024, 4096, True, "gelu")["2-bit GEMM, int8"]
-    target = GPUTarget("cuda", 90, 32)
-    for w_first, allocs in ((False, 1), (True, 0)):
-        form = dataclasses.replace(launch, meta={**launch.meta, "W_FIRST": w_first})
-        signature, constexprs, attrs, options = _specialize(form, make_backend(target))
-        ttgir = triton.compile(ASTSource(form.kernel, signature, constexprs, attrs), target=target,
-                               options=options).asm["ttgir"]
-        loop = ttgir[ttgir.find("scf.for"):]
-        loop = loop[:loop.find("scf.yield")]
-        assert "warp_group_dot" in loop and loop.count("ttg.local_alloc") == allocs, w_first
+    for w_first, writes in ((False, 1), (True, 0)):
+        r = compile_launch(dataclasses.replace(launch, meta={**launch.meta, "W_FIRST": w_first}), 90)
+        assert r.tensor_cores == "wgmma" and r.loop_shared_writes == writes, w_first
