@@ -25,12 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quant.errors import check_choice
+from quant.kernels import cuda_tune
 from quant.kernels.base import DequantKernel, Kernel, Packed2bitKernel, register_backend
 from quant.kernels.reference import ACTIVATION_FNS, EPS, QMAX, fused_linear_reference, quantize_per_token
 
 try:  # Triton ships with CUDA builds of torch; CPU-only machines may lack it.
     import triton
     import triton.language as tl
+    from triton.tools.tensor_descriptor import TensorDescriptor
 
     HAVE_TRITON = True
 except ImportError:  # pragma: no cover - depends on the install
@@ -100,17 +103,20 @@ if HAVE_TRITON:
         _quantize_row(y, q_ptr, s_ptr, row, K, offs, mask)
 
     @triton.jit
-    def _program_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-        """The rows and columns of C this program computes. Grouped ordering: neighbouring
-        programs share A rows and W columns in L2."""
-        pid = tl.program_id(0)
+    def _tile_coords(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        """Tile number -> (its row block, its column block) of C in grouped order: neighbouring
+        tiles share A rows and W columns in L2."""
         num_m = tl.cdiv(M, BLOCK_M)
         num_n = tl.cdiv(N, BLOCK_N)
         group = GROUP_M * num_n
-        first_m = (pid // group) * GROUP_M
+        first_m = (tile // group) * GROUP_M
         size_m = min(num_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % group) % size_m
-        pid_n = (pid % group) // size_m
+        return first_m + (tile % group) % size_m, (tile % group) // size_m
+
+    @triton.jit
+    def _program_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        """The rows and columns of C this program computes (one tile a program)."""
+        pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
         return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
     @triton.jit
@@ -160,10 +166,44 @@ if HAVE_TRITON:
             acc += tl.dot(a, w, out_dtype=tl.int32)
             a_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
+        _int8_epilogue(acc, rm, rn, M, N, sa_ptr, sw_ptr, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
+
+    @triton.jit
+    def _int8_epilogue(acc, rm, rn, M, N, sa_ptr, sw_ptr, bias_ptr, c_ptr, stride_cm, HAS_BIAS: tl.constexpr,
+                       ACTIVATION: tl.constexpr):
+        """``C[rm, rn] = act(acc * sa[rm] * sw[rn] + bias[rn])``: the int8 GEMMs' scales, then the common epilogue."""
         sa = tl.load(sa_ptr + rm, mask=rm < M, other=0.0)
         sw = tl.load(sw_ptr + rn, mask=rn < N, other=0.0)
         out = acc.to(tl.float32) * sa[:, None] * sw[None, :]
         _store_with_bias(out, rm, rn, M, N, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
+
+    @triton.jit
+    def _int8_matmul_tma(a_desc, w_desc, sa_ptr, sw_ptr, bias_ptr, c_ptr, M, N, K, stride_cm,
+                         HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                         NUM_PROGRAMS: tl.constexpr):
+        """``_int8_matmul_scaled`` in the form Hopper GEMMs take: persistent (``NUM_PROGRAMS`` programs,
+        one an SM, each looping over tiles; the loop is flattened so that the pipeline issues the next
+        tile's first loads during a tile's epilogue) and fed by TMA copies through the tensor
+        descriptors ``a_desc`` (M, K) and ``w_desc`` (N, K) (no address arithmetic or masks in the K
+        loop; reads past the edges are zeros). Same integers, same epilogue: bit-equal outputs."""
+        k_tiles = tl.cdiv(K, BLOCK_K)
+        num_tiles = tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N)
+        # The epilogue's tile number counted apart from the loop's (as Triton's persistent-matmul
+        # tutorial does): a value used both before and after the K loop trips the flattened pipeline.
+        tile_c = tl.program_id(0) - NUM_PROGRAMS
+        for tile in tl.range(tl.program_id(0), num_tiles, NUM_PROGRAMS, flatten=True):
+            pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for ki in range(k_tiles):
+                a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
+                w = w_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
+                acc = tl.dot(a, w.T, acc, out_dtype=tl.int32)
+            tile_c += NUM_PROGRAMS
+            pid_m, pid_n = _tile_coords(tile_c, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+            rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            _int8_epilogue(acc, rm, rn, M, N, sa_ptr, sw_ptr, bias_ptr, c_ptr, stride_cm, HAS_BIAS, ACTIVATION)
 
 
     @triton.jit
@@ -390,32 +430,104 @@ def norm_fusable(norm: nn.Module | None, k: int) -> bool:
 
 def int8_matmul_scaled(codes: torch.Tensor, x_scale: torch.Tensor, trits: torch.Tensor, w_scale: torch.Tensor,
                        bias: torch.Tensor | None, out_dtype: torch.dtype,
-                       tiles: tuple[int, ...] | None = None, activation: str | None = None) -> torch.Tensor:
+                       tiles: tuple[int, ...] | None = None, activation: str | None = None,
+                       form: str | None = None) -> torch.Tensor:
     """``act((codes @ trits.T) * x_scale[:, None] * w_scale[None, :] + bias)`` in one Triton GEMM.
 
-    ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)``; default from ``TILE_RULES``.
-    ``activation``: None or a key of ``ACTIVATION_FNS``, applied in the epilogue.
+    ``tiles``: ``(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)``; ``form``: as in ``int8_matmul_launch``.
+    Neither given: measured on this GPU where ``quant.kernels.cuda_tune`` is on, else the ``tiles``
+    form with ``TILE_RULES``' tiles. ``activation``: None or a key of ``ACTIVATION_FNS``, applied in
+    the epilogue.
     """
     m, n = codes.shape[0], trits.shape[0]
     out = torch.empty(m, n, dtype=out_dtype, device=codes.device)
-    if m:
-        int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles, activation)()
+    if not m:
+        return out
+    if tiles is None and form is None and cuda_tune.enabled(codes.device):
+        key = f"int8 {m}x{codes.shape[1]}x{n} {_activation(activation)} bias={bias is not None} {out_dtype}"
+        arch = _arch(codes.device)
+        choice = cuda_tune.choose(key, int8_candidates(codes, trits, arch), lambda c: int8_matmul_launch(
+            codes, x_scale, trits, w_scale, bias, out, c.tiles, activation, arch, c.form),
+            cuda_tune.cache_for(codes.device))
+        tiles, form = choice.tiles, choice.form
+    int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles, activation, form=form or "tiles")()
     return out
 
 
+# Tiles the tuner times for the int8 GEMM, in both forms (``quant.kernels.cuda_tune``): the rules' own,
+# and larger ones that came close on an H100 (benchmarks/results/tune_cuda_tiles_h100.json).
+INT8_TUNE_TILES = (
+    (16, 64, 128, 4, 4), (32, 64, 128, 4, 4), (64, 64, 128, 4, 4), (64, 128, 128, 4, 3), (128, 128, 64, 4, 4),
+    (128, 128, 128, 8, 3), (128, 256, 128, 8, 3), (256, 128, 128, 8, 3),
+)
+TWO_BIT_TUNE_TILES = (
+    (16, 64, 32, 4, 4), (32, 64, 32, 4, 4), (64, 128, 32, 4, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+    (128, 256, 32, 8, 3), (128, 256, 64, 8, 3),
+)
+
+
+def _fitting(tiles, m: int, n: int):
+    """The tiles no larger than the next power of two of M and of N (larger ones compute padding)."""
+    return [t for t in tiles if t[0] <= max(16, triton.next_power_of_2(m)) and t[1] <= max(64, triton.next_power_of_2(n))]
+
+
+def int8_candidates(codes: torch.Tensor, trits: torch.Tensor, arch: int) -> list[cuda_tune.Candidate]:
+    """What the tuner times for ``codes @ trits.T`` on ``sm_<arch>``: the tile rule's choice first."""
+    m, n = codes.shape[0], trits.shape[0]
+    fitting = _fitting(INT8_TUNE_TILES, m, n)
+    forms = ("tiles", "tma") if tma_fits(codes, trits, arch) else ("tiles",)
+    return [cuda_tune.Candidate("tiles", _tiles(m, n, TILE_RULES, arch)),
+            *(cuda_tune.Candidate(form, t) for form in forms for t in fitting)]
+
+
 def int8_matmul_launch(codes, x_scale, trits, w_scale, bias, out, tiles=None, activation=None,
-                       arch: int | None = None) -> Launch:
+                       arch: int | None = None, form: str = "tiles", programs: int | None = None) -> Launch:
     """The launch of ``int8_matmul_scaled`` writing into ``out`` (M, N); ``arch``: the GPU's compute
-    capability x 10 the tiles are for (default: ``codes``' device's)."""
+    capability x 10 the tiles are for (default: ``codes``' device's). ``form``: ``tiles`` (one
+    program a tile, ``_int8_matmul_scaled``) or ``tma`` (persistent with TMA copies,
+    ``_int8_matmul_tma``; where ``tma_fits``), with ``programs`` programs (default: the device's SMs)."""
     m, k = codes.shape
     n = trits.shape[0]
+    check_choice("int8 GEMM form", form, INT8_FORMS)
     bm, bn, bk, warps, stages = tiles or _tiles(m, n, TILE_RULES, arch or _arch(codes.device))
-    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-    return Launch(_int8_matmul_scaled, grid, (
-        codes, trits, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k,
-        codes.stride(0), trits.stride(0), out.stride(0)), dict(
-        HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages))
+    meta = dict(HAS_BIAS=bias is not None, ACTIVATION=_activation(activation),
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
+    scales = (x_scale, w_scale, bias if bias is not None else w_scale, out)
+    num_tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    if form == "tma":
+        programs = min(programs or _programs(codes.device), num_tiles)
+        descriptors = (TensorDescriptor(codes, list(codes.shape), list(codes.stride()), [bm, bk]),
+                       TensorDescriptor(trits, list(trits.shape), list(trits.stride()), [bn, bk]))
+        return Launch(_int8_matmul_tma, (programs,), (*descriptors, *scales, m, n, k, out.stride(0)),
+                      dict(meta, NUM_PROGRAMS=programs))
+    return Launch(_int8_matmul_scaled, (num_tiles,), (
+        codes, trits, *scales, m, n, k, codes.stride(0), trits.stride(0), out.stride(0)), meta)
+
+
+INT8_FORMS = ("tiles", "tma")
+TMA_MIN_ARCH = 90
+# Programs of the persistent GEMM for CPU tensors under the interpreter (few, so that each loops over
+# several tiles) and for meta tensors (an H100's SMs, as the tile rules).
+INTERPRETER_PROGRAMS, META_PROGRAMS = 2, 132
+
+
+def _programs(device: torch.device) -> int:
+    """The persistent GEMM's programs on ``device``: one an SM."""
+    if device.type == "cuda":
+        return _cuda_sms(torch.cuda.current_device() if device.index is None else device.index)
+    return META_PROGRAMS if device.type == "meta" else INTERPRETER_PROGRAMS
+
+
+@functools.cache
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def tma_fits(codes: torch.Tensor, trits: torch.Tensor, arch: int) -> bool:
+    """Whether the TMA form can read ``codes`` and ``trits``: Hopper or later, rows of a multiple of
+    16 bytes starting 16-byte aligned (TMA's rule; CLIP's widths all are)."""
+    return arch >= TMA_MIN_ARCH and all(
+        t.stride(1) == 1 and t.stride(0) % 16 == 0 and t.data_ptr() % 16 == 0 for t in (codes, trits))
 
 
 def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, packed: torch.Tensor, n: int,
@@ -434,10 +546,25 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     if k % 4:
         raise ValueError(f"the 2-bit GEMM needs K a multiple of 4, got {k}")
     out = torch.empty(m, n, dtype=out_dtype, device=a.device)
-    if m:
-        ternary2bit_matmul_launch(a, x_scale, packed.reshape(n, k // 4), w_scale, bias, out, tiles, activation,
-                                  w_first=w_first)()
+    if not m:
+        return out
+    packed = packed.reshape(n, k // 4)
+    if tiles is None and w_first is None and cuda_tune.enabled(a.device):
+        key = f"2bit {a.dtype} {m}x{k}x{n} {_activation(activation)} bias={bias is not None} {out_dtype}"
+        arch = _arch(a.device)
+        rules = TILE_RULES_2BIT_A8 if a.dtype == torch.int8 else TILE_RULES_2BIT_A16
+        candidates = [cuda_tune.Candidate("w_first" if TWO_BIT_W_FIRST else "tiles", _tiles(m, n, rules, arch)),
+                      *(cuda_tune.Candidate(form, t) for form in TWO_BIT_FORMS
+                        for t in _fitting(TWO_BIT_TUNE_TILES, m, n))]
+        choice = cuda_tune.choose(key, candidates, lambda c: ternary2bit_matmul_launch(
+            a, x_scale, packed, w_scale, bias, out, c.tiles, activation, arch, w_first=c.form == "w_first"),
+            cuda_tune.cache_for(a.device))
+        tiles, w_first = choice.tiles, choice.form == "w_first"
+    ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles, activation, w_first=w_first)()
     return out
+
+
+TWO_BIT_FORMS = ("tiles", "w_first")
 
 
 def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None,

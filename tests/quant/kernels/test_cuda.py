@@ -155,6 +155,72 @@ def test_triton_2bit_w_first_form_equals_the_default_form(m, k, n):
             torch.testing.assert_close(first.float(), default.float(), rtol=2e-3, atol=2e-3)
 
 
+@needs_triton
+@pytest.mark.parametrize("m,k,n", [(3, 48, 24), (70, 256, 129), (17, 144, 70)])
+@pytest.mark.parametrize("tiles", [(16, 32, 32, 4, 2), (32, 64, 64, 4, 3)])
+def test_triton_tma_form_equals_the_tiles_form(m, k, n, tiles):
+    """The persistent TMA GEMM: the same integers and epilogue, each program looping over several tiles
+    (under the interpreter 2 programs; K past the last full block read as zeros)."""
+    cuda = _triton()
+    x, trits, w_scale, bias = _case(m, k, n, seed=m + 13)
+    codes, x_scale = quantize_per_token(x)
+    x_scale = x_scale.squeeze(1)
+    assert cuda.tma_fits(codes, trits, arch=90) and not cuda.tma_fits(codes, trits, arch=80)
+    assert cuda.int8_matmul_launch(codes, x_scale, trits, w_scale, bias, torch.empty(m, n, device=DEVICE),
+                                   tiles, form="tma", programs=2).grid == (min(2, -(-m // tiles[0]) * -(-n // tiles[1])),)
+    for activation in (None, "gelu"):
+        by_tiles = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, tiles=tiles,
+                                           activation=activation, form="tiles")
+        by_tma = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, tiles=tiles,
+                                         activation=activation, form="tma")
+        assert torch.equal(by_tma, by_tiles)
+
+
+@needs_triton
+def test_triton_tuned_gemms_time_the_candidates_once_and_keep_the_fastest(monkeypatch, tmp_path):
+    """With tuning on, the first call of a shape times every candidate, runs the fastest and caches it;
+    the next call reads the cache. Outputs equal the untuned ones. (A fake clock: the real one needs CUDA.)"""
+    cuda = _triton()
+    from quant.kernels import cuda_tune
+
+    cache = cuda_tune.TuneCache(tmp_path / "tune.json")
+    monkeypatch.setattr(cuda_tune, "enabled", lambda device: True)
+    monkeypatch.setattr(cuda_tune, "cache_for", lambda device: cache)
+    timed = []
+
+    def fake_clock(launch):  # the TMA form with 64-row tiles is "fastest"; others by their row tile
+        timed.append(launch)
+        launch()
+        return 1.0 if (launch.kernel is cuda._int8_matmul_tma and launch.meta["BLOCK_M"] == 64) else 9.0 - launch.meta["BLOCK_M"] / 64
+
+    monkeypatch.setattr(cuda_tune, "time_launch", fake_clock)
+    m, k, n = 70, 256, 129
+    x, trits, w_scale, bias = _case(m, k, n, seed=5)
+    codes, x_scale = quantize_per_token(x)
+    x_scale = x_scale.squeeze(1)
+    candidates = cuda.int8_candidates(codes, trits, arch=90)
+    assert candidates[0] == cuda_tune.Candidate("tiles", cuda._tiles(m, n)) and len(set(candidates)) > 4
+    assert {c.form for c in candidates} == {"tiles", "tma"}
+    assert all(c.tiles[0] <= 128 for c in candidates)  # no 256-row tile for 70 rows
+    tuned = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, activation="gelu")
+    assert len(timed) == len(set(candidates))
+    plain = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, activation="gelu",
+                                    form="tiles")
+    assert torch.equal(tuned, plain)
+    key = f"int8 {m}x{k}x{n} gelu bias=True torch.float32"
+    assert cache.get(key) == cuda_tune.Candidate("tma", (64, 64, 128, 4, 4))
+    again = cuda.int8_matmul_scaled(codes, x_scale, trits, w_scale, bias, torch.float32, activation="gelu")
+    assert len(timed) == len(set(candidates)) and torch.equal(again, plain)  # from the cache: no timing
+    # the 2-bit GEMM's two forms are candidates too
+    packed = pack(trits.cpu(), "2bit").to(DEVICE)
+    two_bit = cuda.ternary2bit_matmul_scaled(codes, x_scale, packed, n, w_scale, bias, torch.float32)
+    # the same integers, the two scales multiplied in another order: the last bit
+    torch.testing.assert_close(two_bit, cuda.int8_matmul_scaled(
+        codes, x_scale, trits, w_scale, bias, torch.float32, form="tiles"), rtol=1e-6, atol=1e-6)
+    forms = {launch.meta["W_FIRST"] for launch in timed if launch.kernel is cuda._ternary2bit_matmul_scaled}
+    assert forms == {False, True}
+
+
 def test_tiles_before_hopper_give_a_thread_at_most_64_accumulators_up_to_8_warps():
     from quant.kernels import cuda
 
