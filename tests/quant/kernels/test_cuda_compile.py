@@ -92,3 +92,13 @@ def test_2bit_w_first_form_keeps_the_unpacked_weights_out_of_shared_memory():
     for w_first, writes in ((False, 1), (True, 0)):
         r = compile_launch(dataclasses.replace(launch, meta={**launch.meta, "W_FIRST": w_first}), 90)
         assert r.tensor_cores == "wgmma" and r.loop_shared_writes == writes, w_first
+
+
+def test_int8_tma_form_compiles_for_hopper_to_tma_copies_and_wgmma():
+    launch = _launches(32 * 257, 1024, 4096, True, "gelu")["int8 GEMM"]
+    q, s, t, ws, b, out = (launch.args[i] for i in (0, 2, 1, 3, 4, 5))
+    tma = cuda.int8_matmul_launch(q, s, t, ws, b, out, (128, 256, 128, 8, 3), "gelu", 90, "tma")
+    assert tma.grid == (cuda.META_PROGRAMS,)  # persistent: one program an SM
+    r = compile_launch(tma, 90)
+    assert r.kernel == "_int8_matmul_tma" and r.tensor_cores == "wgmma" and r.pipelined
+    assert r.loop_shared_writes == 0
