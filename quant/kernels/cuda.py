@@ -383,7 +383,11 @@ def _arch(device: torch.device) -> int:
     rules' own H100) for CPU tensors under the interpreter and for meta tensors."""
     if device.type != "cuda":
         return 90
-    return _cuda_arch(torch.cuda.current_device() if device.index is None else device.index)
+    return _cuda_arch(_device_index(device))
+
+
+def _device_index(device: torch.device) -> int:
+    return torch.cuda.current_device() if device.index is None else device.index
 
 
 @functools.cache
@@ -468,7 +472,8 @@ TWO_BIT_TUNE_TILES = (
 
 def _fitting(tiles, m: int, n: int):
     """The tiles no larger than the next power of two of M and of N (larger ones compute padding)."""
-    return [t for t in tiles if t[0] <= max(16, triton.next_power_of_2(m)) and t[1] <= max(64, triton.next_power_of_2(n))]
+    max_m, max_n = max(16, triton.next_power_of_2(m)), max(64, triton.next_power_of_2(n))
+    return [t for t in tiles if t[0] <= max_m and t[1] <= max_n]
 
 
 def int8_candidates(codes: torch.Tensor, trits: torch.Tensor, arch: int) -> list[cuda_tune.Candidate]:
@@ -514,7 +519,7 @@ INTERPRETER_PROGRAMS, META_PROGRAMS = 2, 132
 def _programs(device: torch.device) -> int:
     """The persistent GEMM's programs on ``device``: one an SM."""
     if device.type == "cuda":
-        return _cuda_sms(torch.cuda.current_device() if device.index is None else device.index)
+        return _cuda_sms(_device_index(device))
     return META_PROGRAMS if device.type == "meta" else INTERPRETER_PROGRAMS
 
 
@@ -552,10 +557,7 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
     if tiles is None and w_first is None and cuda_tune.enabled(a.device):
         key = f"2bit {a.dtype} {m}x{k}x{n} {_activation(activation)} bias={bias is not None} {out_dtype}"
         arch = _arch(a.device)
-        rules = TILE_RULES_2BIT_A8 if a.dtype == torch.int8 else TILE_RULES_2BIT_A16
-        candidates = [cuda_tune.Candidate("w_first" if TWO_BIT_W_FIRST else "tiles", _tiles(m, n, rules, arch)),
-                      *(cuda_tune.Candidate(form, t) for form in TWO_BIT_FORMS
-                        for t in _fitting(TWO_BIT_TUNE_TILES, m, n))]
+        candidates = two_bit_candidates(m, n, a.dtype == torch.int8, arch)
         choice = cuda_tune.choose(key, candidates, lambda c: ternary2bit_matmul_launch(
             a, x_scale, packed, w_scale, bias, out, c.tiles, activation, arch, w_first=c.form == "w_first"),
             cuda_tune.cache_for(a.device))
@@ -565,6 +567,14 @@ def ternary2bit_matmul_scaled(a: torch.Tensor, x_scale: torch.Tensor | None, pac
 
 
 TWO_BIT_FORMS = ("tiles", "w_first")
+
+
+def two_bit_candidates(m: int, n: int, a_int8: bool, arch: int) -> list[cuda_tune.Candidate]:
+    """What the tuner times for the 2-bit GEMM of M x N (``int8_candidates``' twin): the tile rule's
+    choice in the default form first, then ``TWO_BIT_TUNE_TILES`` in both forms."""
+    rules = TILE_RULES_2BIT_A8 if a_int8 else TILE_RULES_2BIT_A16
+    return [cuda_tune.Candidate("w_first" if TWO_BIT_W_FIRST else "tiles", _tiles(m, n, rules, arch)),
+            *(cuda_tune.Candidate(form, t) for form in TWO_BIT_FORMS for t in _fitting(TWO_BIT_TUNE_TILES, m, n))]
 
 
 def ternary2bit_matmul_launch(a, x_scale, packed, w_scale, bias, out, tiles=None, activation=None,
