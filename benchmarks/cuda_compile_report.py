@@ -22,14 +22,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", type=int, default=90, help="compute capability x 10: 90 (H100/H200), 80 (A100), 89 (L4)")
+    p.add_argument("--arch", type=int, default=90,
+                   help="compute capability x 10: 100 (B200), 90 (H100/H200), 89 (L4), 80 (A100); from 80 on")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = p.parse_args(argv)
+    from quant.kernels.cuda import TRITON_GEMM_MIN_ARCH
     from quant.kernels.cuda_compile import compile_report, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
         print(f"cuda_compile_report: cannot compile here: {reason}", file=sys.stderr)
+        return 2
+    if args.arch < TRITON_GEMM_MIN_ARCH:
+        print(f"cuda_compile_report: on sm_{args.arch} no Triton kernel runs: Triton's GEMMs need tensor cores of "
+              f"sm_{TRITON_GEMM_MIN_ARCH} or newer, so the ternary layers take cuBLAS there "
+              f"(docs/kernels.md, 'GPUs by compute capability'); give --arch {TRITON_GEMM_MIN_ARCH} or more",
+              file=sys.stderr)
         return 2
     print(f"{'kernel':28s} {'regs':>4s} {'local B':>7s} {'pipelined':9s} {'smem writes':11s} {'tensor cores':12s} "
           "first used by / config")

@@ -6,7 +6,8 @@
   + bias[n]`` in its epilogue, writing the model's float dtype directly (no int32
   matrix in memory). Tile sizes come from a table by M and N, measured with
   ``benchmarks/tune_cuda_tiles.py`` (no autotuning at run time: one compile per tile shape).
-- Without Triton: ``torch._int_mm`` (cuBLASLt int8) with the scales applied in torch.
+- Without Triton, or before Ampere (sm_75 T4, sm_70 V100: no tensor-core Triton GEMMs there):
+  ``torch._int_mm`` (cuBLASLt int8) with the scales applied in torch, where it runs.
 - ``packed`` backend on CUDA (``cuda-2bit``): ``_ternary2bit_matmul_scaled`` reads the weights
   2-bit packed and unpacks each tile in registers, for int8 or fp16/bf16 activations.
 
@@ -48,6 +49,13 @@ def _cuda_reason(device: torch.device) -> str | None:
     return None
 
 
+# Triton's GEMMs run on tensor cores from sm_80 (Ampere) on. Before it (sm_75 T4, sm_70 V100) Triton
+# 3.8 does not compile the int8 dot (TritonGPUAccelerateMatmul fails) and compiles the fp16 dot of the
+# 2-bit GEMM without tensor cores or pipelining, spilling up to 32 KB a thread: the cuBLAS paths are
+# faster there. `tests/quant/kernels/test_cuda_compile.py` holds this number to the compiler.
+TRITON_GEMM_MIN_ARCH = 80
+
+
 def _triton_reason(device: torch.device) -> str | None:
     """Why the Triton kernels cannot run on ``device`` (None: they can). Triton's interpreter
     (``TRITON_INTERPRET=1``) runs them on CPU tensors: slow, but it lets the kernel classes and whole
@@ -56,7 +64,23 @@ def _triton_reason(device: torch.device) -> str | None:
         return "Triton is not installed"
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
         return None
-    return _cuda_reason(device)
+    reason = _cuda_reason(device)
+    if reason is None and (arch := _arch(device)) < TRITON_GEMM_MIN_ARCH:
+        return (f"Triton's GEMMs need tensor cores of compute capability {TRITON_GEMM_MIN_ARCH / 10:.1f} or newer"
+                f" (Ampere); this GPU is sm_{arch}")
+    return reason
+
+
+@functools.cache
+def _int_mm_reason(device: torch.device) -> str | None:
+    """Why ``torch._int_mm`` cannot run on ``device`` (None: it can): tried once a device on a small
+    product, since whether cuBLASLt has an int8 GEMM for a GPU depends on the GPU and the build."""
+    ones = torch.ones(32, 32, dtype=torch.int8, device=device)
+    try:
+        product = torch._int_mm(ones, ones)
+    except RuntimeError as e:
+        return f"torch._int_mm fails on {device}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return None if bool((product == 32).all()) else f"torch._int_mm computes wrong products on {device}"
 
 
 if HAVE_TRITON:
@@ -359,21 +383,25 @@ def _activation(name: str | None) -> str:
     return name or "none"
 
 
-# Before Hopper (mma.sync, no wgmma) the accumulator tile lives in the warps' registers next to the
-# operand fragments: above 64 int32 / fp32 accumulators a thread, ptxas spills inside the K loop
-# (sm_80, the 128 x 128 tile at 4 warps: 309 spill instructions in a 900-instruction loop;
-# benchmarks/cuda_compile_report.py --arch 80). There the warps grow until a thread holds 64, up to
-# 8 warps (at 16 a thread gets at most 128 registers: the 128 x 256 tile spilled 144 bytes, not 16).
-PRE_HOPPER_ACC_PER_THREAD = 64
-PRE_HOPPER_MAX_WARPS = 8
+# Hopper's wgmma keeps the accumulator tile in a warpgroup's registers and the H100 tables fit it.
+# Elsewhere a thread holding above 64 int32 / fp32 accumulators spills: before Hopper (mma.sync) in
+# the K loop (sm_80, the 128 x 128 tile at 4 warps: 309 spill instructions in a 900-instruction loop),
+# on Blackwell (tcgen05) in the epilogue, where the tile comes out of tensor memory into registers
+# (sm_100, 128 x 128 int8 with GELU at 4 warps: 968 bytes; at 8: none).
+# `benchmarks/cuda_compile_report.py --arch 80|100|120`. There the warps grow until a thread holds
+# 64, up to 8 warps (at 16 a thread gets at most 128 registers: the 128 x 256 tile spilled 144 bytes
+# on sm_80, not 16).
+WGMMA_ARCHS = (90,)
+REGISTER_ACC_PER_THREAD = 64
+REGISTER_ACC_MAX_WARPS = 8
 
 
 def _tiles(m: int, n: int, rules=TILE_RULES, arch: int = 90) -> tuple[int, ...]:
-    """The tile rule for M x N (measured on an H100), with more warps on GPUs before sm_90."""
+    """The tile rule for M x N (measured on an H100), with more warps on GPUs without wgmma."""
     for max_m, max_n, bm, bn, bk, warps, stages in rules:
         if (max_m is None or m <= max_m) and (max_n is None or n <= max_n):
-            if arch < 90:
-                warps = min(PRE_HOPPER_MAX_WARPS, max(warps, bm * bn // (32 * PRE_HOPPER_ACC_PER_THREAD)))
+            if arch not in WGMMA_ARCHS:
+                warps = min(REGISTER_ACC_MAX_WARPS, max(warps, bm * bn // (32 * REGISTER_ACC_PER_THREAD)))
             return bm, bn, bk, warps, stages
     raise AssertionError("unreachable: the last rule has no bounds")
 
@@ -388,6 +416,11 @@ def _arch(device: torch.device) -> int:
 
 def _device_index(device: torch.device) -> int:
     return torch.cuda.current_device() if device.index is None else device.index
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``device`` with its index (``cuda`` -> ``cuda:0``), a key that caches once a GPU."""
+    return torch.device("cuda", _device_index(device)) if device.type == "cuda" else device
 
 
 @functools.cache
@@ -635,7 +668,7 @@ class IntMMKernel(Kernel):
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
-        return _cuda_reason(device)
+        return _cuda_reason(device) or _int_mm_reason(_indexed(device))
 
     def trits(self) -> torch.Tensor:
         return self._trits[: self.out_features, : self.in_features]
@@ -691,6 +724,6 @@ register_backend("packed", "int8", TritonPacked2bitKernel, first=True)
 register_backend("packed", "float", TritonPacked2bitKernel, first=True)
 if HAVE_TRITON:
     register_backend("cuda", "int8", TritonInt8Kernel)
-else:  # pragma: no cover - depends on the install
-    register_backend("cuda", "int8", IntMMKernel)
+# cuBLASLt's int8 GEMM: without Triton, and on GPUs before Ampere (TRITON_GEMM_MIN_ARCH)
+register_backend("cuda", "int8", IntMMKernel)
 register_backend("cuda", "float", DequantKernel)

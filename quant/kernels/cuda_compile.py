@@ -47,10 +47,14 @@ class CompiledLaunch:
     local_bytes: int  # a thread's stack frame: register spills (0: none)
     pipelined: bool  # the K loop's loads are asynchronous global-to-shared copies
     loop_shared_writes: int  # tiles the K loop's own code writes to shared memory (0: MMA fed by the copies)
-    tensor_cores: str  # "wgmma", "mma" or "none"
+    tensor_cores: str  # "tcgen05", "wgmma", "mma" or "none"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# PTX instruction -> the report's name for it: Blackwell (sm_100), Hopper, Ampere and later
+TENSOR_CORE_OPS = (("tcgen05", "tcgen05.mma"), ("wgmma", "wgmma"), ("mma", "mma.sync"))
 
 
 def _tool(name: str) -> str | None:
@@ -130,7 +134,7 @@ def compile_launch(launch: cuda.Launch, arch: int = 90, used_by: str = "") -> Co
         registers=int(found.group(1)), local_bytes=int(found.group(2)),
         pipelined="async_copy_global_to_local" in ttgir or "async_tma" in ttgir,
         loop_shared_writes=loop.count("ttg.local_alloc"),
-        tensor_cores="wgmma" if "wgmma" in ptx else "mma" if "mma.sync" in ptx else "none")
+        tensor_cores=next((name for name, op in TENSOR_CORE_OPS if op in ptx), "none"))
 
 
 def _meta(*shape: int, dtype: torch.dtype) -> torch.Tensor:

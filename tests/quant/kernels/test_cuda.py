@@ -221,17 +221,48 @@ def test_triton_tuned_gemms_time_the_candidates_once_and_keep_the_fastest(monkey
     assert forms == {False, True}
 
 
-def test_tiles_before_hopper_give_a_thread_at_most_64_accumulators_up_to_8_warps():
+@pytest.mark.parametrize("arch", [80, 86, 100, 120])
+def test_tiles_without_wgmma_give_a_thread_at_most_64_accumulators_up_to_8_warps(arch):
     from quant.kernels import cuda
 
     for rules in (cuda.TILE_RULES, cuda.TILE_RULES_2BIT_A8, cuda.TILE_RULES_2BIT_A16):
         for m, n in ((50, 768), (400, 3072), (1600, 768), (8224, 4096)):
-            bm, bn, bk, warps, stages = cuda._tiles(m, n, rules, arch=80)
+            bm, bn, bk, warps, stages = cuda._tiles(m, n, rules, arch=arch)
             h100 = cuda._tiles(m, n, rules, arch=90)
             assert (bm, bn, bk, stages) == (h100[0], h100[1], h100[2], h100[4]) and warps >= h100[3]
-            assert (bm * bn // (32 * warps) <= cuda.PRE_HOPPER_ACC_PER_THREAD
-                    or warps == cuda.PRE_HOPPER_MAX_WARPS)
-    assert cuda._tiles(8224, 4096, arch=90)[3] == 4 and cuda._tiles(8224, 4096, arch=80)[3] == 8
+            assert (bm * bn // (32 * warps) <= cuda.REGISTER_ACC_PER_THREAD
+                    or warps == cuda.REGISTER_ACC_MAX_WARPS)
+    assert cuda._tiles(8224, 4096, arch=90)[3] == 4 and cuda._tiles(8224, 4096, arch=arch)[3] == 8
+
+
+@pytest.mark.parametrize("arch", [75, 80, 90])
+def test_gpus_before_ampere_get_cublas_instead_of_the_triton_gemms(monkeypatch, arch):
+    # No GPU here: the device's compute capability is what the choice reads, so that is patched;
+    # test_cuda_compile.py holds TRITON_GEMM_MIN_ARCH to what Triton compiles.
+    from quant.kernels import base
+
+    cuda = _triton()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "_cuda_arch", lambda index: arch)
+    monkeypatch.setattr(cuda, "_int_mm_reason", lambda device: None)
+    gpu, old = torch.device("cuda", 0), arch < cuda.TRITON_GEMM_MIN_ARCH
+    why = f"Triton's GEMMs need tensor cores of compute capability 8.0 or newer (Ampere); this GPU is sm_{arch}"
+    for backend, activations, fast, fallback in (("auto", "int8", cuda.TritonInt8Kernel, cuda.IntMMKernel),
+                                                  ("packed", "int8", cuda.TritonPacked2bitKernel, base.Packed2bitKernel),
+                                                  ("packed", "float", cuda.TritonPacked2bitKernel, base.Packed2bitKernel)):
+        choice, reasons = base.kernel_choice(backend, gpu, activations)
+        assert (choice, reasons) == ((fallback, [why]) if old else (fast, [])), (backend, activations)
+    if old:  # and where cuBLASLt has no int8 GEMM either: the reference, saying why
+        monkeypatch.setattr(cuda, "_int_mm_reason", lambda device: "torch._int_mm fails on cuda:0: no kernel")
+        with pytest.warns(base.KernelUnavailableWarning, match=r"sm_75; torch._int_mm fails on cuda:0"):
+            assert base.select_kernel("cuda", gpu, "int8") is base.Kernel
+
+
+def test_the_int_mm_probe_runs_a_real_product():
+    from quant.kernels import cuda
+
+    assert cuda._int_mm_reason(torch.device("cpu")) is None  # torch._int_mm runs on the CPU too
+    assert cuda._indexed(torch.device("cpu")) == torch.device("cpu")
 
 
 @needs_triton

@@ -102,3 +102,30 @@ def test_int8_tma_form_compiles_for_hopper_to_tma_copies_and_wgmma():
     r = compile_launch(tma, 90)
     assert r.kernel == "_int8_matmul_tma" and r.tensor_cores == "wgmma" and r.pipelined
     assert r.loop_shared_writes == 0
+
+
+@pytest.mark.parametrize("arch", [75, cuda.TRITON_GEMM_MIN_ARCH])
+def test_triton_gemms_get_tensor_cores_from_the_arch_the_kernel_choice_asks_for(arch):
+    # Before TRITON_GEMM_MIN_ARCH the kernel choice takes cuBLAS(Lt) instead: there Triton's int8 dot
+    # does not compile, and its fp16 dot of the 2-bit GEMM runs on the FMA units, spilling
+    launches = dict(layer_launches(64, 768, 3072, True, "gelu", arch=arch))
+    half = compile_launch(launches["2-bit GEMM, fp16"], arch)
+    for what in ("int8 GEMM", "2-bit GEMM, int8"):
+        if arch >= cuda.TRITON_GEMM_MIN_ARCH:
+            assert compile_launch(launches[what], arch).tensor_cores == "mma"
+        else:
+            with pytest.raises(Exception):  # noqa: B017 - Triton raises a bare RuntimeError
+                compile_launch(launches[what], arch)
+    if arch >= cuda.TRITON_GEMM_MIN_ARCH:
+        assert half.tensor_cores == "mma" and half.pipelined
+    else:
+        assert half.tensor_cores == "none" and half.local_bytes > 0
+
+
+def test_blackwell_takes_tcgen05_and_its_epilogue_does_not_spill_with_the_grown_warps():
+    # sm_100 reads the accumulator out of tensor memory into registers for the epilogue: at the H100's
+    # 4 warps the 128 x 128 int8 tile with GELU spilled 968 bytes there
+    launch = dict(layer_launches(32 * 257, 1024, 4096, True, "gelu", arch=100))["int8 GEMM"]
+    assert (launch.meta["BLOCK_M"], launch.meta["BLOCK_N"], launch.meta["num_warps"]) == (128, 128, 8)
+    r = compile_launch(launch, 100)
+    assert r.tensor_cores == "tcgen05" and r.pipelined and r.local_bytes == 0
