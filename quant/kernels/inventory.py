@@ -38,7 +38,9 @@ def machine() -> dict[str, Any]:
         "machine": platform.machine(), "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "fbgemm": "fbgemm" in torch.backends.quantized.supported_engines,
-        "cuda": torch.cuda.get_device_name(0) if cuda else None, "triton": triton_version,
+        # the capability decides the CUDA kernels (docs/kernels.md, "GPUs by compute capability")
+        "cuda": f"{torch.cuda.get_device_name(0)} (sm_{''.join(map(str, torch.cuda.get_device_capability(0)))})"
+        if cuda else None, "triton": triton_version,
     }
 
 
