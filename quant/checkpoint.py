@@ -1,4 +1,4 @@
-"""Packed ternary checkpoints (DESIGN.md section 5): one safetensors file, no pickle, no network.
+"""Packed ternary checkpoints: one safetensors file, no pickle, no network.
 
 Layout: per ternary tensor ``NAME.qdata`` (uint8 packed trits) and ``NAME.scale``; every
 other tensor in fp16 (or fp32 on request); metadata (safetensors' string map) holds the
@@ -137,8 +137,7 @@ def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float
     """Write a quantized model as one packed safetensors file (atomically). Returns the path.
 
     ``float_dtype``: dtype of every non-ternary tensor and of the scales. ``fp32`` (default)
-    makes the loaded model's outputs bit-identical to the saved model's (the issue asks for
-    equal outputs; it costs ~2% of the file for ViT-B-32); ``fp16`` is the smallest file. ``arch``: the open_clip
+    makes the loaded model's outputs bit-identical to the saved model's (it costs ~2% of the file for ViT-B-32); ``fp16`` is the smallest file. ``arch``: the open_clip
     architecture, needed only for a model not built by ``bench.models.build_model``.
     """
     from safetensors.torch import save_file

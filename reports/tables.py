@@ -19,7 +19,7 @@ from reports import stats
 
 ACCURACY_TASKS: tuple[str, ...] = ("zeroshot_classification", "zeroshot_retrieval")
 EFFICIENCY_TASK = "efficiency"
-# Display order of dataset groups (DESIGN.md section 6); groups not listed sort after these.
+# Display order of dataset groups (docs/datasets.md); groups not listed sort after these.
 GROUP_ORDER: tuple[str, ...] = ("natural", "specialized", "structured", "retrieval", "mini")
 # Preferred baseline variants, best first: the paper compares against float16.
 BASELINE_VARIANTS: tuple[str, ...] = ("fp16", "fp32")

@@ -336,8 +336,8 @@ TILE_RULES = (
     (None, None, 128, 128, 64, 4, 4),
 )
 # The 2-bit GEMM: (max M, max N, BLOCK_M, BLOCK_N, BLOCK_J (bytes; 4 * BLOCK_J columns a step), warps,
-# stages), for int8 and for fp16/bf16 activations (H100: benchmarks/results/tune_cuda_tiles_joined_h100.json;
-# the M <= 512 rows are unmeasured in-between choices).
+# stages), for int8 and for fp16/bf16 activations (an H100's winners
+# of benchmarks/tune_cuda_tiles.py at six CLIP shapes; the M <= 512 rows are unmeasured in-between choices).
 TILE_RULES_2BIT_A8 = (
     (128, None, 32, 64, 32, 4, 4),
     (512, None, 64, 128, 32, 4, 3),

@@ -7,8 +7,8 @@ Spec forms, tried in this order:
    back with its quantized values);
 2. ``ARCH`` (random init from the current torch seed) or ``ARCH:FILE`` with an open_clip
    state-dict checkpoint file;
-3. anything else (``ARCH:TAG``, ``hf-hub:...``, a packed ternary checkpoint): engineer A's
-   ``bench.models.build_model``, which owns pretrained tags such as ``ternbench-tiny:mini``.
+3. anything else (``ARCH:TAG``, ``hf-hub:...``, a packed ternary checkpoint): ``bench.models.build_model``,
+   the model builder of the bench, which owns pretrained tags such as ``ternbench-tiny:mini``.
 """
 
 from __future__ import annotations

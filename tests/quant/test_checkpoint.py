@@ -205,7 +205,7 @@ def test_unknown_format_version_and_foreign_files(packed, tmp_path, tiny_model):
 
 
 def test_vit_b_32_q_all_is_17x_smaller(tmp_path):
-    """The issue's check: base3 Q-ALL ViT-B-32 >= 17x smaller than its fp32 state dict, >= 99% ternary."""
+    """The paper's storage claim (16.98x): base3 Q-ALL ViT-B-32 >= 17x smaller than its fp32 state dict, >= 99% ternary."""
     from bench.models import build_model
 
     b = build_model("ViT-B-32@q-all")

@@ -1,0 +1,40 @@
+"""benchmarks/results_tables.py: the generated tables beside benchmarks/results/ and their check."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "results_tables.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_tables_are_current():
+    # a measurement file committed without its table (or with a stale one) fails here
+    assert _script().main(["--check"]) == 0
+
+
+def test_check_fails_until_the_tables_are_written_then_passes(tmp_path, capsys):
+    script = _script()
+    (tmp_path / "bench_kernels_cpu_test.csv").write_text(
+        "kind,mode,arch,tower,batch,shape,variant,median_ms,speedup_vs_fp32,weight_bytes,weight_ratio_vs_fp32\n"
+        "e2e,eager,tiny,image,1,,fp32,10.0,1.0,4000000,1.0\n"
+        "e2e,eager,tiny,image,1,,q-all-a8,2.5,4.0,300000,13.3\n")
+    (tmp_path / "trials_cpu.jsonl").write_text(json.dumps({"trial": "A", "mean": 70.5, "gen": {"k": 1}}) + "\n")
+    assert script.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert "bench_kernels_cpu_test.md" in capsys.readouterr().err
+    assert script.main(["--dir", str(tmp_path)]) == 0
+    assert script.main(["--check", "--dir", str(tmp_path)]) == 0
+    table = (tmp_path / "bench_kernels_cpu_test.md").read_text()
+    assert "| eager | tiny | image | 1 | 10 | 2.5 |" in table  # median ms pivoted by variant
+    assert "| tiny | q-all-a8 | 0.3 | 13.3 |" in table  # resident weights in MB
+    assert '| A | 70.5 | {"k": 1} |' in (tmp_path / "trials_cpu.md").read_text()
+    # editing the data makes its table stale again
+    with open(tmp_path / "trials_cpu.jsonl", "a") as f:
+        f.write(json.dumps({"trial": "B", "mean": 71.0}) + "\n")
+    assert script.main(["--check", "--dir", str(tmp_path)]) == 1
