@@ -17,11 +17,12 @@ def add_parser(sub) -> None:
         "run", help="sweep models x datasets x tasks into a results directory (resumable)",
         description="Evaluate models on datasets (zero-shot classification / retrieval with clip_benchmark's "
                     "metrics) and measure their efficiency. One JSON per cell in --out; rerunning resumes. "
-                    "With no arguments: the embedded tiny model in fp32, fp16, q-ffn, q-attn and q-all on the "
+                    "With no arguments: the embedded tiny model in fp32, fp16, q-ffn, q-attn, q-all, ort-fp32 and "
+                    "ort-int8 (plus its QAT students once trained) on the "
                     "embedded mini suite (offline).")
     p.add_argument("--models", "-m", nargs="+", metavar="SPEC",
                    help="model specs: ARCH[:PRETRAINED][@VARIANT], hf-hub:ORG/REPO[@VARIANT], or a packed "
-                        ".safetensors (default: ternbench-tiny in fp32 fp16 q-ffn q-attn q-all)")
+                        ".safetensors (default: ternbench-tiny in fp32 fp16 q-ffn q-attn q-all ort-fp32 ort-int8)")
     p.add_argument("--datasets", "-d", nargs="+", metavar="NAME",
                    help="dataset names or suites from datasets.yaml, e.g. mini, clip41, vtab, wds/vtab/cifar10 "
                         "(default: mini)")

@@ -1,5 +1,6 @@
 """The default sweep: the embedded mini suite x the embedded model ``ternbench-tiny`` in the paper's
-variants (fp32, fp16, Q-FFN, Q-ATTN, Q-ALL).
+variants (fp32, fp16, Q-FFN, Q-ATTN, Q-ALL) and the deployment baselines a user would pick instead
+of ternary weights: the model run by ONNX Runtime in fp32 and with dynamic int8 quantization.
 
 The model list is data computed at run time: when the training plugin has registered the trained
 tag ``ternbench-tiny:mini`` the grid uses it (plus the QAT students ``@qat-q-ffn`` / ``@qat-q-all``
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 EMBEDDED_ARCH = "ternbench-tiny"
 TRAINED_TAG = "mini"
 VARIANTS = ("fp32", "fp16", "q-ffn", "q-attn", "q-all")  # fp16: the paper's baseline precision
+RUNTIME_VARIANTS = ("ort-fp32", "ort-int8")  # ONNX Runtime: exported once (seconds), then cached
 QAT_VARIANTS = ("qat-q-ffn", "qat-q-all", "qat-q-all-a8")  # -a8: the Q-ALL student on the int8 kernels
 DATASETS = ("mini",)
 OUT = "results"
@@ -35,7 +37,8 @@ def default_grid() -> DefaultGrid:
     bm.load_plugins()
     trained = TRAINED_TAG in bm.valid_tags(EMBEDDED_ARCH)
     base = f"{EMBEDDED_ARCH}:{TRAINED_TAG}" if trained else EMBEDDED_ARCH
-    variants = list(VARIANTS) + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else [])
+    variants = (list(VARIANTS) + [v for v in RUNTIME_VARIANTS if v in bm.VARIANTS]
+                + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else []))
     models = tuple(f"{base}@{v}" for v in variants)
     if trained:
         note = (f"default grid: {base} (trained on the mini suite; the first run trains and caches it, "

@@ -11,7 +11,7 @@ Spec grammar (``@VARIANT`` is optional everywhere, default ``fp32``):
 
 Variants are a registry (:func:`register_variant`): ``fp32``, ``fp16``, ``bf16`` and every
 quant preset (post-training ternary) are built in; plugin modules in ``VARIANT_PLUGINS``
-register more when they exist.
+register more when they exist (the W1.58A8 kernels, the QAT students, ONNX Runtime).
 
 Offline: an unknown tag is an error listing the valid ones before any download; a
 known tag whose weights are not cached fails at once when the hub is unreachable or
@@ -33,7 +33,10 @@ from typing import Any
 
 from quant.errors import TernbenchError, did_you_mean
 
-VARIANT_PLUGINS: tuple[str, ...] = ("quant.kernels.variants", "quant.train.variants")
+VARIANT_PLUGINS: tuple[str, ...] = ("quant.kernels.variants", "quant.train.variants", "bench.ort")
+# A variant that runs the model some other way records how (JSON-able) under this attribute of the
+# model it returns; build_model copies it into ``BuiltModel.info["variant_info"]``.
+VARIANT_INFO_ATTR = "ternbench_variant_info"
 DEFAULT_VARIANT = "fp32"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -487,5 +490,7 @@ def build_model(spec: str | ModelSpec, device: str = "cpu") -> BuiltModel:
         "checkpoint": checkpoint,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
     }
+    if VARIANT_INFO_ATTR in model.__dict__:
+        info["variant_info"] = model.__dict__[VARIANT_INFO_ATTR]
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[variant.precision]
     return BuiltModel(model, preprocess, tokenizer, spec, dtype, info)

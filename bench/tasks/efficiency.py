@@ -251,6 +251,9 @@ def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]
     """
     import quant
 
+    own = getattr(model, "storage_stats", None)
+    if callable(own):  # a model run by another runtime (ONNX Runtime) sizes its own files
+        return own()
     if quant_info(model) is not None:
         s = quant.stats(model)
         return s, (f"packed checkpoint: ternary weights {s.total.get('packing')} + scales, "
@@ -300,7 +303,9 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
                       + ("(sampled from /proc/self/statm)" if rss.available else "(ru_maxrss, a lower bound)"))
 
     ckpt = checkpoint_file(info)
-    if ckpt is not None:
+    if callable(getattr(model, "file_bytes", None)):  # runs from its own files (ONNX graphs): those are its size
+        metrics["checkpoint_bytes"] = model.file_bytes()
+    elif ckpt is not None:
         metrics["checkpoint_bytes"] = ckpt.stat().st_size
 
     sizes, storage = storage_stats(model, dtype)

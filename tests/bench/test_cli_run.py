@@ -97,7 +97,8 @@ def test_default_grid_random_then_trained(monkeypatch):
     bm.load_plugins()
     if "mini" not in bm.valid_tags("ternbench-tiny"):
         grid = defaults.default_grid()
-        assert grid.models == tuple(f"ternbench-tiny@{v}" for v in ("fp32", "fp16", "q-ffn", "q-attn", "q-all"))
+        assert grid.models == tuple(f"ternbench-tiny@{v}" for v in ("fp32", "fp16", "q-ffn", "q-attn", "q-all",
+                                                                     "ort-fp32", "ort-int8"))
         assert not grid.trained and "RANDOM WEIGHTS" in grid.note
     # once training registers the tag and the QAT variants, the default grid uses them
     monkeypatch.setitem(bm._PRETRAINED, ("ternbench-tiny", "mini"), lambda: "/nonexistent")
@@ -107,8 +108,8 @@ def test_default_grid_random_then_trained(monkeypatch):
     grid = defaults.default_grid()
     assert grid.trained and "RANDOM" not in grid.note
     assert grid.models == tuple(f"ternbench-tiny:mini@{v}" for v in
-                                ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "qat-q-ffn", "qat-q-all",
-                                 "qat-q-all-a8"))
+                                ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "ort-fp32", "ort-int8",
+                                 "qat-q-ffn", "qat-q-all", "qat-q-all-a8"))
 
 
 def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, monkeypatch):
