@@ -169,11 +169,12 @@ def _cast_builder(dtype_name: str) -> Callable:
 
 def _preset_builder(preset_name: str) -> Callable:
     def build(model, ctx):
-        from quant import preset, quant_info, quantize_
+        from quant import preset, quantize_
+        from quant.state import quant_state
 
-        if quant_info(model) is not None:
+        if quant_state(model) is not None:
             raise ModelSpecError(
-                f"{ctx.spec.raw}: the model is already quantized ({quant_info(model)['config'].get('scope')}); "
+                f"{ctx.spec.raw}: the model is already quantized ({quant_state(model).config.scope}); "
                 f"variant {preset_name!r} needs a float model, use @fp32 / @fp16 / @bf16 on a packed file"
             )
         quantize_(model, preset(preset_name))
@@ -438,10 +439,10 @@ def _build_hub(spec: ModelSpec) -> tuple[Any, str | None, str]:
 
 def _build_packed(spec: ModelSpec) -> tuple[Any, str | None, str]:
     from quant.checkpoint import load_packed
+    from quant.state import recorded_origin
 
     model = load_packed(spec.path)
-    origin = model.__dict__["ternbench_origin"]
-    return model, spec.path, origin["tokenizer"]
+    return model, spec.path, recorded_origin(model).tokenizer
 
 
 SOURCE_BUILDERS: dict[str, Callable[[ModelSpec], tuple[Any, str | None, str]]] = {
@@ -461,32 +462,33 @@ def build_model(spec: str | ModelSpec, device: str = "cpu") -> BuiltModel:
     load_plugins()
     variant = VARIANTS[spec.variant]
     model, checkpoint, tokenizer_name = SOURCE_BUILDERS[spec.source](spec)
-    origin = dict(model.__dict__["ternbench_origin"])
+    from quant.state import quant_state, recorded_origin, set_origin
+
+    origin = recorded_origin(model)
     model = model.to(device).eval()
     built = variant.builder(model, BuildContext(spec, str(device)))
     model = (model if built is None else built).to(device).eval()
-    model.__dict__.setdefault("ternbench_origin", origin)
-    checkpoint = model.__dict__["ternbench_origin"].get("checkpoint", checkpoint)  # a variant's own file (qat-*)
+    if recorded_origin(model) is None:  # a variant that built a new model object
+        set_origin(model, origin)
+    checkpoint = recorded_origin(model).checkpoint or checkpoint  # a variant's own file (qat-*)
 
     from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    from quant import quant_info
 
     pp = PreprocessCfg(**model.visual.preprocess_cfg)
     preprocess = image_transform_v2(pp, is_train=False)
     tokenizer = open_clip.get_tokenizer(tokenizer_name)
-    qi = quant_info(model)
+    qs = quant_state(model)
     info = {
         "spec": spec.raw,
         "model_id": spec.model_id,
         "source": spec.source,
-        "arch": origin["arch"],
+        "arch": origin.arch,
         "pretrained": spec.pretrained,
-        "source_spec": origin["spec"],
+        "source_spec": origin.spec,
         "variant": spec.variant,
         "precision": variant.precision,
-        "quant_config": qi["config"] if qi else None,
-        "random_weights": bool(origin["random_weights"]),
+        "quant_config": qs.config.to_dict() if qs else None,
+        "random_weights": origin.random_weights,
         "checkpoint": checkpoint,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
     }

@@ -42,6 +42,7 @@ from torch import nn
 from bench.models import VARIANT_INFO_ATTR, ModelSpecError, register_variant
 from quant.errors import TernbenchError, did_you_mean
 from quant.fileio import atomic_write_json, cache_dir
+from quant.state import recorded_origin, set_origin
 
 TOWERS = ("image", "text")
 EXPORTER = "torch.onnx.export, TorchScript exporter (dynamo=False)"
@@ -201,8 +202,8 @@ def example_inputs(model: nn.Module, batch: int = 2) -> dict[str, torch.Tensor]:
 def model_key(model: nn.Module) -> str:
     """A hash of what decides the exported graphs: architecture, config, every tensor, library versions."""
     h = hashlib.sha256()
-    origin = model.__dict__.get("ternbench_origin") or {}
-    h.update(json.dumps({"repr": repr(model), "model_cfg": origin.get("model_cfg"), "versions": versions(),
+    origin = recorded_origin(model)
+    h.update(json.dumps({"repr": repr(model), "model_cfg": origin.model_cfg if origin else None, "versions": versions(),
                          "image_size": image_size(model), "context_length": context_length(model)},
                         sort_keys=True, default=str).encode())
     for name, t in model.state_dict().items():
@@ -386,11 +387,11 @@ def build(model: nn.Module, device: str, cfg: OrtConfig, root: Path | None = Non
     """Export ``model`` (cached) and return the ``OrtCLIP`` that runs it on ``device``."""
     model = model.to("cpu").eval()  # the graphs are device-independent; trace on the host
     folder, record = export(model, cfg, root)
-    origin = model.__dict__.get("ternbench_origin")
+    origin = recorded_origin(model)
     ort_model = OrtCLIP(folder, device, sum(p.numel() for p in model.parameters()),
                         TowerMeta(dict(model.visual.preprocess_cfg), image_size(model)), context_length(model))
     if origin is not None:
-        ort_model.__dict__["ternbench_origin"] = origin
+        set_origin(ort_model, origin)
     ort_model.__dict__[VARIANT_INFO_ATTR] = {
         "runtime": "onnxruntime", "form": cfg.form, "exporter": EXPORTER, "opset": cfg.opset,
         "quantization": cfg.quantization(), "providers": ort_model.providers,

@@ -6,12 +6,14 @@ so the bare Parameters open_clip uses outside nn.Linear (MultiheadAttention's
 module keeps its ``.weight`` (open_clip reads ``c_fc.weight.dtype``). The model stays
 an ordinary open_clip model.
 
-What was quantized is recorded on the model as ``model.ternbench_quant``:
-``{"config": cfg.to_dict(), "params": {name: {"kind", "tower", "out_axis"}}}``.
+What was quantized is recorded on the model as a typed ``quant.state.QuantState`` (config,
+stage, quantized parameters), read with ``quant.state.quant_state(model)``; ``quant_info`` gives
+its JSON form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -20,9 +22,8 @@ from torch.nn.utils import parametrize
 
 from quant.config import Int8Config, QuantConfig, TernaryConfig
 from quant.primitives import fake_quantize, ste
+from quant.state import ParamInfo, QuantState, quant_state, set_quant_state
 from quant.targets import Target, select_targets
-
-QUANT_ATTR = "ternbench_quant"
 
 
 class FakeQuant(nn.Module):
@@ -48,19 +49,16 @@ def _split(name: str) -> tuple[str, str]:
     return owner, attr
 
 
-def _record(model: nn.Module, cfg: QuantConfig, targets: list[Target], state: str) -> dict[str, Any]:
-    info = {
-        "config": cfg.to_dict(),
-        "state": state,
-        "params": {t.name: {"kind": t.kind, "tower": t.tower, "out_axis": t.out_axis} for t in targets},
-    }
-    model.__dict__[QUANT_ATTR] = info
-    return info
+def _record(model: nn.Module, cfg: QuantConfig, targets: list[Target], stage: str) -> QuantState:
+    params = {t.name: ParamInfo(kind=t.kind, tower=t.tower, out_axis=t.out_axis) for t in targets}
+    return set_quant_state(model, QuantState(config=cfg, stage=stage, params=params))
 
 
 def quant_info(model: nn.Module) -> dict[str, Any] | None:
-    """What ``quantize_``/``prepare`` recorded on the model, or None for a float model."""
-    return model.__dict__.get(QUANT_ATTR)
+    """The JSON form of the model's ``QuantState`` (``config``, ``state``, ``params``, ``accelerated``
+    once accelerated), or None for a float model. A copy: change the state with ``set_quant_state``."""
+    state = quant_state(model)
+    return None if state is None else state.to_dict()
 
 
 def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
@@ -69,7 +67,8 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
     Calling ``prepare`` on an already prepared model replaces the previous parametrizations
     (TerViT's progressive schedule: 8-bit first, then ternary).
     """
-    if quant_info(model) is not None and quant_info(model).get("state") == "prepared":
+    state = quant_state(model)
+    if state is not None and state.stage == "prepared":
         remove_fake_quant(model, keep_quantized=False)
     targets = select_targets(model, cfg)
     for t in targets:
@@ -82,10 +81,10 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
 
 def remove_fake_quant(model: nn.Module, keep_quantized: bool) -> None:
     """Drop the parametrizations; ``keep_quantized`` stores the quantized values as plain weights."""
-    info = quant_info(model)
-    if info is None:
+    state = quant_state(model)
+    if state is None:
         return
-    for name in info["params"]:
+    for name in state.params:
         owner, attr = _split(name)
         mod = model.get_submodule(owner) if owner else model
         if not parametrize.is_parametrized(mod, attr):
@@ -98,18 +97,17 @@ def remove_fake_quant(model: nn.Module, keep_quantized: bool) -> None:
             with torch.no_grad():
                 getattr(mod, attr).copy_(value)
     if not keep_quantized:
-        model.__dict__.pop(QUANT_ATTR, None)
+        set_quant_state(model, None)
 
 
 @torch.no_grad()
 def convert(model: nn.Module) -> dict[str, Any]:
     """Freeze a prepared model: its weights become exactly the quantized values (packable)."""
-    info = quant_info(model)
-    if info is None or info.get("state") != "prepared":
+    state = quant_state(model)
+    if state is None or state.stage != "prepared":
         raise ValueError("convert() needs a model prepared with quant.prepare(model, config)")
     remove_fake_quant(model, keep_quantized=True)
-    info["state"] = "converted"
-    return info
+    return set_quant_state(model, dataclasses.replace(state, stage="converted")).to_dict()
 
 
 @torch.no_grad()
@@ -120,7 +118,8 @@ def quantize_(model: nn.Module, cfg: QuantConfig) -> dict[str, Any]:
     """
     if not isinstance(cfg, (TernaryConfig, Int8Config)):
         raise TypeError(f"quantize_ takes a TernaryConfig or Int8Config, got {type(cfg).__name__}")
-    if quant_info(model) is not None and quant_info(model).get("state") == "converted":
+    state = quant_state(model)
+    if state is not None and state.stage == "converted":
         raise ValueError("model is already quantized; quantize a fresh copy of the float model")
     prepare(model, cfg)
     info = convert(model)

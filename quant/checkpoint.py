@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 from pathlib import Path
@@ -108,25 +109,46 @@ def _content_hash(per_tensor: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _ternary_params(model) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(quant config dict, {name: param info}) of a quantized model; errors say what to do."""
-    from quant.apply import quant_info
+def _packable_state(model):
+    """The ``QuantState`` of a model that can be packed; errors say what to do."""
+    from quant.state import quant_state
 
-    info = quant_info(model)
-    if info is None:
+    state = quant_state(model)
+    if state is None:
         raise CheckpointError("the model is not quantized: run quant.quantize_(model, quant.preset('q-all')) "
                               "first (a packed checkpoint holds ternary weights)")
-    if info.get("state") != "converted":
-        raise CheckpointError(f"the model is {info.get('state')!r}, not converted: call quant.convert(model) "
+    if state.stage != "converted":
+        raise CheckpointError(f"the model is {state.stage!r}, not converted: call quant.convert(model) "
                               "to freeze its ternary weights before saving")
-    if info.get("accelerated"):
-        raise CheckpointError("the model is accelerated (quant.kernels.accelerate_: its weights live in kernels, "
-                              "its modules are swapped): save the quantized model before accelerating it; "
-                              "quant.load_packed(path, backend='auto') accelerates it again on load")
-    if info["config"].get("type") != "ternary":
-        raise CheckpointError(f"packed checkpoints hold ternary weights; this model has {info['config'].get('type')!r} "
+    if not state.ternary:
+        raise CheckpointError(f"packed checkpoints hold ternary weights; this model has {state.config.TYPE!r} "
                               "weights (quantize with a TernaryConfig)")
-    return info["config"], info["params"]
+    return state
+
+
+def _model_tensors(model, state):
+    """``(float tensors by name, {ternary name: (trits, scale)})``: an accelerated model's kernels give
+    their trits and scales; every other ternary weight is read back from its ``scale * trits`` floats."""
+    from quant.primitives import scale_shape, to_out_first
+
+    if state.accelerated is not None:
+        from quant.kernels.swap import unaccelerated_state
+
+        floats, held = unaccelerated_state(model)
+    else:
+        floats, held = model.state_dict(), {}
+    cfg = state.config
+    codes = {}
+    for name, meta in state.params.items():
+        if name in held:
+            trits, row_scale = held[name]
+            shape = scale_shape(tuple(to_out_first(trits, meta.out_axis).shape), cfg.granularity, cfg.group_size)
+            # kernels keep one scale a row; a per-tensor scale is the same number on every row
+            codes[name] = (trits.cpu(), row_scale.float().reshape(-1)[: math.prod(shape)].reshape(shape).cpu())
+        else:
+            codes[name] = ternary_codes(floats[name], cfg.granularity, cfg.group_size, meta.out_axis, name)
+    floats = {k: v for k, v in floats.items() if k not in state.params}
+    return floats, codes
 
 
 # ----------------------------------------------------------------------------- save
@@ -153,19 +175,17 @@ def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float
         raise CheckpointError(f"{path} already exists; choose another path or overwrite it with force=True (--force)")
     fmt = get_format(packing)
     dtype = _torch_dtype(float_dtype)
-    qcfg, params = _ternary_params(model)
+    qstate = _packable_state(model)
     origin = origin_of(model, arch)
 
-    state = model.state_dict()
+    state, codes = _model_tensors(model, qstate)
     tensors: dict[str, Any] = {}
     entries: dict[str, Any] = {}
-    for name, meta in params.items():
-        w = state.pop(name)
-        trits, scale = ternary_codes(w, qcfg["granularity"], qcfg["group_size"], meta["out_axis"], name)
+    for name, meta in qstate.params.items():
+        trits, scale = codes[name]
         tensors[f"{name}.qdata"] = pack(trits, packing, name=name)
         tensors[f"{name}.scale"] = scale.to(dtype).contiguous()
-        entries[name] = {"shape": list(w.shape), "n": w.numel(), "out_axis": meta["out_axis"],
-                         "kind": meta["kind"], "tower": meta["tower"]}
+        entries[name] = {"shape": list(trits.shape), "n": trits.numel(), **meta.to_dict()}
     for name, t in state.items():
         if name in tensors:
             raise CheckpointError(f"tensor name {name!r} collides with a packed tensor name")
@@ -177,13 +197,13 @@ def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float
         "format_version": str(FORMAT_VERSION),
         "packing": fmt.name,
         "float_dtype": float_dtype,
-        "arch": origin["arch"],
-        "model_cfg": json.dumps(origin["model_cfg"], sort_keys=True),
-        "preprocess_cfg": json.dumps(origin["preprocess_cfg"], sort_keys=True),
-        "tokenizer": origin["tokenizer"],
-        "source_spec": spec or origin["spec"],
-        "random_weights": json.dumps(bool(origin["random_weights"])),
-        "quant_config": json.dumps(qcfg, sort_keys=True),
+        "arch": origin.arch,
+        "model_cfg": json.dumps(origin.model_cfg, sort_keys=True),
+        "preprocess_cfg": json.dumps(origin.preprocess_cfg, sort_keys=True),
+        "tokenizer": origin.tokenizer,
+        "source_spec": spec or origin.spec,
+        "random_weights": json.dumps(bool(origin.random_weights)),
+        "quant_config": json.dumps(qstate.config.to_dict(), sort_keys=True),
         "ternary": json.dumps(entries, sort_keys=True),
         "tensor_sha256": json.dumps(hashes, sort_keys=True),
         "content_sha256": _content_hash(hashes),
@@ -289,10 +309,11 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
     import torch
     from safetensors import safe_open
 
-    from quant.apply import QUANT_ATTR
+    from quant.config import config_from_dict
     from quant.origin import record_origin
     from quant.packing import PackingError, unpack
     from quant.primitives import dequantize, scale_shape
+    from quant.state import ParamInfo, QuantState, set_quant_state
 
     if backend is not None:  # bad kernel options fail before any reading
         from quant.errors import check_choice
@@ -360,15 +381,11 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
         # JSON made open_clip's tuples (size, mean, std) lists; give them back as tuples.
         pp = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess_cfg"].items()}
         open_clip.set_model_preprocess_cfg(model, pp)
-    model.__dict__[QUANT_ATTR] = {
-        "config": qcfg,
-        "state": "converted",
-        "params": {n: {"kind": e["kind"], "tower": e["tower"], "out_axis": e["out_axis"]} for n, e in entries.items()},
-    }
+    set_quant_state(model, QuantState(
+        config=config_from_dict(qcfg), stage="converted",
+        params={n: ParamInfo(kind=e["kind"], tower=e["tower"], out_axis=e["out_axis"]) for n, e in entries.items()}))
     record_origin(model, meta["arch"], meta["model_cfg"], preprocess_cfg=meta["preprocess_cfg"],
                   spec=meta["source_spec"], random_weights=meta["random_weights"], tokenizer=name)
-    model.__dict__["ternbench_packed"] = {k: meta[k] for k in ("packing", "float_dtype", "content_sha256",
-                                                                "format_version", "file_bytes")}
     model = model.to(device).eval()
     if backend is not None:
         from quant.kernels.swap import accelerate_

@@ -2,7 +2,7 @@
 
 A packed checkpoint must rebuild the architecture with no network, so it stores the
 open_clip model config. ``bench.models.build_model`` and ``quant.load_packed`` record
-the origin on the model (``model.ternbench_origin``); ``origin_of`` reads it back, or
+the origin on the model (a ``quant.state.Origin``); ``origin_of`` reads it back, or
 reconstructs it from an architecture name for a model made with plain open_clip.
 """
 
@@ -14,35 +14,33 @@ from typing import Any
 from torch import nn
 
 from quant.errors import CheckpointError, did_you_mean
-
-ORIGIN_ATTR = "ternbench_origin"
+from quant.state import Origin, recorded_origin, set_origin
 
 
 def record_origin(model: nn.Module, arch: str, model_cfg: dict[str, Any], *,
                   preprocess_cfg: dict[str, Any] | None = None, spec: str | None = None,
-                  random_weights: bool = False, tokenizer: str | None = None) -> dict[str, Any]:
-    """Attach the origin to ``model`` (a plain dict: JSON-able, survives ``deepcopy``)."""
-    origin = {
-        "arch": arch,
-        "model_cfg": copy.deepcopy(model_cfg),
-        "preprocess_cfg": _jsonable(preprocess_cfg if preprocess_cfg is not None
-                                    else getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}),
-        "spec": spec if spec is not None else arch,
-        "random_weights": bool(random_weights),
-        "tokenizer": tokenizer or arch,
-    }
-    model.__dict__[ORIGIN_ATTR] = origin
-    return origin
+                  random_weights: bool = False, tokenizer: str | None = None) -> Origin:
+    """Attach the origin to ``model`` (JSON-able configs; survives ``deepcopy``)."""
+    origin = Origin(
+        arch=arch,
+        model_cfg=copy.deepcopy(model_cfg),
+        preprocess_cfg=_jsonable(preprocess_cfg if preprocess_cfg is not None
+                                 else getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}),
+        spec=spec if spec is not None else arch,
+        random_weights=bool(random_weights),
+        tokenizer=tokenizer or arch,
+    )
+    return set_origin(model, origin)
 
 
-def origin_of(model: nn.Module, arch: str | None = None) -> dict[str, Any]:
+def origin_of(model: nn.Module, arch: str | None = None) -> Origin:
     """The recorded origin, else one rebuilt from ``arch`` (open_clip's config for that name).
 
     QuickGELU is detected on the model itself: open_clip's ``-quickgelu`` configs and the
     OpenAI weights use it, and a wrong activation would silently change every output.
     """
-    origin = model.__dict__.get(ORIGIN_ATTR)
-    if origin is not None and (arch is None or arch == origin["arch"]):
+    origin = recorded_origin(model)
+    if origin is not None and (arch is None or arch == origin.arch):
         return origin
     if arch is None:
         raise CheckpointError(

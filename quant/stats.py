@@ -39,15 +39,14 @@ def stats(model, packing: str = "base3", float_dtype: str = "fp32") -> Stats:
     """Per-tensor and total statistics (see module docstring); no weights are modified."""
     import torch
 
-    from quant.apply import quant_info
     from quant.primitives import scale_shape, to_out_first
+    from quant.state import quant_state
     from quant.targets import _plain_named_parameters, get_param
 
     fmt = get_format(packing)
     fbytes = FLOAT_BYTES[float_dtype]
-    info = quant_info(model) or {}
-    cfg = info.get("config") or {}
-    ternary = info.get("params", {}) if cfg.get("type") == "ternary" else {}
+    state = quant_state(model)
+    ternary = state.params if state is not None and state.ternary else {}
     layers = []
     with torch.no_grad():
         for name in dict.fromkeys([n for n, _ in _plain_named_parameters(model)] + list(ternary)):  # + swapped by quant.kernels
@@ -57,10 +56,11 @@ def stats(model, packing: str = "base3", float_dtype: str = "fp32") -> Stats:
                                    "bytes_fp32": 4 * n, "bytes_fp16": 2 * n}
             if name in ternary:
                 meta = ternary[name]
-                w2d = to_out_first(w, meta["out_axis"])
-                n_scales = int(torch.Size(scale_shape(tuple(w2d.shape), cfg["granularity"], cfg["group_size"])).numel())
+                w2d = to_out_first(w, meta.out_axis)
+                n_scales = int(torch.Size(scale_shape(tuple(w2d.shape), state.config.granularity,
+                                                      state.config.group_size)).numel())
                 zeros = int((w == 0).sum())
-                row.update(kind=meta["kind"], tower=meta["tower"], ternary=True, ternary_params=n,
+                row.update(kind=meta.kind, tower=meta.tower, ternary=True, ternary_params=n,
                            share_ternary=1.0, zeros=zeros, sparsity=zeros / max(n, 1),
                            bytes_packed=fmt.nbytes(n) + fbytes * n_scales)
             else:
@@ -79,7 +79,7 @@ def stats(model, packing: str = "base3", float_dtype: str = "fp32") -> Stats:
         "bytes_fp32": sum(r["bytes_fp32"] for r in layers), "bytes_fp16": sum(r["bytes_fp16"] for r in layers),
         "bytes_packed": sum(r["bytes_packed"] for r in layers),
         "packing": fmt.name, "float_dtype": float_dtype,
-        "quant_config": cfg or None,
+        "quant_config": state.config.to_dict() if state is not None else None,
     })
     return Stats(total, layers)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from quant.apply import quant_info
 from quant.errors import TernbenchError
+from quant.state import quant_state
 
 # Varied captions so the text encoder sees realistic token counts (not one padded word).
 _CAPTIONS = (
@@ -224,6 +224,11 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _accelerated_kernels(model: torch.nn.Module) -> tuple[str, ...]:
+    state = quant_state(model)
+    return state.accelerated.kernels if state is not None and state.accelerated is not None else ()
+
+
 def _image_size(model: torch.nn.Module) -> tuple[int, int]:
     size = getattr(getattr(model, "visual", None), "image_size", 224)
     return (size, size) if isinstance(size, int) else tuple(size)
@@ -254,7 +259,7 @@ def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]
     own = getattr(model, "storage_stats", None)
     if callable(own):  # a model run by another runtime (ONNX Runtime) sizes its own files
         return own()
-    if quant_info(model) is not None:
+    if quant_state(model) is not None:
         s = quant.stats(model)
         return s, (f"packed checkpoint: ternary weights {s.total.get('packing')} + scales, "
                    f"other tensors {s.total.get('float_dtype')}")
@@ -329,7 +334,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "timing": timing,
         "timed_calls": timed_calls,  # fewer than repeats where the time budget ended the measurement
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
-        "kernels": ((quant_info(model) or {}).get("accelerated") or {}).get("kernels", []),
+        "kernels": list(_accelerated_kernels(model)),
         "dtype": str(dtype).replace("torch.", ""),
         "image_size": [h, w],
         "rss_growth_bytes": rss.growth if not is_cuda else None,

@@ -24,14 +24,15 @@ its modules); the reference computes the same ops one by one.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from quant.apply import quant_info
 from quant.checkpoint import ternary_codes
+from quant.config import QuantConfig
 from quant.errors import QuantConfigError, check_choice
 from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES, KernelUnavailableWarning
 from quant.kernels.modules import (
@@ -41,6 +42,7 @@ from quant.kernels.modules import (
     TernaryPatchEmbed,
 )
 from quant.primitives import to_out_first
+from quant.state import Accelerated, quant_state, set_quant_state
 
 KERNEL_GRANULARITIES = ("tensor", "channel")
 
@@ -52,9 +54,9 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def _codes(weight: torch.Tensor, cfg: dict[str, Any], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _codes(weight: torch.Tensor, cfg: QuantConfig, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(trits (N, K) int8, w_scale (N,) or (1,))`` of an exactly ternary weight."""
-    trits, scale = ternary_codes(weight, cfg["granularity"], cfg["group_size"], 0, name)
+    trits, scale = ternary_codes(weight, cfg.granularity, cfg.group_size, 0, name)
     return to_out_first(trits), scale.reshape(-1)
 
 
@@ -189,23 +191,23 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
     """
     check_choice("backend", backend, BACKEND_CHOICES)
     check_choice("activations", activations, ACTIVATIONS)
-    info = quant_info(model)
-    if info is None:
+    state = quant_state(model)
+    if state is None:
         raise QuantConfigError("accelerate_ needs a ternary model: quant.quantize_(model, quant.preset('q-all')) "
                                "first, or load one with quant.load_packed")
-    if info.get("accelerated"):
-        raise QuantConfigError(f"model is already accelerated ({info['accelerated']['activations']} activations)")
-    cfg = info["config"]
-    if cfg.get("type") != "ternary":
-        raise QuantConfigError(f"accelerate_ runs ternary models; this one is {cfg.get('type')!r}")
-    if info.get("state") == "prepared":
+    if state.accelerated is not None:
+        raise QuantConfigError(f"model is already accelerated ({state.accelerated.activations} activations)")
+    cfg = state.config
+    if not state.ternary:
+        raise QuantConfigError(f"accelerate_ runs ternary models; this one is {cfg.TYPE!r}")
+    if state.stage == "prepared":
         raise QuantConfigError("the model is prepared for QAT (fake-quant parametrizations); "
                                "call quant.convert(model) first")
-    names = set(info["params"])
+    names = set(state.params)
     _, dtype = _model_device_dtype(model)
     swapped: dict[str, str] = {}
-    if cfg["granularity"] not in KERNEL_GRANULARITIES:
-        warnings.warn(f"granularity {cfg['granularity']!r} has no ternary kernel (kernels take "
+    if cfg.granularity not in KERNEL_GRANULARITIES:
+        warnings.warn(f"granularity {cfg.granularity!r} has no ternary kernel (kernels take "
                       f"{' / '.join(KERNEL_GRANULARITIES)} scales); the model stays fake-quant float",
                       KernelUnavailableWarning, stacklevel=2)
         names = set()
@@ -226,8 +228,8 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
             fuser = fusers.get(type(mod))
             fused += fuser(mod) if fuser else 0
     kernels = sorted({m.kernel.name for m in model.modules() if isinstance(m, TernaryLinear)})
-    info["accelerated"] = {"backend": backend, "activations": activations, "kernels": kernels,
-                           "modules": len(swapped), "fused_ops": fused}
+    set_quant_state(model, dataclasses.replace(state, accelerated=Accelerated(
+        backend=backend, activations=activations, kernels=tuple(kernels), modules=len(swapped), fused_ops=fused)))
     return {"modules": swapped, "kernels": kernels, "activations": activations, "fused_ops": fused,
             "resident_weight_bytes": resident_weight_bytes(model)}
 
@@ -242,3 +244,58 @@ def resident_weight_bytes(model: nn.Module) -> int:
             seen.add(key)
             total += t.nbytes
     return total + sum(m.kernel_nbytes() for m in model.modules() if hasattr(m, "kernel_nbytes"))
+
+
+def unaccelerated_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """What an accelerated model holds, under the names of the model before ``accelerate_``.
+
+    Returns ``(floats, codes)``: every other tensor by its open_clip name (a fused block's
+    LayerNorms back under ``ln_1`` / ``ln_2``), and for each weight a kernel holds, its trits
+    (shaped like the weight it replaced) and per-output-row scales as the kernel keeps them.
+    ``quant.save_packed`` reads these, so an accelerated model saves the same file as before
+    ``accelerate_``. Weights no kernel holds (the bare projections, a layer left fake-quant)
+    are among the floats, holding ``scale * trits``.
+    """
+    from open_clip.transformer import ResidualAttentionBlock
+
+    floats: dict[str, torch.Tensor] = {}
+    codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    owned: list[str] = []  # prefixes of replacement modules: their tensors are renamed below
+
+    def linear(lin: nn.Module, weight: str, bias: str) -> None:
+        if isinstance(lin, TernaryLinear):
+            codes[weight] = (lin.kernel.trits(), lin.kernel.w_scale())
+        else:
+            floats[weight] = lin.weight
+        if lin.bias is not None:
+            floats[bias] = lin.bias
+
+    for prefix, mod in model.named_modules():
+        p = f"{prefix}." if prefix else ""
+        if any(p.startswith(o) for o in owned):
+            continue
+        if isinstance(mod, TernaryMultiheadAttention):
+            linear(mod.in_proj, f"{p}in_proj_weight", f"{p}in_proj_bias")
+            linear(mod.out_proj, f"{p}out_proj.weight", f"{p}out_proj.bias")
+        elif isinstance(mod, TernaryPatchEmbed):
+            trits, scale = mod.linear.kernel.trits(), mod.linear.kernel.w_scale()
+            codes[f"{p}weight"] = (trits.reshape(mod.out_channels, mod.in_channels, *mod.patch), scale)
+            if mod.linear.bias is not None:
+                floats[f"{p}bias"] = mod.linear.bias
+        elif isinstance(mod, TernaryEmbedding):
+            codes[f"{p}weight"] = (mod._unpack(mod.qdata).to(torch.int8) - 1, mod.scale.reshape(-1))
+        elif isinstance(mod, TernaryLinear):
+            linear(mod, f"{p}weight", f"{p}bias")
+        else:
+            if isinstance(mod, ResidualAttentionBlock):
+                absorbed = {"ln_1": getattr(getattr(mod.attn, "in_proj", None), "norm", None),
+                            "ln_2": getattr(getattr(mod.mlp, "c_fc", None), "norm", None)}
+                for name, norm in absorbed.items():
+                    if norm is not None and isinstance(getattr(mod, name), nn.Identity):
+                        floats.update({f"{p}{name}.{k}": v for k, v in norm.state_dict().items()})
+            continue
+        owned.append(p)
+    for name, t in model.state_dict().items():
+        if not any(name.startswith(o) for o in owned):
+            floats[name] = t
+    return floats, codes

@@ -29,17 +29,18 @@ def _kernel_builder(preset_name: str, suffix: str, half: bool = False):
     activations, backend, _ = KERNEL_FORMS[suffix]
 
     def build(model, ctx):
-        from quant import preset, quant_info, quantize_
+        from quant import preset, quantize_
         from quant.kernels.swap import accelerate_
+        from quant.state import quant_state
 
-        info = quant_info(model)
-        if info is None:
+        state = quant_state(model)
+        if state is None:
             quantize_(model, preset(preset_name))
-        elif info["config"].get("scope") != preset(preset_name).scope:
+        elif state.config.scope != preset(preset_name).scope:
             raise ModelSpecError(
-                f"{ctx.spec.raw}: the file holds a ternary {info['config'].get('scope')!r} model; "
+                f"{ctx.spec.raw}: the file holds a ternary {state.config.scope!r} model; "
                 f"variant {preset_name}-{suffix} needs scope {preset(preset_name).scope!r} "
-                f"(use q-{info['config'].get('scope')}-{suffix})")
+                f"(use q-{state.config.scope}-{suffix})")
         if half:
             model.half()
         accelerate_(model, backend=backend, activations=activations)

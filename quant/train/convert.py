@@ -21,7 +21,8 @@ def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", flo
     """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints."""
     import torch
 
-    from quant import quant_info, save_packed
+    from quant import save_packed
+    from quant.state import quant_state, update_origin
     from quant.train.config import TrainConfig
     from quant.train.loop import load_checkpoint
     from quant.train.models import find_checkpoint, load_clip
@@ -40,9 +41,10 @@ def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", flo
         raise ConvertError(f"{ckpt} is still in the 8-bit phase of the progressive schedule "
                            f"(ternary from step {cfg.qat.int8_steps}); convert a later checkpoint")
     loaded = load_clip(str(ckpt))
-    if (quant_info(loaded.model) or {}).get("state") != "converted":
+    state = quant_state(loaded.model)
+    if state is None or state.stage != "converted":
         raise ConvertError(f"{ckpt}: the student did not convert to ternary weights")
     model = loaded.model.eval()
     if source_spec:
-        model.__dict__["ternbench_origin"]["spec"] = source_spec
+        update_origin(model, spec=source_spec)
     return save_packed(model, out, packing=packing, float_dtype=float_dtype, force=force)

@@ -77,6 +77,7 @@ def find_checkpoint(path: Path) -> Path | None:
 def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
     from quant import prepare
     from quant.apply import convert
+    from quant.state import update_origin
     from quant.train.config import TrainConfig
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,7 +88,7 @@ def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
         prepare(loaded.model, phase)
     state = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
     loaded.model.load_state_dict(state)
-    loaded.model.__dict__["ternbench_origin"]["random_weights"] = False
+    update_origin(loaded.model, random_weights=False)
     if cfg.qat is not None:
         convert(loaded.model)
     return loaded

@@ -30,12 +30,13 @@ def _student_builder(variant: str, backend: str | None = None):
                 "packed .safetensors file"
             )
         from quant import load_packed
+        from quant.state import update_origin
 
         path = embedded.student_path(variant, device=None)
         student = load_packed(path, device=ctx.device, backend=backend, activations="int8")
         # The spec names the teacher; record what the model really is: the packed student's file
         # (bench.models reports its path and sha256, and the efficiency task its size).
-        student.__dict__["ternbench_origin"].update(spec=spec.raw, checkpoint=str(path))
+        update_origin(student, spec=spec.raw, checkpoint=str(path))
         return student
 
     return build

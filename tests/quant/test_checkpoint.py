@@ -15,6 +15,7 @@ import quant
 from quant.checkpoint import _content_hash, _tensor_sha256, read_metadata, save_packed
 from quant.errors import CheckpointError
 from quant.kernels import accelerate_
+from quant.state import quant_state, recorded_origin
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,8 @@ def test_fp32_round_trip_is_exact(qtiny, packed, tiny_inputs):
     for a, b in zip(_outputs(loaded, tiny_inputs), _outputs(qtiny, tiny_inputs)):
         assert torch.equal(a, b)
     assert quant.quant_info(loaded)["config"] == quant.quant_info(qtiny)["config"]
+    assert quant_state(loaded) == quant_state(qtiny)  # config, stage and every parameter's role come back
+    assert recorded_origin(loaded).arch == recorded_origin(qtiny).arch
     assert set(quant.quant_info(loaded)["params"]) == set(quant.quant_info(qtiny)["params"])
     assert loaded.visual.preprocess_cfg["size"] == qtiny.visual.preprocess_cfg["size"]
     assert not loaded.training
@@ -128,11 +131,21 @@ def test_refuses_unquantized_and_changed_models(tiny_model, qtiny, tmp_path):
         tiny_model.transformer.resblocks[0].mlp.c_fc.weight[0, 0] += 0.123
     with pytest.raises(CheckpointError, match=r"transformer.resblocks.0.mlp.c_fc.weight: not ternary"):
         save_packed(tiny_model, tmp_path / "f.safetensors", arch="ternbench-tiny")
-    accelerated = copy.deepcopy(qtiny)
-    accelerate_(accelerated)
-    with pytest.raises(CheckpointError, match=r"accelerated .* save the quantized model before accelerating"):
-        save_packed(accelerated, tmp_path / "f.safetensors", arch="ternbench-tiny")
     assert os.listdir(tmp_path) == []  # no partial output, no temp file left behind
+
+
+@pytest.mark.parametrize("backend,activations", [("reference", "int8"), ("cpu", "int8"), ("packed", "float")])
+def test_an_accelerated_model_saves_the_file_of_the_model_before(qtiny, packed, tmp_path, tiny_inputs,
+                                                                  backend, activations):
+    # the kernels hold the trits (the reference fuses the blocks' LayerNorms into them, the 2-bit
+    # kernel packs them): saving reads them back under the names of the model before accelerate_
+    accelerated = copy.deepcopy(qtiny)
+    accelerate_(accelerated, backend=backend, activations=activations)
+    out = save_packed(accelerated, tmp_path / "accelerated.safetensors")
+    assert read_metadata(out) == read_metadata(packed)  # same tensors (content hash), same state
+    loaded = quant.load_packed(out)
+    for a, b in zip(_outputs(loaded, tiny_inputs), _outputs(qtiny, tiny_inputs)):
+        assert torch.equal(a, b)
 
 
 def test_truncated_file(packed, tmp_path):
