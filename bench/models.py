@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import os
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,22 +289,15 @@ def _is_true(v: str | None) -> bool:
     return (v or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@functools.cache
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def offline() -> bool:
     """True when downloads are off: ``HF_HUB_OFFLINE`` is set, or the hub is unreachable.
 
     When the hub is unreachable we switch huggingface_hub to offline mode too, so cached
     files load at once instead of after its ~25 s of retries.
     """
-    if not _is_true(os.environ.get("HF_HUB_OFFLINE")) and _hub_reachable():
+    from bench.datasets.loading import hub_unreachable_reason
+
+    if not _is_true(os.environ.get("HF_HUB_OFFLINE")) and hub_unreachable_reason() is None:
         return False
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:

@@ -121,10 +121,19 @@ def _probe(host: str, port: int, timeout: float, epoch: int) -> str | None:
 
 def hf_unreachable_reason(timeout: float | None = None) -> str | None:
     """Why Hugging Face cannot be used now, or None when it can (offline flag, then a TCP probe)."""
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     switch = offline_switch()
     if switch:
         return f"{switch} is set"
+    return hub_unreachable_reason(timeout)
+
+
+def hub_unreachable_reason(timeout: float | None = None) -> str | None:
+    """Why huggingface.co (or the HTTPS proxy in the environment) takes no connection now, or None.
+
+    The one network probe of the bench (datasets and model weights): cached for a short while, and
+    bounded by ``timeout`` (default ``CONNECT_TIMEOUT_S``) even when name resolution hangs.
+    """
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     proxy = _proxy_address()
     host, port = proxy or (HF_HOST, 443)
     why = _probe(host, port, timeout, int(time.monotonic() // _PROBE_TTL_S))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from quant.errors import TernbenchError
+from quant.kernels.swap import resident_weight_bytes
 from quant.state import quant_state
 
 # Varied captions so the text encoder sees realistic token counts (not one padded word).
@@ -127,22 +128,6 @@ class RssSampler:
     @property
     def growth(self) -> int:
         return max(0, self.peak - self.baseline)
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of every parameter and buffer held by the model (shared storage counted once).
-
-    Buffers count too: packed ternary kernels keep their weights as uint8 buffers.
-    """
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = (t.data_ptr(), t.nbytes)
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.nbytes
-    return total + sum(m.kernel_nbytes() for m in model.modules() if hasattr(m, "kernel_nbytes"))  # quant.kernels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +282,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
                 metrics[f"{kind}_latency_{name}_ms_p90"] = percentile(times, 90) * 1e3
             metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
 
-    wbytes = weight_bytes(model)
+    wbytes = resident_weight_bytes(model)
     metrics["weight_bytes"] = wbytes
     if is_cuda:
         metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)

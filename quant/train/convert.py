@@ -24,11 +24,11 @@ def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", flo
     from quant import save_packed
     from quant.state import quant_state, update_origin
     from quant.train.config import TrainConfig
-    from quant.train.loop import load_checkpoint
-    from quant.train.models import find_checkpoint, load_clip
+    from quant.train.loop import latest_checkpoint, load_checkpoint
+    from quant.train.models import load_clip
 
     run = Path(run)
-    ckpt = find_checkpoint(run) if run.is_dir() else run
+    ckpt = latest_checkpoint(run) if run.is_dir() else run
     if ckpt is None or not ckpt.is_file():
         raise ConvertError(f"no training checkpoint at {run} (looked for final.pt and checkpoint-*.pt); "
                            "give a `ternbench train qat` run folder or checkpoint file")

@@ -175,6 +175,7 @@ def checkpoint_path(out_dir: Path, step: int) -> Path:
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
+    """A run folder's final checkpoint, else its newest step checkpoint, else None."""
     if (out_dir / FINAL).is_file():
         return out_dir / FINAL
     found = sorted(out_dir.glob("checkpoint-*.pt"))

@@ -66,14 +66,6 @@ def _from_arch(arch: str, pretrained: str | None, spec: str, device: str) -> Loa
     return LoadedClip(model, val_transform(model), open_clip.get_tokenizer(arch), arch, spec)
 
 
-def find_checkpoint(path: Path) -> Path | None:
-    """A run folder's final checkpoint, else its newest step checkpoint, else None."""
-    if (path / "final.pt").is_file():
-        return path / "final.pt"
-    steps = sorted(path.glob("checkpoint-*.pt"))
-    return steps[-1] if steps else None
-
-
 def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
     from quant import prepare
     from quant.apply import convert
@@ -102,9 +94,12 @@ def load_clip(spec: str, device: str = "cpu") -> LoadedClip:
 
 
 def _load(spec: str, device: str) -> LoadedClip:
+    from quant.train.loop import latest_checkpoint  # the loop names the checkpoints; it imports this module
+
     path = Path(spec).expanduser()
-    if path.is_dir() and find_checkpoint(path) is not None:
-        return _from_train_checkpoint(find_checkpoint(path), spec, device)
+    found = latest_checkpoint(path) if path.is_dir() else None
+    if found is not None:
+        return _from_train_checkpoint(found, spec, device)
     if path.suffix == ".pt" and path.is_file():
         try:
             return _from_train_checkpoint(path, spec, device)

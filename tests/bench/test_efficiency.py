@@ -15,7 +15,6 @@ from bench.tasks.efficiency import (
     percentile,
     rss_bytes,
     time_calls,
-    weight_bytes,
 )
 from quant.errors import TernbenchError
 
@@ -174,13 +173,6 @@ def test_rss_sampler_sees_a_transient_allocation():
         del block
     assert s.growth >= 48 * 2**20
     assert s.growth < 200 * 2**20  # growth is relative to the level at entry, not the process size
-
-
-def test_weight_bytes_counts_buffers_and_shared_storage_once():
-    m = torch.nn.Linear(10, 10)
-    m.register_buffer("packed", torch.zeros(7, dtype=torch.uint8))
-    m.alias = m.weight  # tied parameter: one storage
-    assert weight_bytes(m) == 10 * 10 * 4 + 10 * 4 + 7
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -237,3 +238,17 @@ def test_cached_tag_weights_load_offline(fake_hf_cache, monkeypatch, tiny_inputs
         assert torch.equal(b.model.encode_image(images), fake_hf_cache.encode_image(images))
     # the tag's preprocessing is kept although open_clip was handed a file
     assert tuple(b.preprocess.transforms[-1].mean) == (0.1, 0.2, 0.3)
+
+
+def test_offline_asks_the_one_hub_probe(monkeypatch):
+    from huggingface_hub import constants
+
+    from bench.datasets import loading
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(loading, "hub_unreachable_reason", lambda timeout=None: None)
+    assert models.offline() is False
+    monkeypatch.setattr(loading, "hub_unreachable_reason", lambda timeout=None: "cannot reach huggingface.co:443")
+    assert models.offline() is True
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True

@@ -1,23 +1,14 @@
 """benchmarks/bench_kernels.py end to end on the embedded tiny model (a smoke run: its figures are not checked)."""
 
 import csv
-import importlib.util
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
+SCRIPT = "bench_kernels"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cpu_run_writes_rows_for_the_requested_variants_only(tmp_path):
+def test_cpu_run_writes_rows_for_the_requested_variants_only(script, tmp_path):
     args = ["--device", "cpu", "--archs", "ternbench-tiny", "--batches", "1", "--warmup", "0", "--repeats", "1",
             "--variants", "fp32", "q-all-a8", "q-all-a8-pairs", "--out", str(tmp_path)]
-    assert _script().main(args) == 0
+    assert script.main(args) == 0
     with open(tmp_path / "bench_kernels_cpu.csv") as f:
         rows = list(csv.DictReader(f))
     for kind in ("layer", "e2e"):

@@ -1,26 +1,16 @@
 """benchmarks/results_tables.py: the generated tables beside benchmarks/results/ and their check."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "results_tables.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("results_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "results_tables"
 
 
-def test_the_committed_tables_are_current():
+def test_the_committed_tables_are_current(script):
     # a measurement file committed without its table (or with a stale one) fails here
-    assert _script().main(["--check"]) == 0
+    assert script.main(["--check"]) == 0
 
 
-def test_check_fails_until_the_tables_are_written_then_passes(tmp_path, capsys):
-    script = _script()
+def test_check_fails_until_the_tables_are_written_then_passes(script, tmp_path, capsys):
     (tmp_path / "bench_kernels_cpu_test.csv").write_text(
         "kind,mode,arch,tower,batch,shape,variant,median_ms,speedup_vs_fp32,weight_bytes,weight_ratio_vs_fp32\n"
         "e2e,eager,tiny,image,1,,fp32,10.0,1.0,4000000,1.0\n"

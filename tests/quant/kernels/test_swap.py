@@ -310,3 +310,10 @@ def test_cross_attention_block_keeps_its_first_norm():
         assert _fuse_residual_block(block) == 2  # ln_2 and the GELU
         assert isinstance(block.ln_1, nn.LayerNorm) and in_proj.norm is None
         torch.testing.assert_close(block(q, kv, kv), want, rtol=0, atol=0)
+
+
+def test_resident_weight_bytes_counts_buffers_and_shared_storage_once():
+    m = torch.nn.Linear(10, 10)
+    m.register_buffer("packed", torch.zeros(7, dtype=torch.uint8))
+    m.alias = m.weight  # tied parameter: one storage
+    assert resident_weight_bytes(m) == 10 * 10 * 4 + 10 * 4 + 7
