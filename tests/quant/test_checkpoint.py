@@ -134,12 +134,18 @@ def test_refuses_unquantized_and_changed_models(tiny_model, qtiny, tmp_path):
     assert os.listdir(tmp_path) == []  # no partial output, no temp file left behind
 
 
-@pytest.mark.parametrize("backend,activations", [("reference", "int8"), ("cpu", "int8"), ("packed", "float")])
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device,backend,activations", [
+    ("cpu", "reference", "int8"), ("cpu", "cpu", "int8"), ("cpu", "packed", "float"),
+    pytest.param("cuda", "cuda", "int8", marks=_CUDA), pytest.param("cuda", "packed", "int8", marks=_CUDA),
+])
 def test_an_accelerated_model_saves_the_file_of_the_model_before(qtiny, packed, tmp_path, tiny_inputs,
-                                                                  backend, activations):
-    # the kernels hold the trits (the reference fuses the blocks' LayerNorms into them, the 2-bit
-    # kernel packs them): saving reads them back under the names of the model before accelerate_
-    accelerated = copy.deepcopy(qtiny)
+                                                                  device, backend, activations):
+    # the kernels hold the trits (the reference and the CUDA kernels fuse the blocks' LayerNorms into
+    # them, the 2-bit kernels pack them): saving reads them back under the names before accelerate_
+    accelerated = copy.deepcopy(qtiny).to(device)
     accelerate_(accelerated, backend=backend, activations=activations)
     out = save_packed(accelerated, tmp_path / "accelerated.safetensors")
     assert read_metadata(out) == read_metadata(packed)  # same tensors (content hash), same state
