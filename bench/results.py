@@ -269,6 +269,19 @@ def write(results_dir: str | os.PathLike, cell: Cell, record: dict[str, Any]) ->
 # --- reading, with upgrades of old schema versions --------------------------------------------
 
 
+def with_mean_recalls(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` plus ``mean_recall@k`` = the mean of image and text recall@k (the retrieval main
+    metric), for every k both recalls are there for; the one place the formula is written."""
+    out = dict(metrics)
+    for name in metrics:
+        if name.startswith("image_retrieval_recall@"):
+            k = name.rpartition("@")[2]
+            i, t = metrics[name], metrics.get(f"text_retrieval_recall@{k}")
+            if i is not None and t is not None:
+                out[f"mean_recall@{k}"] = (i + t) / 2
+    return out
+
+
 def _upgrade_v0(old: dict[str, Any]) -> dict[str, Any]:
     """clip_benchmark's own output (``{dataset, model, pretrained, task, metrics, language}``)."""
     arch, tag = old.get("model"), old.get("pretrained")
@@ -276,10 +289,7 @@ def _upgrade_v0(old: dict[str, Any]) -> dict[str, Any]:
     metrics = dict(old.get("metrics") or {})
     if "mean_average_precision" in metrics:
         metrics["mAP"] = metrics.pop("mean_average_precision")
-    for k in (1, 5, 10):
-        i, t = metrics.get(f"image_retrieval_recall@{k}"), metrics.get(f"text_retrieval_recall@{k}")
-        if i is not None and t is not None:
-            metrics[f"mean_recall@{k}"] = (i + t) / 2
+    metrics = with_mean_recalls(metrics)
     task = old.get("task")
     main = {"zeroshot_retrieval": "mean_recall@1"}.get(task, "mAP" if "mAP" in metrics else "acc1")
     return {

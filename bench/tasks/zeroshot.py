@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.results import device_type
+from bench.results import device_type, with_mean_recalls
 from bench.tasks import TaskContext, TaskResult
 
 RECALL_K = (1, 5, 10)
@@ -123,8 +123,5 @@ def run_retrieval(ctx: TaskContext) -> TaskResult:
     with labelled_progress(zr, ctx.entry.name, ctx.progress, _n_batches(ctx)):
         raw = zr.evaluate(PrecisionAdapter(ctx.model, ctx.dtype), loader, ctx.tokenizer,
                           device=_metric_device(ctx), amp=False, recall_k_list=ks)
-    metrics = {k: float(v) for k, v in raw.items()}
-    for k in ks:
-        metrics[f"mean_recall@{k}"] = (metrics[f"image_retrieval_recall@{k}"]
-                                       + metrics[f"text_retrieval_recall@{k}"]) / 2
+    metrics = with_mean_recalls({k: float(v) for k, v in raw.items()})
     return TaskResult(metrics=metrics, main_metric=ctx.entry.main_metric, details={"amp": False})

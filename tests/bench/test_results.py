@@ -162,3 +162,14 @@ def test_provenance_fields():
     assert prov["packages"]["torch"] and prov["packages"]["clip_benchmark"] and prov["packages"]["numpy"]
     assert isinstance(prov["torch_threads"], int) and prov["torch_threads"] >= 1
     assert prov["git_rev"] is None or len(prov["git_rev"].split("+")[0]) == 40
+
+
+def test_mean_recall_is_the_mean_of_image_and_text_recall_where_both_exist():
+    from bench.results import with_mean_recalls
+
+    metrics = {"image_retrieval_recall@1": 0.25, "text_retrieval_recall@1": 0.75,
+               "image_retrieval_recall@5": 0.5, "text_retrieval_recall@5": None, "image_retrieval_recall@10": 1.0}
+    out = with_mean_recalls(metrics)
+    assert out["mean_recall@1"] == 0.5
+    assert "mean_recall@5" not in out and "mean_recall@10" not in out
+    assert "mean_recall@1" not in metrics  # the input is left as it was
