@@ -23,7 +23,10 @@ from bench.datasets.errors import RegistryError, UnknownDatasetError
 from bench.paths import REPO_ROOT
 from quant.errors import did_you_mean
 
-DEFAULT_PATH = REPO_ROOT / "datasets.yaml"
+# A source checkout reads the top-level file; an installed wheel has no top level and carries a copy
+# next to the package (the build copies it there, see setup.py).
+_PACKAGED = Path(__file__).resolve().parents[1] / "datasets.yaml"
+DEFAULT_PATH = _PACKAGED if _PACKAGED.is_file() else REPO_ROOT / "datasets.yaml"
 REGISTRY_ENV = "TERNBENCH_DATASETS"
 SCHEMA_VERSION = 1
 HF_DATASETS_URL = "https://huggingface.co/datasets"
