@@ -3,7 +3,7 @@
 Each module in ``COMMAND_MODULES`` has ``add_parser(subparsers)``, which adds its
 sub-command and sets ``func(args) -> int``. Heavy imports (torch, open_clip) happen
 inside the handlers so ``ternbench --help`` stays fast. User errors
-(``TernbenchError``) print one clear message and exit 2, never a traceback.
+(``TernbenchError``, ``ReportsError``) print one clear message and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ import importlib
 import sys
 
 from quant.errors import TernbenchError
+from reports.errors import ReportsError
+
+# User errors of each layer: printed as one line, exit status 2.
+USER_ERRORS: tuple[type[Exception], ...] = (TernbenchError, ReportsError)
 
 COMMAND_MODULES: tuple[str, ...] = (
     "reports.cli",
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args.invocation = ("ternbench", *argv)
     try:
         return int(args.func(args) or 0)
-    except TernbenchError as e:
+    except USER_ERRORS as e:
         print(f"ternbench {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,92 +1,55 @@
 """The results store: one JSON record per cell, at a path derived from the cell, written atomically.
 
 A *cell* is one (model, dataset, task) of a sweep; efficiency cells have no dataset and
-are kept once per model and device. The record layout (schema version
-``SCHEMA_VERSION``) is::
-
-    {schema_version, cell_id, model {spec, arch, pretrained, variant, precision, quant_config,
-     checkpoint_sha256, random_weights}, dataset {name, group, split, version, n_samples},
-     task, metrics {name: float}, main_metric, baselines {ratio metric: what it is relative to},
-     details, timings {seconds}, status "ok"|"error", error, provenance {packages, git_rev,
-     device, torch_threads, seed, date, command}}
-
-Older records keep loading: ``read`` upgrades them step by step through ``UPGRADERS``
-(version 0 is clip_benchmark's own per-run JSON, so its result folders load too).
-``load(DIR)`` returns every cell of a results directory as one pandas DataFrame.
+are kept once per model and device. This module writes records (``make_record``, ``write``)
+with their provenance; the record layout, its upgrades and reading (``read``, ``load``) are
+`reports.schema`'s, re-exported here, so the writer and the report share one definition.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quant.errors import TernbenchError
 from quant.fileio import atomic_write_text
-
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "error")
-EFFICIENCY = "efficiency"
-
-# Every accuracy and efficiency metric the bench writes (fixed names; reports rely on them).
-ACCURACY_METRICS = (
-    "acc1", "acc5", "mean_per_class_recall", "mAP",
-    "image_retrieval_recall@1", "image_retrieval_recall@5", "image_retrieval_recall@10",
-    "text_retrieval_recall@1", "text_retrieval_recall@5", "text_retrieval_recall@10",
-    "mean_recall@1", "mean_recall@5", "mean_recall@10",
-)
-EFFICIENCY_METRICS = (
-    "image_latency_b1_ms", "image_latency_b1_ms_p90", "image_latency_bN_ms", "image_latency_bN_ms_p90",
-    "images_per_s", "text_latency_b1_ms", "text_latency_b1_ms_p90", "text_latency_bN_ms",
-    "text_latency_bN_ms_p90", "texts_per_s", "throughput_batch", "peak_memory_bytes", "weight_bytes",
-    "checkpoint_bytes", "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity",
-    "bits_per_weight",
-)
-
-MODEL_KEYS = ("spec", "arch", "pretrained", "variant", "precision", "quant_config",
-              "checkpoint_sha256", "random_weights")
-DATASET_KEYS = ("name", "group", "split", "version", "n_samples")
-
-# Columns of `load`, before the one-column-per-metric part (the contract with reports/).
-BASE_COLUMNS = (
-    "model_id", "spec", "arch", "pretrained", "variant", "precision", "dataset", "group", "task",
-    "split", "n_samples", "status", "error", "main_metric", "main_value", "device", "date", "path",
+from reports.schema import (
+    ACCURACY_METRICS,
+    BASE_COLUMNS,
+    DATASET_KEYS,
+    EFFICIENCY,
+    EFFICIENCY_METRICS,
+    MODEL_KEYS,
+    SCHEMA_VERSION,
+    STATUSES,
+    UPGRADERS,
+    ResultsError,
+    is_done,
+    iter_result_files,
+    load,
+    read,
+    safe_id,
+    upgrade,
+    with_mean_recalls,
 )
 
-
-class ResultsError(TernbenchError):
-    """A results file or directory that cannot be read or written."""
-
+__all__ = [
+    "ACCURACY_METRICS", "BASE_COLUMNS", "DATASET_KEYS", "EFFICIENCY", "EFFICIENCY_METRICS", "MODEL_KEYS",
+    "SCHEMA_VERSION", "STATUSES", "UPGRADERS", "Cell", "ResultsError", "dataset_id", "device_type",
+    "is_done", "iter_result_files", "load", "make_record", "provenance", "read", "safe_id", "upgrade", "with_mean_recalls", "write",
+]
 
 # ---------------------------------------------------------------------------------------------
 # Cell identity and paths
 # ---------------------------------------------------------------------------------------------
-
-_SAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
-
-
-def safe_id(text: str, max_len: int = 80) -> str:
-    """A file-name-safe id for ``text``; deterministic, and distinct texts give distinct ids.
-
-    Readable where possible (``ViT-B-32@fp16`` stays as is); when characters had to be
-    replaced or the text shortened, a short hash of the original is appended so that e.g.
-    ``a:b`` and ``a_b`` never share a file.
-    """
-    cleaned = _SAFE.sub("_", text).strip("._") or "_"
-    if cleaned == text and len(text) <= max_len:
-        return text
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-    return f"{cleaned[:max_len]}-{digest}"
 
 
 @dataclass(frozen=True, order=True)
@@ -266,170 +229,3 @@ def write(results_dir: str | os.PathLike, cell: Cell, record: dict[str, Any]) ->
     return atomic_write_text(path, text)
 
 
-# --- reading, with upgrades of old schema versions --------------------------------------------
-
-
-def with_mean_recalls(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` plus ``mean_recall@k`` = the mean of image and text recall@k (the retrieval main
-    metric), for every k both recalls are there for; the one place the formula is written."""
-    out = dict(metrics)
-    for name in metrics:
-        if name.startswith("image_retrieval_recall@"):
-            k = name.rpartition("@")[2]
-            i, t = metrics[name], metrics.get(f"text_retrieval_recall@{k}")
-            if i is not None and t is not None:
-                out[f"mean_recall@{k}"] = (i + t) / 2
-    return out
-
-
-def _upgrade_v0(old: dict[str, Any]) -> dict[str, Any]:
-    """clip_benchmark's own output (``{dataset, model, pretrained, task, metrics, language}``)."""
-    arch, tag = old.get("model"), old.get("pretrained")
-    spec = f"{arch}:{tag}" if tag else str(arch)
-    metrics = dict(old.get("metrics") or {})
-    if "mean_average_precision" in metrics:
-        metrics["mAP"] = metrics.pop("mean_average_precision")
-    metrics = with_mean_recalls(metrics)
-    task = old.get("task")
-    main = {"zeroshot_retrieval": "mean_recall@1"}.get(task, "mAP" if "mAP" in metrics else "acc1")
-    return {
-        "schema_version": 1,
-        "cell_id": None,
-        "model": {"spec": spec, "arch": arch, "pretrained": tag, "variant": "fp32", "precision": None,
-                  "quant_config": None, "checkpoint_sha256": None, "random_weights": False},
-        "dataset": {"name": old.get("dataset"), "group": None, "split": None, "version": None,
-                    "n_samples": None},
-        "task": task,
-        "metrics": metrics,
-        "main_metric": main if main in metrics else None,
-        "baselines": {},
-        "details": {"language": old.get("language")},
-        "timings": {},
-        "status": "ok",
-        "error": None,
-        "provenance": {"packages": {}, "git_rev": None, "device": None, "torch_threads": None,
-                       "seed": None, "date": None, "command": None},
-    }
-
-
-# version -> function turning a record of that version into one of the next version.
-UPGRADERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _upgrade_v0}
-
-
-def upgrade(record: dict[str, Any], source: str = "<record>") -> dict[str, Any]:
-    """Bring a record of any known schema version up to ``SCHEMA_VERSION``."""
-    version = record.get("schema_version", 0)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ResultsError(
-            f"{source}: schema_version {version!r} is newer than this ternbench reads ({SCHEMA_VERSION}); "
-            "upgrade ternbench to read it"
-        )
-    while version < SCHEMA_VERSION:
-        if version not in UPGRADERS:
-            raise ResultsError(f"{source}: no upgrade from schema_version {version}")
-        record = UPGRADERS[version](record)
-        version = record["schema_version"]
-    return record
-
-
-def _validate(record: dict[str, Any], source: str) -> None:
-    missing = [k for k in ("model", "task", "metrics", "status") if k not in record]
-    if missing:
-        raise ResultsError(f"{source}: not a ternbench result (missing {', '.join(missing)})")
-    if record["status"] not in STATUSES:
-        raise ResultsError(f"{source}: status {record['status']!r} is not one of {', '.join(STATUSES)}")
-
-
-def read(path: str | os.PathLike) -> dict[str, Any]:
-    """One record, upgraded to the current schema. Unreadable files raise ``ResultsError``."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ResultsError(f"{path}: no such result file") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path}: not a readable JSON result ({e})") from e
-    if not isinstance(record, dict):
-        raise ResultsError(f"{path}: a result must be a JSON object, got {type(record).__name__}")
-    record = upgrade(record, str(path))
-    _validate(record, str(path))
-    return record
-
-
-def is_done(path: str | os.PathLike) -> str | None:
-    """The status of an existing result file ("ok" / "error"), or None when absent or unreadable."""
-    try:
-        return read(path)["status"]
-    except ResultsError:
-        return None
-
-
-def iter_result_files(results_dir: str | os.PathLike) -> list[Path]:
-    """Every result JSON under ``results_dir`` (temporary files of atomic writes are skipped)."""
-    root = Path(results_dir)
-    return sorted(p for p in root.rglob("*.json") if not p.name.startswith("."))
-
-
-def _row(record: dict[str, Any], path: Path, results_dir: Path) -> dict[str, Any]:
-    model = record.get("model") or {}
-    dataset = record.get("dataset") or {}
-    prov = record.get("provenance") or {}
-    metrics = record.get("metrics") or {}
-    main = record.get("main_metric")
-    main_value = metrics.get(main) if main else None
-    rel = path.relative_to(results_dir)
-    row = {
-        "model_id": rel.parts[0] if len(rel.parts) > 1 else safe_id(str(model.get("spec"))),
-        "spec": model.get("spec"),
-        "arch": model.get("arch"),
-        "pretrained": model.get("pretrained"),
-        "variant": model.get("variant"),
-        "precision": model.get("precision"),
-        "dataset": dataset.get("name") or (EFFICIENCY if record.get("task") == EFFICIENCY else None),
-        "group": dataset.get("group"),
-        "task": record.get("task"),
-        "split": dataset.get("split"),
-        "n_samples": dataset.get("n_samples"),
-        "status": record.get("status"),
-        "error": record.get("error"),
-        "main_metric": main,
-        "main_value": main_value,
-        "device": prov.get("device"),
-        "date": prov.get("date"),
-        "path": str(path),
-    }
-    for k, v in metrics.items():
-        row[k] = v
-    return row
-
-
-def load(results_dir: str | os.PathLike, strict: bool = True):
-    """Every cell under ``results_dir`` as a pandas DataFrame, one row per cell.
-
-    Columns: ``BASE_COLUMNS`` then one column per metric (NaN where a cell lacks it); every
-    known accuracy and efficiency metric has a column even when no cell has it yet. With
-    ``strict=False`` unreadable files are skipped (with a warning) instead of raising.
-    """
-    import warnings
-
-    import pandas as pd
-
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise ResultsError(f"results directory {root} does not exist; run `ternbench run --out {root}` first")
-    rows = []
-    for path in iter_result_files(root):
-        try:
-            rows.append(_row(read(path), path, root))
-        except ResultsError as e:
-            if strict:
-                raise
-            warnings.warn(f"skipping {e}", stacklevel=2)
-    metric_cols = list(ACCURACY_METRICS + EFFICIENCY_METRICS)
-    extra = sorted({k for r in rows for k in r} - set(BASE_COLUMNS) - set(metric_cols))
-    columns = list(BASE_COLUMNS) + metric_cols + extra
-    df = pd.DataFrame(rows, columns=columns)
-    numeric = metric_cols + extra + ["main_value", "n_samples"]
-    for col in numeric:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df

@@ -1,6 +1,6 @@
 """reports: the HTML leaderboard (and md/csv tables) and the ``ternbench check`` regression gate.
 
-Reads a results directory written by ``bench`` (``bench.results.load``): tables.py computes
+Reads a results directory written by ``bench`` (``reports.schema.load``): tables.py computes
 the numbers with pandas, stats.py the uncertainty, figures.py the matplotlib figures,
 html.py / formats.py render them, check.py compares against a baseline for CI.
 """

@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from quant.fileio import atomic_write_json
 from reports import tables
 from reports.errors import ReportInputError
+from reports.fileio import atomic_write_json
 from reports.loading import load_results
 
 EXPECTED_VERSION = 1

@@ -10,8 +10,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from quant.fileio import atomic_write_text
 from reports.check import CheckReport
+from reports.fileio import atomic_write_text
 
 SUITE = "ternbench check"
 

@@ -1,6 +1,6 @@
 """Reading a results directory for the report and the check.
 
-Wraps ``bench.results.load`` (one DataFrame row per cell) and adds, from each cell's JSON
+Wraps ``reports.schema.load`` (one DataFrame row per cell) and adds, from each cell's JSON
 record, what the DataFrame does not carry but the report shows: whether a model runs with
 random weights, its quant config, and the provenance of every cell (for the footer).
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports import schema
 from reports.errors import ReportInputError
 
 
@@ -29,19 +30,17 @@ class ResultSet:
 
 def load_results(results_dir: str | os.PathLike) -> ResultSet:
     """Load every cell under ``results_dir``; a missing or empty directory is a ReportInputError."""
-    from bench import results as bench_results
-
     root = Path(results_dir)
     if not root.exists():
         raise ReportInputError(
             f"results directory {root} does not exist; produce one with `ternbench run --out {root}`")
     if not root.is_dir():
         raise ReportInputError(f"{root} is a file, not a results directory (RESULTS/<model-id>/<cell>.json)")
-    df = bench_results.load(root)
+    df = schema.load(root)
     if df.empty:
         raise ReportInputError(
             f"results directory {root} holds no result files (*.json); run `ternbench run --out {root}` first")
-    records = [bench_results.read(p) for p in df["path"]]
+    records = [schema.read(p) for p in df["path"]]
     df = df.copy()
     df["random_weights"] = [bool((r.get("model") or {}).get("random_weights")) for r in records]
     df["quant_config"] = [

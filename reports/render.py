@@ -6,9 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from quant.errors import did_you_mean
-from quant.fileio import atomic_write_text
-from reports.errors import ReportInputError
+from reports.errors import ReportInputError, did_you_mean
+from reports.fileio import atomic_write_text
 from reports.loading import load_results
 from reports.model import ReportData, build
 

@@ -1,4 +1,4 @@
-"""The report's tables, computed with pandas from a results DataFrame (``bench.results.load``).
+"""The report's tables, computed with pandas from a results DataFrame (``reports.schema.load``).
 
 Owns: which run is each variant's baseline (float16 of the same architecture and weights,
 else float32, said explicitly), the per-dataset table (every dataset x variant, with failed
@@ -16,20 +16,14 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
+from reports.schema import EFFICIENCY, EFFICIENCY_METRICS, TASK_METRICS
 
-ACCURACY_TASKS: tuple[str, ...] = ("zeroshot_classification", "zeroshot_retrieval")
-EFFICIENCY_TASK = "efficiency"
+ACCURACY_TASKS: tuple[str, ...] = tuple(TASK_METRICS)
+EFFICIENCY_TASK = EFFICIENCY
 # Display order of dataset groups (docs/datasets.md); groups not listed sort after these.
 GROUP_ORDER: tuple[str, ...] = ("natural", "specialized", "structured", "retrieval", "mini")
 # Preferred baseline variants, best first: the paper compares against float16.
 BASELINE_VARIANTS: tuple[str, ...] = ("fp16", "fp32")
-EFFICIENCY_METRICS: tuple[str, ...] = (
-    "image_latency_b1_ms", "image_latency_b1_ms_p90", "image_latency_bN_ms", "image_latency_bN_ms_p90",
-    "images_per_s", "text_latency_b1_ms", "text_latency_b1_ms_p90", "text_latency_bN_ms",
-    "text_latency_bN_ms_p90", "texts_per_s", "throughput_batch", "peak_memory_bytes", "weight_bytes",
-    "checkpoint_bytes", "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity",
-    "bits_per_weight",
-)
 MODEL_FIELDS: tuple[str, ...] = ("spec", "arch", "pretrained", "variant", "precision")
 
 

@@ -22,8 +22,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from quant.errors import did_you_mean
-from reports.errors import ThresholdConfigError
+from reports.errors import ThresholdConfigError, did_you_mean
 
 PER_DATASET_KEYS = ("max_drop",)
 PER_MODEL_KEYS = ("max_drop", "max_latency_regression", "min_compression")

@@ -22,6 +22,7 @@ import yaml
 from bench.datasets.errors import RegistryError, UnknownDatasetError
 from bench.paths import REPO_ROOT
 from quant.errors import did_you_mean
+from reports.schema import TASK_METRICS
 
 # A source checkout reads the top-level file; an installed wheel has no top level and carries a copy
 # next to the package (the build copies it there, see setup.py).
@@ -32,20 +33,6 @@ SCHEMA_VERSION = 1
 HF_DATASETS_URL = "https://huggingface.co/datasets"
 EMBEDDED = "embedded"
 
-# Metrics each task can report (clip_benchmark's names; fractions in [0, 1]). A main metric or an
-# `also_metrics` entry must be one of its task's.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "zeroshot_classification": ("acc1", "acc5", "mean_per_class_recall", "mAP"),
-    "zeroshot_retrieval": (
-        "mean_recall@1",
-        "image_retrieval_recall@1",
-        "image_retrieval_recall@5",
-        "image_retrieval_recall@10",
-        "text_retrieval_recall@1",
-        "text_retrieval_recall@5",
-        "text_retrieval_recall@10",
-    ),
-}
 TASKS: tuple[str, ...] = tuple(TASK_METRICS)
 GROUPS: tuple[str, ...] = ("natural", "specialized", "structured", "retrieval", "mini")
 

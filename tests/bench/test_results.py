@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -64,50 +63,6 @@ def test_error_record(tmp_path):
     rec = results.read(path)
     assert rec["status"] == "error" and rec["error"].startswith("DatasetUnavailable")
     assert results.is_done(path) == "error"
-
-
-def test_read_bad_files(tmp_path):
-    bad = tmp_path / "m" / "x__zeroshot_classification.json"
-    bad.parent.mkdir()
-    bad.write_text("{not json")
-    with pytest.raises(ResultsError, match="not a readable JSON"):
-        results.read(bad)
-    assert results.is_done(bad) is None
-    bad.write_text(json.dumps({"schema_version": 99, "status": "ok"}))
-    with pytest.raises(ResultsError, match="newer than this ternbench"):
-        results.read(bad)
-    bad.write_text(json.dumps({"schema_version": 1, "status": "ok"}))
-    with pytest.raises(ResultsError, match="missing model, task, metrics"):
-        results.read(bad)
-    bad.write_text(json.dumps([1, 2]))
-    with pytest.raises(ResultsError, match="JSON object"):
-        results.read(bad)
-    with pytest.raises(ResultsError, match="no such result"):
-        results.read(tmp_path / "absent.json")
-
-
-def test_old_clip_benchmark_json_is_upgraded(tmp_path):
-    # The format clip_benchmark's CLI writes (schema version 0 for us).
-    old = {"dataset": "wds/flickr8k", "model": "ViT-B-32", "pretrained": "openai", "task": "zeroshot_retrieval",
-           "metrics": {"image_retrieval_recall@1": 0.4, "text_retrieval_recall@1": 0.6}, "language": "en"}
-    p = tmp_path / "old" / "flickr8k.json"
-    p.parent.mkdir()
-    p.write_text(json.dumps(old))
-    rec = results.read(p)
-    assert rec["schema_version"] == 1
-    assert rec["model"]["spec"] == "ViT-B-32:openai"
-    assert rec["main_metric"] == "mean_recall@1"
-    assert rec["metrics"]["mean_recall@1"] == pytest.approx(0.5)
-    df = results.load(tmp_path)
-    assert df.loc[0, "main_value"] == pytest.approx(0.5)
-
-
-def test_upgrade_registry_is_used(monkeypatch):
-    # A future schema bump only adds an upgrader; reading walks the chain.
-    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(results.UPGRADERS, 1, lambda r: {**r, "schema_version": 2, "upgraded": True})
-    rec = results.upgrade({"schema_version": 1, "x": 1})
-    assert rec == {"schema_version": 2, "x": 1, "upgraded": True}
 
 
 def test_load_dataframe(tmp_path):
