@@ -20,11 +20,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (TernbenchError, ReportsError)
 
 COMMAND_MODULES: tuple[str, ...] = (
     "reports.cli",
-    "quant.cli",
+    "bench.cli_quant",
     "bench.cli_kernels",
     "bench.cli_datasets",
     "bench.cli_run",
-    "quant.train.cli",
+    "bench.train.cli",
 )
 
 

@@ -30,19 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quant.errors import TernbenchError, did_you_mean
+from quant.errors import ModelSpecError, did_you_mean
 
-VARIANT_PLUGINS: tuple[str, ...] = ("quant.kernels.variants", "quant.train.variants", "bench.ort")
+VARIANT_PLUGINS: tuple[str, ...] = ("bench.kernel_variants", "bench.train.variants", "bench.ort")
 # A variant that runs the model some other way records how (JSON-able) under this attribute of the
 # model it returns; build_model copies it into ``BuiltModel.info["variant_info"]``.
 VARIANT_INFO_ATTR = "ternbench_variant_info"
 DEFAULT_VARIANT = "fp32"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 PRECISIONS = ("fp32", "fp16", "bf16")
-
-
-class ModelSpecError(TernbenchError, ValueError):
-    """A model spec that names no buildable model (unknown arch, tag, variant or file)."""
 
 
 # ----------------------------------------------------------------------------- specs

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.datasets.mini import prepare_mini
+    from bench.train import embedded
+    from bench.train.evaluate import MINI_NAMES, evaluate_mini, mean_main
+    from bench.train.models import load_clip
     from quant import load_packed, preset, quantize_
-    from quant.train import embedded
-    from quant.train.evaluate import MINI_NAMES, evaluate_mini, mean_main
-    from quant.train.models import load_clip
 
     embedded.TEACHER_RECIPE.update(_overrides(args.teacher))
     embedded.STUDENT_RECIPE.update(_overrides(args.student))

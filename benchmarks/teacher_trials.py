@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bench.datasets import mini
-    from quant.train import embedded
-    from quant.train.evaluate import evaluate_mini, mean_main
-    from quant.train.models import load_clip
+    from bench.train import embedded
+    from bench.train.evaluate import evaluate_mini, mean_main
+    from bench.train.models import load_clip
 
     if args.threads:
         torch.set_num_threads(args.threads)

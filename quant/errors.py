@@ -18,6 +18,10 @@ class QuantConfigError(TernbenchError, ValueError):
     """An invalid quantization config, variant, method or granularity."""
 
 
+class ModelSpecError(TernbenchError, ValueError):
+    """A model spec that names no buildable model (unknown arch, tag, variant or file)."""
+
+
 class CheckpointError(TernbenchError, ValueError):
     """A packed checkpoint that is truncated, corrupted, or of an unknown format."""
 

@@ -8,8 +8,12 @@ scale * trit), and ``quant.save_packed`` writes the file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quant.errors import TernbenchError
+
+if TYPE_CHECKING:
+    from quant.train.models import ModelLoader
 
 
 class ConvertError(TernbenchError, ValueError):
@@ -17,8 +21,11 @@ class ConvertError(TernbenchError, ValueError):
 
 
 def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", float_dtype: str = "fp32",
-                force: bool = False, source_spec: str | None = None) -> Path:
-    """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints."""
+                force: bool = False, source_spec: str | None = None, load: ModelLoader | None = None) -> Path:
+    """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints.
+
+    ``load`` rebuilds the student from the checkpoint (default `quant.train.models.load_clip`; the
+    caller's loader when the checkpoint's architecture is one it registers)."""
     import torch
 
     from quant import save_packed
@@ -40,7 +47,7 @@ def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", flo
     if cfg.qat.int8_steps and torch.load(ckpt, map_location="cpu", weights_only=True)["step"] < cfg.qat.int8_steps:
         raise ConvertError(f"{ckpt} is still in the 8-bit phase of the progressive schedule "
                            f"(ternary from step {cfg.qat.int8_steps}); convert a later checkpoint")
-    loaded = load_clip(str(ckpt))
+    loaded = (load or load_clip)(str(ckpt), "cpu")
     state = quant_state(loaded.model)
     if state is None or state.stage != "converted":
         raise ConvertError(f"{ckpt}: the student did not convert to ternary weights")

@@ -14,7 +14,7 @@ from torch import nn
 
 from quant.errors import TernbenchError
 from quant.train.config import DistillConfig
-from quant.train.models import LoadedClip, embed_dim, load_clip
+from quant.train.models import LoadedClip, ModelLoader, embed_dim, load_clip
 
 
 class DistillError(TernbenchError, ValueError):
@@ -30,9 +30,9 @@ def _norm_cfg(model: nn.Module) -> dict:
 class Teacher:
     """A frozen full-precision CLIP that returns normalized features for the student's batch."""
 
-    def __init__(self, cfg: DistillConfig, student: LoadedClip, device: str = "cpu"):
+    def __init__(self, cfg: DistillConfig, student: LoadedClip, device: str = "cpu", load: ModelLoader | None = None):
         self.cfg = cfg
-        loaded = load_clip(cfg.teacher, device)
+        loaded = (load or load_clip)(cfg.teacher, device)
         self.model = loaded.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -35,7 +35,7 @@ from quant.train import losses
 from quant.train.config import TrainConfig, config_diff
 from quant.train.data import PairBatches, resolve_sources
 from quant.train.distill import Teacher
-from quant.train.models import load_clip
+from quant.train.models import ModelLoader, load_clip
 
 KEEP_CHECKPOINTS = 2
 LOG_FILE = "log.jsonl"
@@ -286,8 +286,11 @@ def _checkpoint_to_resume(out_dir: Path, resume: str | Path | None, overwrite: b
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = "auto", overwrite: bool = False,
-          device: str | None = None, stop_at_step: int | None = None) -> TrainResult:
+          device: str | None = None, stop_at_step: int | None = None, load: ModelLoader | None = None) -> TrainResult:
     """Run (or resume) one training run into ``out_dir``.
+
+    ``load(spec, device)`` builds the student (``cfg.model``) and the teacher (``cfg.distill.teacher``);
+    default `quant.train.models.load_clip` (training checkpoints, ``ARCH``, ``ARCH:FILE``).
 
     resume: ``"auto"`` continues from the newest checkpoint in ``out_dir`` if there is one, a path
     resumes from that checkpoint, None starts afresh (refusing a folder that holds checkpoints
@@ -308,8 +311,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    student = load_clip(cfg.model, env.device)
-    teacher = Teacher(cfg.distill, student, env.device) if cfg.distill is not None else None
+    load = load or load_clip
+    student = load(cfg.model, env.device)
+    teacher = Teacher(cfg.distill, student, env.device, load=load) if cfg.distill is not None else None
     projection = teacher.projection() if teacher is not None and cfg.distill.embed_weight > 0 else None
     module = Student(student.model, projection).to(env.device)
     phase = quant_phase(cfg, start)

@@ -7,12 +7,17 @@ Spec forms, tried in this order:
    back with its quantized values);
 2. ``ARCH`` (random init from the current torch seed) or ``ARCH:FILE`` with an open_clip
    state-dict checkpoint file;
-3. anything else (``ARCH:TAG``, ``hf-hub:...``, a packed ternary checkpoint): ``bench.models.build_model``,
-   the model builder of the bench, which owns pretrained tags such as ``ternbench-tiny:mini``.
+3. anything else (``ARCH:TAG``, ``hf-hub:...``, a packed ternary checkpoint) goes to the ``fallback``
+   the caller passes: the application's own model factory (``ternbench`` passes one that knows its
+   pretrained tags, such as ``ternbench-tiny:mini``). quant itself resolves no tags.
+
+Training takes its model loader as an argument (``train(..., load=...)``), so quant.train builds
+only what a spec names through the loader it was given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quant.errors import TernbenchError, did_you_mean
-
-
-class ModelSpecError(TernbenchError, ValueError):
-    """A model spec that names nothing this machine can build."""
+from quant.errors import ModelSpecError, did_you_mean
 
 
 @dataclass
@@ -38,12 +39,13 @@ class LoadedClip:
     spec: str
 
 
+# (spec, device) -> the model: how training builds its student and teacher.
+ModelLoader = Callable[[str, str], LoadedClip]
+
+
 def _open_clip():
     import open_clip
 
-    from bench.embedded import register
-
-    register()
     return open_clip
 
 
@@ -86,14 +88,18 @@ def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
     return loaded
 
 
-def load_clip(spec: str, device: str = "cpu") -> LoadedClip:
-    """Build the model a spec names (see the module docstring), in train mode, on ``device``."""
-    loaded = _load(spec, device)
+def load_clip(spec: str, device: str = "cpu", fallback: ModelLoader | None = None) -> LoadedClip:
+    """Build the model a spec names (see the module docstring), in train mode, on ``device``.
+
+    ``fallback(spec, device)`` builds the specs quant cannot (pretrained tags, hub models, packed
+    files); without one such a spec is an error naming the forms quant reads.
+    """
+    loaded = _load(spec, device, fallback)
     loaded.model.to(device).train()
     return loaded
 
 
-def _load(spec: str, device: str) -> LoadedClip:
+def _load(spec: str, device: str, fallback: ModelLoader | None) -> LoadedClip:
     from quant.train.loop import latest_checkpoint  # the loop names the checkpoints; it imports this module
 
     path = Path(spec).expanduser()
@@ -111,14 +117,8 @@ def _load(spec: str, device: str) -> LoadedClip:
     arch, _, pretrained = spec.partition(":")
     if arch in archs and (not pretrained or Path(pretrained).expanduser().is_file()):
         return _from_arch(arch, str(Path(pretrained).expanduser()) if pretrained else None, spec, device)
-    try:
-        from bench.models import build_model, parse_spec
-    except ImportError:
-        build_model = None
-    if build_model is not None:
-        built = build_model(parse_spec(spec), device=device)
-        arch = (built.info or {}).get("arch") or arch
-        return LoadedClip(built.model, built.preprocess, built.tokenizer, arch, spec)
+    if fallback is not None:
+        return fallback(spec, device)
     if arch not in archs:
         raise ModelSpecError(f"unknown model {spec!r}: not a file, and {arch!r} is not an open_clip "
                              f"architecture{did_you_mean(arch, archs)}")

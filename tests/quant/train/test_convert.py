@@ -65,7 +65,7 @@ def test_convert_refuses_float_runs_and_missing_checkpoints(teacher_run, tmp_pat
 def test_embedded_models_train_once_register_and_cache(tmp_path, monkeypatch):
     from bench.datasets.mini import MiniSizes, prepare_mini
     from bench.models import ModelSpecError, build_model
-    from quant.train import embedded
+    from bench.train import embedded
 
     small = prepare_mini(tmp_path / "mini", sizes=MiniSizes(train=24, test=8, retrieval_test=8, shard_size=24))
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path / "cache"))

@@ -8,13 +8,13 @@
   for any other model, train a student with ``ternbench train qat`` and evaluate the packed file.
 
 They come from the weights shipped in the repo, or the cache, or are trained on first use (see
-:mod:`quant.train.embedded`).
+:mod:`bench.train.embedded`).
 """
 
 from __future__ import annotations
 
 from bench.models import ModelSpecError, register_pretrained, register_variant
-from quant.train import embedded
+from bench.train import embedded
 
 
 def _student_builder(variant: str, backend: str | None = None):

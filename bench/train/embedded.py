@@ -205,6 +205,7 @@ def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> t
             return path, key
         from safetensors.torch import save_file
 
+        from bench.train.models import load_clip
         from quant.fileio import atomic_path
         from quant.train.loop import train
 
@@ -212,7 +213,7 @@ def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> t
         _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (its recipe differs "
              f"from the shipped weights', or --retrain; minutes on a GPU, about {_cpu_minutes(cfg)} minutes on "
              f"2 CPU cores; interrupt and rerun to resume); run folder {run_dir}")
-        result = train(cfg, run_dir, resume="auto", device=_device(device))
+        result = train(cfg, run_dir, resume="auto", device=_device(device), load=load_clip)
         # Stored in fp16 (half the bytes, what is shipped); students distil from these very weights.
         state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in result.model.state_dict().items()}
@@ -246,6 +247,7 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
     with _locked(path.stem):
         if path.is_file():
             return path, key
+        from bench.train.models import load_clip
         from quant.train.convert import convert_run
         from quant.train.loop import train
 
@@ -253,8 +255,9 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
         _say(f"training the embedded student {variant} (QAT+KD from {TEACHER_ARCH}:{TEACHER_TAG}; its recipe differs "
              f"from the shipped weights', or --retrain; about {_cpu_minutes(cfg)} minutes on 2 CPU cores); "
              f"run folder {run_dir}")
-        train(cfg, run_dir, resume="auto", device=_device(device))
-        convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}")
+        train(cfg, run_dir, resume="auto", device=_device(device), load=load_clip)
+        convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}",
+                    load=load_clip)
         _say(f"student cached at {path}")
     return path, key
 

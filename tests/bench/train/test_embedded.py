@@ -1,4 +1,4 @@
-"""quant.train.embedded: shipped weights are used only for the recipe they were trained with."""
+"""bench.train.embedded: shipped weights are used only for the recipe they were trained with."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.datasets import mini
-from quant.train import embedded
+from bench.train import embedded
 
 
 def _marked_root(root: Path, sizes: mini.MiniSizes = mini.DEFAULT_SIZES) -> Path:

@@ -43,7 +43,7 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_train_embedded_prints_the_cached_models(tmp_path, monkeypatch, capsys):
-    from quant.train import embedded
+    from bench.train import embedded
 
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(embedded, "teacher_path", lambda **k: tmp_path / "t.safetensors")

@@ -1,4 +1,4 @@
-"""``ternbench train pretrain|qat|convert``: the command line of quant.train.
+"""``ternbench train pretrain|qat|convert|embedded``: the command line of quant.train.
 
 Flags map onto ``TrainConfig`` fields; ``--config FILE.json`` gives a whole config and flags given
 explicitly override it. Heavy imports stay inside the handlers. Under ``torchrun`` the same
@@ -150,10 +150,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(json.loads(cfg.to_json()), indent=2))
         return 0
+    from bench.train.models import load_clip
     from quant.train.loop import train
 
     resume = args.resume if args.resume else (None if args.overwrite else "auto")
-    result = train(cfg, args.out, resume=resume, overwrite=args.overwrite, device=args.device)
+    result = train(cfg, args.out, resume=resume, overwrite=args.overwrite, device=args.device, load=load_clip)
     if result.records:
         last = result.records[-1]
         terms = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "contrastive", "kl", "embed") if k in last)
@@ -168,10 +169,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from bench.train.models import load_clip
     from quant import load_packed, stats
     from quant.train.convert import convert_run
 
-    path = convert_run(args.run, args.out, packing=args.packing, float_dtype=args.float_dtype, force=args.force)
+    path = convert_run(args.run, args.out, packing=args.packing, float_dtype=args.float_dtype, force=args.force,
+                       load=load_clip)
     total = stats(load_packed(path)).total
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.packing} packing); "
           f"ternary share {total.get('share_ternary', 0):.1%}, sparsity {total.get('sparsity', 0):.1%}")
@@ -182,7 +185,7 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_embedded(args: argparse.Namespace) -> int:
     import time
 
-    from quant.train import embedded
+    from bench.train import embedded
 
     t = time.perf_counter()
     if args.ship:
