@@ -19,7 +19,7 @@ from reports.errors import ReportsError
 USER_ERRORS: tuple[type[Exception], ...] = (TernbenchError, ReportsError)
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "reports.cli",
+    "bench.cli_report",
     "bench.cli_quant",
     "bench.cli_kernels",
     "bench.cli_datasets",

@@ -2,16 +2,52 @@
 
 Math (primitives) -> parameter selection (targets) -> applying configs (apply) ->
 packing formats (packing) -> checkpoints (checkpoint) -> statistics (stats) -> kernels.
+
+The names below load on first use, so importing a light submodule (``quant.errors``,
+``quant.config``) does not import torch.
 """
 
-from quant.apply import convert, prepare, quant_info, quantize_
-from quant.checkpoint import load_packed, save_packed
-from quant.config import PRESETS, Int8Config, TernaryConfig, config_from_dict, config_from_json, preset
-from quant.errors import CheckpointError, QuantConfigError, TernbenchError
-from quant.stats import stats
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS", "CheckpointError", "Int8Config", "QuantConfigError", "TernaryConfig", "TernbenchError",
-    "config_from_dict", "config_from_json", "convert", "load_packed", "prepare", "preset", "quant_info",
-    "quantize_", "save_packed", "stats",
-]
+import importlib
+import sys
+import types
+from typing import Any
+
+# public name -> the submodule defining it
+_EXPORTS: dict[str, str] = {
+    "convert": "quant.apply", "prepare": "quant.apply", "quant_info": "quant.apply", "quantize_": "quant.apply",
+    "load_packed": "quant.checkpoint", "save_packed": "quant.checkpoint",
+    "PRESETS": "quant.config", "Int8Config": "quant.config", "TernaryConfig": "quant.config",
+    "config_from_dict": "quant.config", "config_from_json": "quant.config", "preset": "quant.config",
+    "CheckpointError": "quant.errors", "QuantConfigError": "quant.errors", "TernbenchError": "quant.errors",
+    "stats": "quant.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'quant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    # `quant.stats` is the function of the submodule of the same name. Importing the submodule
+    # makes the import system bind the module object to the package's `stats` attribute; keep the
+    # function there instead (what the eager `from quant.stats import stats` used to guarantee).
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "stats" and isinstance(value, types.ModuleType):
+            value = value.stats
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+

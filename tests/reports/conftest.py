@@ -137,7 +137,7 @@ def cli(monkeypatch):
     (other engineers' command modules are not needed, and may not exist yet)."""
     import bench.cli
 
-    monkeypatch.setattr(bench.cli, "COMMAND_MODULES", ("reports.cli",))
+    monkeypatch.setattr(bench.cli, "COMMAND_MODULES", ("bench.cli_report",))
     return bench.cli.main
 
 

@@ -2,7 +2,7 @@
 
 ``report``: render a results directory as html (default), md or csv.
 ``check``: exit 0 when no threshold is violated, 1 when one is (with a table of violations),
-2 on unusable or incomparable input (the CLI's TernbenchError path, with the reason).
+2 on unusable or incomparable input (the CLI's user-error path, with the reason).
 """
 
 from __future__ import annotations
