@@ -1,7 +1,8 @@
 """The ``ternbench`` command line: one sub-command per module, registered from data.
 
 Each module in ``COMMAND_MODULES`` has ``add_parser(subparsers)``, which adds its
-sub-command and sets ``func(args) -> int``. Heavy imports (torch, open_clip) happen
+sub-command and sets ``func(args) -> int``; another installed package adds commands with an
+entry point of the group ``ternbench.commands`` naming its ``add_parser``. Heavy imports (torch, open_clip) happen
 inside the handlers so ``ternbench --help`` stays fast. User errors
 (``TernbenchError``, ``ReportsError``) print one clear message and exit 2, never a traceback.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 
 from quant.errors import TernbenchError
 from reports.errors import ReportsError
@@ -26,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench.cli_run",
     "bench.train.cli",
 )
+COMMAND_GROUP = "ternbench.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).add_parser(sub)
+    for ep in entry_points(group=COMMAND_GROUP):
+        ep.load()(sub)  # another package's add_parser(subparsers)
     return parser
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EMBEDDED_ARCH = "ternbench-tiny"
+from bench.embedded import TINY_MODEL as EMBEDDED_ARCH
+
 TRAINED_TAG = "mini"
 VARIANTS = ("fp32", "fp16", "q-ffn", "q-attn", "q-all")  # fp16: the paper's baseline precision
 RUNTIME_VARIANTS = ("ort-fp32", "ort-int8")  # ONNX Runtime: exported once (seconds), then cached

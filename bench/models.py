@@ -11,7 +11,8 @@ Spec grammar (``@VARIANT`` is optional everywhere, default ``fp32``):
 
 Variants are a registry (:func:`register_variant`): ``fp32``, ``fp16``, ``bf16`` and every
 quant preset (post-training ternary) are built in; plugin modules in ``VARIANT_PLUGINS``
-register more when they exist (the W1.58A8 kernels, the QAT students, ONNX Runtime).
+register more when they exist (the W1.58A8 kernels, the QAT students, ONNX Runtime), and so do other
+packages' ``ternbench.variants`` entry points.
 
 Offline: an unknown tag is an error listing the valid ones before any download; a
 known tag whose weights are not cached fails at once when the hub is unreachable or
@@ -31,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from quant.errors import ModelSpecError, did_you_mean
+from quant.registry import Registry
 
 VARIANT_PLUGINS: tuple[str, ...] = ("bench.kernel_variants", "bench.train.variants", "bench.ort")
+PLUGIN_GROUP = "ternbench.variants"  # entry points of other packages that register variants
 # A variant that runs the model some other way records how (JSON-able) under this attribute of the
 # model it returns; build_model copies it into ``BuiltModel.info["variant_info"]``.
 VARIANT_INFO_ATTR = "ternbench_variant_info"
@@ -101,8 +104,9 @@ class BuiltModel:
 
 # ----------------------------------------------------------------------------- registries
 
-VARIANTS: dict[str, Variant] = {}
-_PRETRAINED: dict[tuple[str, str], Callable[[], str | os.PathLike]] = {}
+VARIANTS: Registry[Variant] = Registry("variant", ModelSpecError, describe=lambda v: v.description)
+# (arch, tag) -> resolver() returning the checkpoint path
+_PRETRAINED: Registry[Callable[[], str | os.PathLike]] = Registry("pretrained tag", ModelSpecError)
 _plugins_loaded = False
 
 
@@ -113,20 +117,23 @@ def register_variant(name: str, builder: Callable, description: str, *, precisio
     ``precision``: the dtype inputs must be cast to (``fp32`` | ``fp16`` | ``bf16``)."""
     if precision not in PRECISIONS:
         raise ModelSpecError(f"variant {name!r}: unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if name in VARIANTS and not replace:
-        raise ModelSpecError(f"variant {name!r} is already registered ({VARIANTS[name].description})")
-    VARIANTS[name] = Variant(name, builder, description, precision)
+    VARIANTS.register(name, Variant(name, builder, description, precision), replace=replace)
     return VARIANTS[name]
 
 
-def register_pretrained(arch: str, tag: str, resolver: Callable[[], str | os.PathLike]) -> None:
-    """Add a pretrained tag: ``resolver()`` returns the path of an open_clip state-dict
-    checkpoint (safetensors, or .pt read with ``weights_only=True``); called only when built."""
-    _PRETRAINED[(arch, tag)] = resolver
+def register_pretrained(arch: str, tag: str, resolver: Callable[[], str | os.PathLike] | str) -> None:
+    """Add a pretrained tag: ``resolver()`` (or its ``"module:attr"``) returns the path of an open_clip
+    state-dict checkpoint (safetensors, or .pt read with ``weights_only=True``); called only when built.
+    A tag registered twice is an error."""
+    _PRETRAINED.register((arch, tag), resolver)
 
 
 def load_plugins() -> None:
-    """Import the plugin modules that register more variants (absent ones are skipped)."""
+    """Import the modules that register more variants: the bench's own (``VARIANT_PLUGINS``; absent
+    ones are skipped) and those other installed packages declare as entry points of the group
+    ``ternbench.variants`` (``[project.entry-points."ternbench.variants"] NAME = "pkg.module"``)."""
+    from importlib.metadata import entry_points
+
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -138,6 +145,8 @@ def load_plugins() -> None:
             # Only a missing plugin module is skipped; a plugin that fails inside is a real bug.
             if e.name is None or not mod.startswith(e.name):
                 raise
+    for ep in entry_points(group=PLUGIN_GROUP):
+        ep.load()
 
 
 def list_variants() -> dict[str, str]:

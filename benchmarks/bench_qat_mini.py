@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.datasets.mini import prepare_mini
+    from bench.datasets.mini import MINI, prepare_mini
     from bench.train import embedded
-    from bench.train.evaluate import MINI_NAMES, evaluate_mini, mean_main
+    from bench.train.evaluate import evaluate_mini, mean_main
     from bench.train.models import load_clip
     from quant import load_packed, preset, quantize_
 
@@ -82,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     for label, (model, variant) in models.items():
         t = time.perf_counter()
         scores = evaluate_mini(model.to(device), teacher.transform, teacher.tokenizer, root, device=device)
-        rows.append({"model": label, **{n: scores[n]["value"] for n in MINI_NAMES}, "mean": mean_main(scores),
+        rows.append({"model": label, **{n: scores[n]["value"] for n in MINI}, "mean": mean_main(scores),
                      "eval_s": time.perf_counter() - t, "train_s": times.get(variant or ("teacher" if label == "fp32" else ""))})
     base = rows[0]["mean"]
-    header = f"{'model':<16}" + "".join(f"{n:>10}" for n in (*MINI_NAMES, "mean", "vs fp32", "train s", "eval s"))
+    header = f"{'model':<16}" + "".join(f"{n:>10}" for n in (*MINI, "mean", "vs fp32", "train s", "eval s"))
     print(header)
     for r in rows:
         train_s = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
-        print(f"{r['model']:<16}" + "".join(f"{100 * r[n]:>10.1f}" for n in (*MINI_NAMES, "mean"))
+        print(f"{r['model']:<16}" + "".join(f"{100 * r[n]:>10.1f}" for n in (*MINI, "mean"))
               + f"{100 * (r['mean'] - base):>+10.1f}{train_s:>10}{r['eval_s']:>10.1f}")
     lines = [json.dumps({**r, "drop_points": 100 * (base - r["mean"]), "device": device,
                          "threads": torch.get_num_threads(), "teacher": args.teacher, "student": args.student},

@@ -70,31 +70,6 @@ def _torch_dtype(name: str):
     return getattr(torch, FLOAT_DTYPES[name])
 
 
-def ternary_codes(weight, granularity: str, group_size: int, out_axis: int = 0, name: str = "weight"):
-    """Recover ``(trits int8, scale fp32)`` from a weight that holds exactly ``scale * trits``.
-
-    Inside one granule every non-zero has the same magnitude ``s``; anything else means
-    the weight was changed after quantization, which would make the file silently wrong.
-    """
-    import torch
-
-    from quant.primitives import from_out_first, granules, scale_shape, to_out_first
-
-    w2d = to_out_first(weight.detach(), out_axis).float()
-    g = granules(w2d, granularity, group_size, name)
-    s = g.abs().amax(dim=1, keepdim=True)
-    t = torch.sign(g)
-    if not torch.equal(t * s, g):
-        mags = g.abs()
-        n_bad = int(((mags != 0) & (mags != s)).any(dim=1).sum())
-        raise CheckpointError(
-            f"{name}: not ternary ({n_bad} of {g.shape[0]} {granularity} granule(s) hold more than one "
-            "non-zero magnitude); was the weight changed after quant.quantize_ / quant.convert?"
-        )
-    trits = from_out_first(t.to(torch.int8).reshape(w2d.shape), weight.shape, out_axis)
-    return trits, s.reshape(scale_shape(tuple(w2d.shape), granularity, group_size))
-
-
 def _tensor_sha256(t) -> str:
     import torch
 
@@ -129,7 +104,7 @@ def _packable_state(model):
 def _model_tensors(model, state):
     """``(float tensors by name, {ternary name: (trits, scale)})``: an accelerated model's kernels give
     their trits and scales; every other ternary weight is read back from its ``scale * trits`` floats."""
-    from quant.primitives import scale_shape, to_out_first
+    from quant.primitives import scale_shape, ternary_codes, to_out_first
 
     if state.accelerated is not None:
         from quant.kernels.swap import unaccelerated_state
@@ -301,7 +276,7 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
 
     ``backend``: None (default) gives the fake-quant model (float weights holding
     ``scale * trit``); ``"auto"`` (the kernel of ``device``) or another backend of
-    ``quant.kernels.base.BACKEND_CHOICES`` (``"cpu"``, ``"cpu-quads"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
+    ``quant.kernels.base.backend_choices()`` (``"cpu"``, ``"cpu-quads"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
     ``"packed"``, ``"reference"``) also swaps its ternary weights onto that kernel with
     ``activations`` ``"int8"`` (W1.58A8) or ``"float"`` (W1.58A16): ``quant.kernels.accelerate_``.
     """
@@ -317,9 +292,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
 
     if backend is not None:  # bad kernel options fail before any reading
         from quant.errors import check_choice
-        from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES
+        from quant.kernels.base import ACTIVATIONS, backend_choices
 
-        check_choice("backend", backend, BACKEND_CHOICES)
+        check_choice("backend", backend, backend_choices())
         check_choice("activations", activations, ACTIVATIONS)
     path = Path(path)
     meta = read_metadata(path)

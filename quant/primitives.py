@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from quant.config import Int8Config, TernaryConfig
-from quant.errors import QuantConfigError
+from quant.errors import CheckpointError, QuantConfigError
 
 
 def to_out_first(w: torch.Tensor, out_axis: int = 0) -> torch.Tensor:
@@ -78,6 +78,29 @@ def ternary_quantize(
     trits = from_out_first(t.reshape(w2d.shape), w.shape, out_axis).to(torch.int8)
     scale = s.reshape(scale_shape(tuple(w2d.shape), cfg.granularity, cfg.group_size))
     return trits, scale
+
+
+def ternary_codes(weight: torch.Tensor, granularity: str, group_size: int, out_axis: int = 0,
+                  name: str = "weight") -> tuple[torch.Tensor, torch.Tensor]:
+    """Recover ``(trits int8, scale fp32)`` from a weight that holds exactly ``scale * trits``.
+
+    Inside one granule every non-zero has the same magnitude ``s``; anything else means
+    the weight was changed after quantization (a packed file or a kernel built from it would be
+    silently wrong), so it is a ``CheckpointError``.
+    """
+    w2d = to_out_first(weight.detach(), out_axis).float()
+    g = granules(w2d, granularity, group_size, name)
+    s = g.abs().amax(dim=1, keepdim=True)
+    t = torch.sign(g)
+    if not torch.equal(t * s, g):
+        mags = g.abs()
+        n_bad = int(((mags != 0) & (mags != s)).any(dim=1).sum())
+        raise CheckpointError(
+            f"{name}: not ternary ({n_bad} of {g.shape[0]} {granularity} granule(s) hold more than one "
+            "non-zero magnitude); was the weight changed after quant.quantize_ / quant.convert?"
+        )
+    trits = from_out_first(t.to(torch.int8).reshape(w2d.shape), weight.shape, out_axis)
+    return trits, s.reshape(scale_shape(tuple(w2d.shape), granularity, group_size))
 
 
 def int8_quantize(

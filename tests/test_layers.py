@@ -41,6 +41,8 @@ def test_the_code_keeps_the_layers(tmp_path):
     ("quant/errors.py", "from reports.errors import ReportsError", "quant is not allowed to import reports"),
     ("reports/stats.py", "from quant.errors import TernbenchError", "reports is not allowed to import quant"),
     ("reports/tables.py", "import torch", "reports.tables -> torch"),
+    ("quant/kernels/base.py", "from quant.kernels import cpu", "No cycles are allowed in quant.kernels"),
+    ("quant/primitives.py", "from quant.kernels.swap import accelerate_", "No cycles are allowed in quant."),
 ])
 def test_a_planted_back_edge_breaks_a_contract(tmp_path, module, planted, expected):
     root = _copy(tmp_path)

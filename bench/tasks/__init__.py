@@ -8,12 +8,12 @@ plus ``efficiency`` once per model and device.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from quant.errors import TernbenchError, did_you_mean
+from quant.registry import Registry, load_reference
 
 AUTO = "auto"
 
@@ -57,19 +57,18 @@ class Task:
     description: str
 
     def load(self) -> Callable[[TaskContext], TaskResult]:
-        module, _, attr = self.function.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_reference(self.function)
 
     def run(self, ctx: TaskContext) -> TaskResult:
         return self.load()(ctx)
 
 
-TASKS: dict[str, Task] = {}
+TASKS: Registry[Task] = Registry("task", UnknownTaskError, describe=lambda t: t.description)
 
 
 def register_task(task: Task) -> Task:
-    """Add a task to the registry (a plugin may add more, e.g. linear probes)."""
-    TASKS[task.name] = task
+    """Add a task to the registry (a plugin may add more, e.g. linear probes); a name taken is an error."""
+    TASKS.register(task.name, task)
     return task
 
 

@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.datasets.mini import MINI, dataset_dir
+from bench.embedded import TINY_MODEL
 from bench.paths import cache_dir
 from quant.train.config import DistillConfig, QATConfig, TrainConfig
 
-TEACHER_ARCH = "ternbench-tiny"
+TEACHER_ARCH = TINY_MODEL
 TEACHER_TAG = "mini"
-MINI_TRAIN_SETS = ("shapes", "colors", "digits", "captions")
+MINI_TRAIN_SETS = tuple(MINI)  # every mini dataset's train split
 RECIPE_VERSION = 2  # bump when the recipe's meaning changes without its fields changing (2: fp16 teacher file)
 IDENTITY_KEYS = ("generator_version", "name", "seed", "sizes")  # of the mini suite's markers
 MANIFEST = "manifest.json"  # in shipped_dir(): {name: {file, recipe_key, sha256}}
@@ -106,7 +108,7 @@ def _mini_identity(root: Path) -> dict[str, Any]:
     """What makes the mini train data what it is (the generator's markers), not where it lives."""
     out = {}
     for name in MINI_TRAIN_SETS:
-        marker = root / f"wds_mini-{name}" / "ternbench_mini.json"
+        marker = dataset_dir(name, root) / "ternbench_mini.json"
         found = json.loads(marker.read_text()) if marker.is_file() else None
         out[name] = {k: found.get(k) for k in IDENTITY_KEYS} if found else None
     return out
@@ -133,13 +135,13 @@ def _key(cfg: TrainConfig, root: Path, extra: dict[str, Any] | None = None) -> s
 
 
 def teacher_config(root: Path, **overrides: Any) -> TrainConfig:
-    data = tuple(str(root / f"wds_mini-{n}") for n in MINI_TRAIN_SETS)
+    data = tuple(str(dataset_dir(n, root)) for n in MINI_TRAIN_SETS)
     return TrainConfig(data=data, **{**TEACHER_RECIPE, **overrides})
 
 
 def student_config(variant: str, root: Path, teacher_file: Path, **overrides: Any) -> TrainConfig:
     student = STUDENTS[variant]
-    data = tuple(str(root / f"wds_mini-{n}") for n in MINI_TRAIN_SETS)
+    data = tuple(str(dataset_dir(n, root)) for n in MINI_TRAIN_SETS)
     spec = f"{TEACHER_ARCH}:{teacher_file}"
     return TrainConfig(model=spec, data=data, qat=student.qat, distill=DistillConfig(teacher=spec, **DISTILL_RECIPE),
                        **{**STUDENT_RECIPE, **dict(student.recipe), **overrides})

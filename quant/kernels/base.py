@@ -21,8 +21,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from quant.errors import check_choice
+from quant.errors import QuantConfigError, check_choice
 from quant.kernels.reference import QMAX, fused_linear_reference, quantize_per_token, ternary_linear_reference
+from quant.registry import Registry, is_reference, load_reference
 
 ACTIVATIONS = ("int8", "float")
 
@@ -102,31 +103,15 @@ class DequantKernel(Kernel):
         return _scaled_linear(x2d, self._trits.to(x2d.dtype), self._w_scale, bias)
 
 
-# backend -> activations -> kernel classes, the first usable one wins (a device's own first).
-BACKENDS: dict[str, dict[str, list[type[Kernel]]]] = {
-    "reference": {"int8": [Kernel], "float": [Kernel]},
-}
-BACKEND_CHOICES = ("auto", "cpu", "cpu-quads", "cpu-quads-portable", "cpu-pairs", "fbgemm", "cuda", "packed",
-                   "reference")
-
-
-def register_backend(name: str, activations: str, cls: type[Kernel], first: bool = False) -> None:
-    """Add ``cls`` to backend ``name``'s kernels for ``activations`` (``first``: tried before the others)."""
-    kernels = BACKENDS.setdefault(name, {}).setdefault(activations, [])
-    kernels.insert(0 if first else len(kernels), cls)
-
-
-
 def kernel_choice(backend: str, device: torch.device | str,
                   activations: str) -> tuple[type[Kernel] | None, list[str]]:
     """``(the first usable kernel class of backend on device or None, why each one before it is not)``."""
-    check_choice("backend", backend, BACKEND_CHOICES)
+    check_choice("backend", backend, backend_choices())
     check_choice("activations", activations, ACTIVATIONS)
-    _load_backends()
     device = torch.device(device)
     name = device.type if backend == "auto" else backend
     reasons = []
-    for cls in BACKENDS.get(name, {}).get(activations, []):
+    for cls in kernel_classes(name, activations):
         reason = cls.unavailable_reason(device, activations)
         if reason is None:
             return cls, reasons
@@ -145,18 +130,7 @@ def select_kernel(backend: str, device: torch.device | str, activations: str) ->
     name = torch.device(device).type if backend == "auto" else backend
     warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: "
                   f"{'; '.join(reasons)}; using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
-    return BACKENDS["reference"][activations][0]
-
-
-_backends_loaded = False
-
-
-def _load_backends() -> None:
-    # The device modules register themselves; imported lazily so `import quant` stays light.
-    global _backends_loaded
-    if not _backends_loaded:
-        _backends_loaded = True
-        from quant.kernels import cpu, cpu_pairs, cpu_quads, cuda  # noqa: F401
+    return kernel_classes("reference", activations)[0]
 
 
 class Packed2bitKernel(Kernel):
@@ -212,5 +186,46 @@ class Packed2bitKernel(Kernel):
         return self._packed.nbytes + self._w_scale.nbytes
 
 
-register_backend("packed", "int8", Packed2bitKernel)
-register_backend("packed", "float", Packed2bitKernel)
+# backend -> activations -> kernel classes, the first usable one on the device wins. Entries are
+# "module:Class" until first used, so choosing a backend imports only its own kernel modules.
+BACKENDS: Registry[dict[str, list[type[Kernel] | str]]] = Registry("backend")
+for _name, _table in {
+    "cpu": {"int8": ["quant.kernels.cpu_quads:QuadTableKernel", "quant.kernels.cpu:FbgemmKernel"],
+            "float": [DequantKernel]},
+    "cpu-quads": {"int8": ["quant.kernels.cpu_quads:QuadTableKernel"]},
+    "cpu-quads-portable": {"int8": ["quant.kernels.cpu_quads:PortableQuadTableKernel"]},
+    "cpu-pairs": {"int8": ["quant.kernels.cpu_pairs:PairTableKernel"]},
+    "fbgemm": {"int8": ["quant.kernels.cpu:FbgemmKernel"]},
+    # Triton's GEMM, else cuBLASLt's int8 GEMM (without Triton, and on GPUs before Ampere).
+    "cuda": {"int8": ["quant.kernels.cuda:TritonInt8Kernel", "quant.kernels.cuda:IntMMKernel"],
+             "float": [DequantKernel]},
+    "packed": {a: ["quant.kernels.cuda:TritonPacked2bitKernel", Packed2bitKernel] for a in ACTIVATIONS},
+    "reference": {a: [Kernel] for a in ACTIVATIONS},
+}.items():
+    BACKENDS.register(_name, _table)
+
+
+def backend_choices() -> tuple[str, ...]:
+    """Valid ``backend`` arguments: ``auto`` (the device's own) and every registered backend."""
+    return ("auto", *BACKENDS)
+
+
+
+def kernel_classes(backend: str, activations: str) -> list[type[Kernel]]:
+    """Backend ``backend``'s kernel classes for ``activations``, in the order they are tried."""
+    kernels = BACKENDS[backend].get(activations, []) if backend in BACKENDS else []
+    for i, entry in enumerate(kernels):
+        if is_reference(entry):
+            kernels[i] = load_reference(entry)  # type: ignore[arg-type]
+    return kernels  # type: ignore[return-value]
+
+
+def register_backend(name: str, activations: str, cls: type[Kernel] | str, first: bool = False) -> None:
+    """Add ``cls`` (or its ``"module:Class"``) to backend ``name``'s kernels for ``activations``
+    (``first``: tried before the others). Adding the same kernel twice is an error."""
+    if name not in BACKENDS:
+        BACKENDS.register(name, {})
+    kernels = BACKENDS[name].setdefault(activations, [])
+    if cls in kernels:
+        raise QuantConfigError(f"kernel {cls!r} is already registered for backend {name!r} ({activations})")
+    kernels.insert(0 if first else len(kernels), cls)

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from quant.kernels.base import DequantKernel, Kernel, register_backend
+from quant.kernels.base import Kernel
 from quant.kernels.reference import EPS, QMAX, ternary_linear_reference
 
 
@@ -99,8 +99,3 @@ class FbgemmKernel(Kernel):
     def nbytes(self) -> int:
         # FBGEMM's packed B: one byte a weight, plus int32 column offsets and fp64 scales.
         return self.out_features * self.in_features + self.out_features * (4 + 8) + self._w_scale.nbytes
-
-
-register_backend("cpu", "int8", FbgemmKernel)
-register_backend("fbgemm", "int8", FbgemmKernel)
-register_backend("cpu", "float", DequantKernel)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from quant.kernels.base import register_backend
 from quant.kernels.cpu_native import NativeCpuKernel, ptr
 from quant.kernels.reference import EPS
 
@@ -70,4 +69,3 @@ class PairTableKernel(NativeCpuKernel):
 
 
 # Not in "cpu": the quad-table kernel (cpu_quads.py) is faster at any sparsity below about 75% zeros.
-register_backend("cpu-pairs", "int8", PairTableKernel)

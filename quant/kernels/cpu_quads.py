@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from quant.kernels.base import register_backend
 from quant.kernels.cpu_native import NativeCpuKernel, ptr
 from quant.kernels.reference import EPS
 
@@ -55,8 +54,3 @@ class PortableQuadTableKernel(QuadTableKernel):
     name = "cpu-quads-portable"
     title = "quad-table kernel (portable form)"
     portable = True
-
-
-register_backend("cpu", "int8", QuadTableKernel, first=True)
-register_backend("cpu-quads", "int8", QuadTableKernel)
-register_backend("cpu-quads-portable", "int8", PortableQuadTableKernel)

@@ -28,7 +28,7 @@ from torch import nn
 
 from quant.errors import check_choice
 from quant.kernels import cuda_tune
-from quant.kernels.base import DequantKernel, Kernel, Packed2bitKernel, register_backend
+from quant.kernels.base import Kernel, Packed2bitKernel
 from quant.kernels.reference import ACTIVATION_FNS, EPS, QMAX, fused_linear_reference, quantize_per_token
 
 try:  # Triton ships with CUDA builds of torch; CPU-only machines may lack it.
@@ -718,12 +718,3 @@ class TritonPacked2bitKernel(Packed2bitKernel):
             a, scale = (x2d if x2d.stride(1) == 1 else x2d.contiguous()), None
         return ternary2bit_matmul_scaled(a, scale, self._packed, self.out_features, self._w_scale, bias,
                                          x2d.dtype, activation=activation)
-
-
-register_backend("packed", "int8", TritonPacked2bitKernel, first=True)
-register_backend("packed", "float", TritonPacked2bitKernel, first=True)
-if HAVE_TRITON:
-    register_backend("cuda", "int8", TritonInt8Kernel)
-# cuBLASLt's int8 GEMM: without Triton, and on GPUs before Ampere (TRITON_GEMM_MIN_ARCH)
-register_backend("cuda", "int8", IntMMKernel)
-register_backend("cuda", "float", DequantKernel)

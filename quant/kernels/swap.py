@@ -31,17 +31,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from quant.checkpoint import ternary_codes
 from quant.config import QuantConfig
 from quant.errors import QuantConfigError, check_choice
-from quant.kernels.base import ACTIVATIONS, BACKEND_CHOICES, KernelUnavailableWarning
+from quant.kernels.base import ACTIVATIONS, KernelUnavailableWarning, backend_choices
 from quant.kernels.modules import (
     TernaryEmbedding,
     TernaryLinear,
     TernaryMultiheadAttention,
     TernaryPatchEmbed,
 )
-from quant.primitives import to_out_first
+from quant.primitives import ternary_codes, to_out_first
 from quant.state import Accelerated, quant_state, set_quant_state
 
 KERNEL_GRANULARITIES = ("tensor", "channel")
@@ -189,7 +188,7 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
     >>> quantize_(model, preset("q-all")); accelerate_(model)            # W1.58A8, kernel by device
     >>> accelerate_(model, backend="reference", activations="float")      # W1.58A16 reference
     """
-    check_choice("backend", backend, BACKEND_CHOICES)
+    check_choice("backend", backend, backend_choices())
     check_choice("activations", activations, ACTIVATIONS)
     state = quant_state(model)
     if state is None:

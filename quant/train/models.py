@@ -43,15 +43,10 @@ class LoadedClip:
 ModelLoader = Callable[[str, str], LoadedClip]
 
 
-def _open_clip():
-    import open_clip
-
-    return open_clip
-
-
 def val_transform(model: nn.Module):
     """open_clip's evaluation preprocessing for ``model`` (resize, center crop, normalize)."""
-    open_clip = _open_clip()
+    import open_clip
+
     cfg = open_clip.get_model_preprocess_cfg(model)
     return open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
                                      resize_mode=cfg.get("resize_mode"), interpolation=cfg.get("interpolation"),
@@ -59,7 +54,8 @@ def val_transform(model: nn.Module):
 
 
 def _from_arch(arch: str, pretrained: str | None, spec: str, device: str) -> LoadedClip:
-    open_clip = _open_clip()
+    import open_clip
+
     model = open_clip.create_model(arch, pretrained=pretrained, device=device)
     from quant.origin import record_origin
 
@@ -112,7 +108,8 @@ def _load(spec: str, device: str, fallback: ModelLoader | None) -> LoadedClip:
         except (KeyError, RuntimeError, TypeError) as e:
             raise ModelSpecError(f"{path} is not a ternbench training checkpoint ({e}); for an open_clip "
                                  f"state dict use ARCH:{path}") from None
-    open_clip = _open_clip()
+    import open_clip
+
     archs = open_clip.list_models()
     arch, _, pretrained = spec.partition(":")
     if arch in archs and (not pretrained or Path(pretrained).expanduser().is_file()):

@@ -40,3 +40,28 @@ def test_report_does_not_import_torch(tmp_path):
     rc, loaded = _ternbench_modules(["report", str(results), "--out", str(out)], tmp_path)
     assert rc == 0 and out.is_file()
     assert loaded == set(), f"ternbench report imported {loaded}"
+
+
+def test_another_package_adds_a_command_and_a_variant_by_entry_points(tmp_path):
+    # A package installed beside ternbench (a dist-info with entry points, its module on the path).
+    (tmp_path / "tb_plugin.py").write_text(
+        "def add_parser(sub):\n"
+        "    p = sub.add_parser('hello', help='say hello')\n"
+        "    p.set_defaults(func=lambda args: print('hello from a plugin') or 0)\n"
+        "from bench.models import register_variant\n"
+        "register_variant('plugin-fp32', lambda model, ctx: model, 'a variant from a plugin')\n")
+    info = tmp_path / "tb_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tb-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[ternbench.commands]\nhello = tb_plugin:add_parser\n\n[ternbench.variants]\nplugin = tb_plugin\n")
+    code = ("import sys; from bench.cli import main; from bench.models import list_variants, parse_spec\n"
+            "rc = main(['hello'])\n"
+            "print('VARIANT', list_variants()['plugin-fp32'], parse_spec('ternbench-tiny@plugin-fp32').variant)\n"
+            "sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "hello from a plugin" in r.stdout
+    assert "VARIANT a variant from a plugin plugin-fp32" in r.stdout
