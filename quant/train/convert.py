@@ -31,8 +31,9 @@ def convert_run(run: str | Path, out: str | Path, *, packing: str = "base3", flo
     from quant import save_packed
     from quant.state import quant_state, update_origin
     from quant.train.config import TrainConfig
-    from quant.train.loop import latest_checkpoint, load_checkpoint
+    from quant.train.loop import load_checkpoint
     from quant.train.models import load_clip
+    from quant.train.runs import latest_checkpoint
 
     run = Path(run)
     ckpt = latest_checkpoint(run) if run.is_dir() else run

@@ -36,10 +36,10 @@ from quant.train.config import TrainConfig, config_diff
 from quant.train.data import PairBatches, resolve_sources
 from quant.train.distill import Teacher
 from quant.train.models import ModelLoader, load_clip
+from quant.train.runs import FINAL, checkpoint_path, latest_checkpoint
 
 KEEP_CHECKPOINTS = 2
 LOG_FILE = "log.jsonl"
-FINAL = "final.pt"
 
 
 class ResumeError(TernbenchError, ValueError):
@@ -168,18 +168,6 @@ def apply_phase(model: nn.Module, cfg: TrainConfig, phase: str) -> None:
         prepare(model, cfg.qat.int8_config())
     elif phase == "ternary":
         prepare(model, cfg.qat.ternary_config())
-
-
-def checkpoint_path(out_dir: Path, step: int) -> Path:
-    return out_dir / f"checkpoint-{step:06d}.pt"
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """A run folder's final checkpoint, else its newest step checkpoint, else None."""
-    if (out_dir / FINAL).is_file():
-        return out_dir / FINAL
-    found = sorted(out_dir.glob("checkpoint-*.pt"))
-    return found[-1] if found else None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

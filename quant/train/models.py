@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from quant.errors import ModelSpecError, did_you_mean
+from quant.train.runs import latest_checkpoint
 
 
 @dataclass
@@ -96,8 +97,6 @@ def load_clip(spec: str, device: str = "cpu", fallback: ModelLoader | None = Non
 
 
 def _load(spec: str, device: str, fallback: ModelLoader | None) -> LoadedClip:
-    from quant.train.loop import latest_checkpoint  # the loop names the checkpoints; it imports this module
-
     path = Path(spec).expanduser()
     found = latest_checkpoint(path) if path.is_dir() else None
     if found is not None:

@@ -169,14 +169,3 @@ def test_qat_on_gpu_with_autocast(teacher_run, color_data, tmp_path, precision):
     result = train(cfg, tmp_path / precision, device="cuda")
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.records)
     assert next(result.model.parameters()).is_cuda
-
-
-def test_latest_checkpoint_prefers_final_then_the_newest_step(tmp_path):
-    from quant.train.loop import checkpoint_path, latest_checkpoint
-
-    assert latest_checkpoint(tmp_path) is None
-    for step in (2, 10):
-        checkpoint_path(tmp_path, step).write_bytes(b"")
-    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-000010.pt"
-    (tmp_path / "final.pt").write_bytes(b"")
-    assert latest_checkpoint(tmp_path) == tmp_path / "final.pt"
