@@ -44,7 +44,8 @@ from reports.schema import (
 __all__ = [
     "ACCURACY_METRICS", "BASE_COLUMNS", "DATASET_KEYS", "EFFICIENCY", "EFFICIENCY_METRICS", "MODEL_KEYS",
     "SCHEMA_VERSION", "STATUSES", "UPGRADERS", "Cell", "ResultsError", "dataset_id", "device_type",
-    "is_done", "iter_result_files", "load", "make_record", "provenance", "read", "safe_id", "upgrade", "with_mean_recalls", "write",
+    "is_done", "iter_result_files", "load", "make_record", "provenance", "read", "safe_id", "upgrade",
+    "with_mean_recalls", "write",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -227,5 +228,3 @@ def write(results_dir: str | os.PathLike, cell: Cell, record: dict[str, Any]) ->
     path = cell.path(results_dir)
     text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
     return atomic_write_text(path, text)
-
-
