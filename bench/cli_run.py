@@ -72,7 +72,7 @@ def _config(args: argparse.Namespace):
     notes = []
     models, datasets = args.models, args.datasets
     if not models:
-        grid = defaults.default_grid()
+        grid = defaults.default_grid(args.device)
         models = grid.models
         notes.append(grid.note)
     if not datasets and not (set(args.tasks) == {"efficiency"}):

@@ -31,14 +31,20 @@ class DefaultGrid:
     note: str
 
 
-def default_grid() -> DefaultGrid:
-    """The default models and datasets, using trained weights when they are registered."""
+def default_grid(device: str = "auto") -> DefaultGrid:
+    """The default models and datasets, using trained weights when they are registered.
+
+    The ONNX Runtime variants are left out (and the note says why) where they cannot run on
+    ``device``: on a GPU with the CPU-only onnxruntime that ``pip install`` gives.
+    """
     from bench import models as bm
 
     bm.load_plugins()
     trained = TRAINED_TAG in bm.valid_tags(EMBEDDED_ARCH)
     base = f"{EMBEDDED_ARCH}:{TRAINED_TAG}" if trained else EMBEDDED_ARCH
-    variants = (list(VARIANTS) + [v for v in RUNTIME_VARIANTS if v in bm.VARIANTS]
+    runtime = [v for v in RUNTIME_VARIANTS if v in bm.VARIANTS]
+    unavailable = _runtime_unavailable(device) if runtime else None
+    variants = (list(VARIANTS) + ([] if unavailable else runtime)
                 + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else []))
     models = tuple(f"{base}@{v}" for v in variants)
     if trained:
@@ -47,4 +53,22 @@ def default_grid() -> DefaultGrid:
     else:
         note = (f"default grid: {EMBEDDED_ARCH} with RANDOM WEIGHTS (no trained {base}:{TRAINED_TAG} is "
                 f"registered) in {len(models)} variants x the mini suite; accuracies are chance level")
+    if unavailable:
+        note += f"; {' and '.join(runtime)} left out: {unavailable}"
     return DefaultGrid(models, DATASETS, trained, note)
+
+
+def _runtime_unavailable(device: str) -> str | None:
+    """Why the ONNX Runtime variants cannot run on ``device`` (None: they can, or the cells will say why)."""
+    import torch
+
+    from bench import ort
+
+    if not (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        return None
+    try:
+        _, runtime = ort.import_runtime()
+        ort.providers_for("cuda", runtime.get_available_providers())
+    except ort.OrtError as e:
+        return str(e)
+    return None

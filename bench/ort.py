@@ -359,10 +359,6 @@ class OrtCLIP(nn.Module):
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self._run("text", text, torch.long, normalize)
 
-    def forward(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None):
-        return (None if image is None else self.encode_image(image, normalize=True),
-                None if text is None else self.encode_text(text, normalize=True))
-
     def file_bytes(self) -> int:
         return sum(_bytes(p) for p in self.files.values())
 

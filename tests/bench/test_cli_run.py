@@ -96,7 +96,7 @@ def test_default_grid_random_then_trained(monkeypatch):
 
     bm.load_plugins()
     if "mini" not in bm.valid_tags("ternbench-tiny"):
-        grid = defaults.default_grid()
+        grid = defaults.default_grid("cpu")
         assert grid.models == tuple(f"ternbench-tiny@{v}" for v in ("fp32", "fp16", "q-ffn", "q-attn", "q-all",
                                                                      "ort-fp32", "ort-int8"))
         assert not grid.trained and "RANDOM WEIGHTS" in grid.note
@@ -105,11 +105,26 @@ def test_default_grid_random_then_trained(monkeypatch):
     for v in ("qat-q-ffn", "qat-q-all", "qat-q-all-a8"):
         if v not in bm.VARIANTS:
             monkeypatch.setitem(bm.VARIANTS, v, bm.Variant(v, lambda m, c: m, "test"))
-    grid = defaults.default_grid()
+    grid = defaults.default_grid("cpu")
     assert grid.trained and "RANDOM" not in grid.note
     assert grid.models == tuple(f"ternbench-tiny:mini@{v}" for v in
                                 ("fp32", "fp16", "q-ffn", "q-attn", "q-all", "ort-fp32", "ort-int8",
                                  "qat-q-ffn", "qat-q-all", "qat-q-all-a8"))
+
+
+def test_default_grid_on_a_gpu_leaves_out_ort_without_its_cuda_provider(monkeypatch):
+    import types
+
+    from bench import defaults, ort
+
+    cpu_only = types.SimpleNamespace(get_available_providers=lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "import_runtime", lambda: (None, cpu_only))
+    grid = defaults.default_grid("cuda")
+    assert not any("@ort-" in m for m in grid.models)
+    assert "ort-fp32 and ort-int8 left out" in grid.note and "pip install onnxruntime-gpu" in grid.note
+    with_gpu = types.SimpleNamespace(get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "import_runtime", lambda: (None, with_gpu))
+    assert sum("@ort-" in m for m in defaults.default_grid("cuda").models) == 2
 
 
 def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, monkeypatch):
