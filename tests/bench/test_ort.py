@@ -153,6 +153,7 @@ def test_ort_variants_through_the_sweep_match_fp32(tmp_path, mini_root, monkeypa
     info = eff["model"]["info"]["variant_info"]
     assert eff["status"] == "ok" and info["runtime"] == "onnxruntime" and info["form"] == "int8"
     assert eff["metrics"]["checkpoint_bytes"] == sum(info["file_bytes"].values())
+    assert eff["metrics"]["weight_bytes"] == eff["metrics"]["checkpoint_bytes"]  # what the sessions load
     assert eff["metrics"]["image_latency_b1_ms"] > 0 and eff["metrics"]["texts_per_s"] > 0
     fp32_eff = recs[("ternbench-tiny@ort-fp32", "efficiency")]["metrics"]
     assert eff["metrics"]["checkpoint_bytes"] < fp32_eff["checkpoint_bytes"]
