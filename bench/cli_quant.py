@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quant.config import GRANULARITIES, METHODS, PRESETS
 from quant.errors import CheckpointError, QuantConfigError, check_choice
+from quant.fileio import check_output_path
 
 RANDOM_WEIGHTS_NOTE = "no pretrained weights: random initialisation"
 
@@ -74,6 +75,7 @@ def run_quantize(args) -> int:
         if out.suffix != ".safetensors":
             raise CheckpointError(f"--out {out}: a packed checkpoint must end in .safetensors "
                                   f"(e.g. {out.with_suffix('.safetensors')})")
+        check_output_path(out, "--out")
         if out.exists() and not args.force:
             raise CheckpointError(f"--out {out} already exists; choose another path or pass --force to overwrite it")
 
@@ -137,6 +139,8 @@ def run_inspect(args) -> int:
           f"granularity {q['granularity']}" + (f" (group {q['group_size']})" if q["granularity"] == "group" else ""))
     print(f"  size:    {meta['file_bytes']:,} bytes on disk, {st.total['bytes_fp32'] / meta['file_bytes']:.2f}x "
           f"smaller than fp32, {st.total['bytes_fp16'] / meta['file_bytes']:.2f}x than fp16")
-    print(f"  sha256:  {meta['content_sha256']} (content)")
+    print(f"  sha256:  {meta['content_sha256']} (content); "
+          + ("every metadata field matches its digest" if meta["format_version"] >= 2
+             else "format 1: no metadata digest, the header is validated but not hash-checked"))
     print(format_table(st))
     return 0

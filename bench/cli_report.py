@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                        description="Render a results directory as a self-contained HTML leaderboard, "
                                    "or as Markdown / CSV tables.")
     p.add_argument("results", metavar="RESULTS", help="results directory written by `ternbench run`")
-    p.add_argument("--out", "-o", metavar="FILE", help="output file (default: RESULTS/../report.FORMAT)")
+    p.add_argument("--out", "-o", metavar="FILE",
+                   help="output file (default: RESULTS/report.FORMAT; RESULTS/benchmark.csv for clip_benchmark)")
     p.add_argument("--format", "-f", default="html", choices=FORMATS, help="output format (default: html)")
     p.set_defaults(func=_report)
 
@@ -51,21 +52,29 @@ def add_parser(sub) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from quant.fileio import check_output_path
     from reports import render_report
+    from reports.render import DEFAULT_NAMES
 
-    out = Path(args.out) if args.out else Path(args.results).resolve().parent / f"report.{args.format}"
+    out = Path(args.out) if args.out else Path(args.results) / DEFAULT_NAMES[args.format]
+    check_output_path(out, "--out" if args.out else "report")
     path = render_report(args.results, out, args.format)
     print(f"wrote {args.format} report of {args.results} to {path}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
+    from quant.fileio import check_output_path
     from reports import baseline as B
     from reports.check import CheckOptions, format_violations, run_check
     from reports.errors import IncomparableError, ThresholdConfigError
     from reports.junit import write_junit, write_junit_error
     from reports.thresholds import ThresholdFile, Thresholds, load_threshold_file
 
+    # Output files are checked before any result is read: a bad path fails now, not after the work.
+    for option, path in (("--junit", args.junit), ("--write-expected", args.write_expected)):
+        if path:
+            check_output_path(path, option)
     if args.write_expected:
         path = B.write_expected(B.from_results(args.results), args.write_expected)
         print(f"wrote the expected figures of {args.results} to {path}")

@@ -2,7 +2,7 @@
 
 All the work is in `bench.runner`; this module turns arguments into a `SweepConfig`, prints
 where the results went and what to run next, renders the report (unless ``--no-report``) and
-chooses the exit code: 0 all cells ok, 1 some cell failed, 2 bad input (before any work).
+chooses the exit code (``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -11,25 +11,41 @@ import argparse
 import sys
 from pathlib import Path
 
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_REPORT_FAILED = 0, 1, 2, 3
+EXIT_CODES = {
+    EXIT_OK: "every cell ok and the report written",
+    EXIT_CELLS_FAILED: "some cell failed (its error is in its result file; every other cell is kept)",
+    EXIT_BAD_INPUT: "bad input, found before any work started",
+    EXIT_REPORT_FAILED: "the report could not be written (the results are intact; `ternbench report` retries)",
+}
+REPORT_NAME = "report.html"
+
+
+def default_report_path(out: str | Path) -> Path:
+    """The report of a results directory lives inside it, so two --out folders never share one."""
+    return Path(out).expanduser() / REPORT_NAME
+
 
 def add_parser(sub) -> None:
+    from bench import defaults  # constants only: --help stays fast
+
+    datasets = " ".join(defaults.DATASETS)
     p = sub.add_parser(
         "run", help="sweep models x datasets x tasks into a results directory (resumable)",
         description="Evaluate models on datasets (zero-shot classification / retrieval with clip_benchmark's "
                     "metrics) and measure their efficiency. One JSON per cell in --out; rerunning resumes. "
-                    "With no arguments: the embedded tiny model in fp32, fp16, q-ffn, q-attn, q-all, ort-fp32 and "
-                    "ort-int8 (plus its QAT students once trained) on the "
-                    "embedded mini suite (offline).")
+                    f"With no arguments: {defaults.models_help()} on the embedded {datasets} suite (offline).")
     p.add_argument("--models", "-m", nargs="+", metavar="SPEC",
                    help="model specs: ARCH[:PRETRAINED][@VARIANT], hf-hub:ORG/REPO[@VARIANT], or a packed "
-                        ".safetensors (default: ternbench-tiny in fp32 fp16 q-ffn q-attn q-all ort-fp32 ort-int8)")
+                        "checkpoint file (default: the embedded model, see above)")
     p.add_argument("--datasets", "-d", nargs="+", metavar="NAME",
                    help="dataset names or suites from datasets.yaml, e.g. mini, clip41, vtab, wds/vtab/cifar10 "
-                        "(default: mini)")
+                        f"(default: {datasets})")
     p.add_argument("--tasks", "-t", nargs="+", default=["auto"], metavar="TASK",
                    help="auto (each dataset's own task + efficiency once per model), zeroshot_classification, "
                         "zeroshot_retrieval, efficiency (default: auto)")
-    p.add_argument("--out", "-o", default="results", metavar="DIR", help="results directory (default: results/)")
+    p.add_argument("--out", "-o", default=defaults.OUT, metavar="DIR",
+                   help=f"results directory (default: {defaults.OUT}/)")
     p.add_argument("--data-root", metavar="DIR",
                    help="folder holding datasets in clip_benchmark's webdataset layout (wds_<name>/)")
     p.add_argument("--cache-dir", metavar="DIR",
@@ -57,10 +73,11 @@ def add_parser(sub) -> None:
                         "no Python or launch overhead, what a deployment with graphs sees)")
     r = p.add_argument_group("report")
     r.add_argument("--no-report", action="store_true", help="do not render the HTML report at the end")
-    r.add_argument("--report-out", metavar="FILE", help="where the report goes (default: next to DIR, report.html)")
+    r.add_argument("--report-out", metavar="FILE", help=f"where the report goes (default: DIR/{REPORT_NAME})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one summary line per cell only)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate everything and list this shard's cells (done / to run) without running them")
+    p.epilog = "exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
     p.set_defaults(func=_run)
 
 
@@ -88,17 +105,27 @@ def _config(args: argparse.Namespace):
     return cfg, notes
 
 
-def _render_report(out: Path, target: str | None) -> Path | None:
+def _report_data(out: Path):
+    """The numbers of the report (and of the accuracy summary), or None when they cannot be computed."""
+    from reports.render import report_data
+
     try:
-        from reports import render_report
-    except ImportError:
-        return None
-    path = Path(target) if target else out.resolve().parent / "report.html"
-    try:
-        return render_report(out, path, "html")
+        return report_data(out)
     except Exception as e:  # the sweep's results are safe on disk; a report problem must not hide them
-        print(f"ternbench run: could not render the report ({type(e).__name__}: {e}); "
-              f"run `ternbench report {out}` to retry", file=sys.stderr)
+        print(f"ternbench run: error: could not read the results back for the summary and the report "
+              f"({type(e).__name__}: {e}); the results in {out}/ are intact", file=sys.stderr)
+        return None
+
+
+def _render_report(out: Path, path: Path, data) -> Path | None:
+    from reports import render_report
+
+    try:
+        return render_report(data if data is not None else out, path, "html")
+    except Exception as e:  # the sweep's results are safe on disk; a report problem must not hide them
+        print(f"ternbench run: error: could not write the report {path} ({type(e).__name__}: {e}); "
+              f"the results in {out}/ are intact: run `ternbench report {out} --out FILE` to retry",
+              file=sys.stderr)
         return None
 
 
@@ -117,16 +144,23 @@ def _dry_run(p) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bench import defaults
     from bench.efficiency_table import efficiency_rows, format_table
     from bench.runner import plan, run_sweep
+    from quant.fileio import check_output_path
 
     cfg, notes = _config(args)
+    report_path = None
+    if not args.no_report:  # checked before plan() creates the results directory: a refusal leaves no trace
+        report_path = Path(args.report_out).expanduser() if args.report_out else default_report_path(cfg.out)
+        check_output_path(report_path, "--report-out" if args.report_out else "report",
+                          hint="choose another with --report-out FILE, or --no-report")
     p = plan(cfg)  # every bad input is reported here, before any work
-    for note in notes:
-        print(note)
     if args.dry_run:
+        for note in notes:
+            print(note)
         return _dry_run(p)
-    summary = run_sweep(p)
+    summary = run_sweep(p, to_train=defaults.to_train(p.specs.values()), notes=notes)
     table = format_table(efficiency_rows(c.path(p.out) for c in p.cells if c.dataset is None), p.device)
     if table:
         print("\n" + table)
@@ -141,10 +175,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  ... and {len(summary.failed) - 10} more")
     if summary.random_weights:
         print("note: random weights (no trained checkpoint): " + ", ".join(summary.random_weights))
-    report = None if args.no_report else _render_report(summary.out, args.report_out)
+    data = _report_data(summary.out)
+    if data is not None and not data.leaderboard.table.empty:
+        from reports.summary import format_summary
+
+        print("\n" + format_summary(data.leaderboard))
+    report = None if report_path is None else _render_report(summary.out, report_path, data)
     if report is not None:
         print(f"report: {report}")
-    print("next: ternbench report "
-          f"{summary.out} --out report.html   (leaderboard), or load it in Python: "
+    print(f"next: ternbench report {summary.out} --format md   (tables), or load it in Python: "
           f"bench.results.load({str(summary.out)!r})")
-    return 1 if summary.failed else 0
+    if report_path is not None and report is None:
+        return EXIT_REPORT_FAILED
+    return EXIT_CELLS_FAILED if summary.failed else EXIT_OK

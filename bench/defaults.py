@@ -11,7 +11,9 @@ grid says so plainly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bench.embedded import TINY_MODEL as EMBEDDED_ARCH
 
@@ -48,8 +50,7 @@ def default_grid(device: str = "auto") -> DefaultGrid:
                 + ([v for v in QAT_VARIANTS if v in bm.VARIANTS] if trained else []))
     models = tuple(f"{base}@{v}" for v in variants)
     if trained:
-        note = (f"default grid: {base} (trained on the mini suite; the first run trains and caches it, "
-                f"which takes a while) in {len(models)} variants x the mini suite")
+        note = f"default grid: {base} (trained on the mini suite) in {len(models)} variants x the mini suite"
     else:
         note = (f"default grid: {EMBEDDED_ARCH} with RANDOM WEIGHTS (no trained {base}:{TRAINED_TAG} is "
                 f"registered) in {len(models)} variants x the mini suite; accuracies are chance level")
@@ -72,3 +73,32 @@ def _runtime_unavailable(device: str) -> str | None:
     except ort.OrtError as e:
         return str(e)
     return None
+
+
+def to_train(specs: Iterable[Any]) -> list[str]:
+    """The embedded models among ``specs`` (``bench.models.ModelSpec``) whose weights are neither
+    shipped nor cached, so building them trains them first: ``["NAME (about N min on 2 CPU cores)"]``."""
+    try:
+        from bench.train import embedded
+    except ModuleNotFoundError:
+        return []
+    needed: dict[str, int] = {}
+    for spec in specs:
+        if (spec.source, spec.arch, spec.pretrained) != ("openclip", EMBEDDED_ARCH, TRAINED_TAG):
+            continue
+        student = spec.variant.removesuffix("-a8")
+        name = student if student in embedded.STUDENTS else "teacher"
+        if name not in needed:
+            where, minutes = embedded.where_from(name)
+            if where == "train":
+                needed[name] = minutes
+    label = {"teacher": f"{EMBEDDED_ARCH}:{TRAINED_TAG}"}
+    return [f"{label.get(n, f'{EMBEDDED_ARCH}:{TRAINED_TAG}@{n}')} (about {m} min on 2 CPU cores)"
+            for n, m in needed.items()]
+
+
+def models_help() -> str:
+    """What --models defaults to, from the same constants the run uses."""
+    trained = " ".join((*VARIANTS, *RUNTIME_VARIANTS, *QAT_VARIANTS))
+    return (f"{EMBEDDED_ARCH}:{TRAINED_TAG} in {trained} (with the training plugin; without it "
+            f"{EMBEDDED_ARCH} with random weights in {' '.join((*VARIANTS, *RUNTIME_VARIANTS))})")

@@ -257,7 +257,7 @@ def parse_spec(s: str) -> ModelSpec:
             raise ModelSpecError(f"{raw}: checkpoint file {str(path)!r} does not exist")
         from quant.checkpoint import is_packed_file
 
-        if path.suffix == ".safetensors" and is_packed_file(path):
+        if is_packed_file(path):
             raise ModelSpecError(f"{raw}: {str(path)!r} is a packed ternary checkpoint, which knows its own "
                                  f"architecture: give the path alone ({path}[@VARIANT])")
         return ModelSpec(raw, "checkpoint", arch=arch, path=str(path.resolve()), variant=variant)
@@ -279,7 +279,7 @@ def _parse_file(raw: str, s: str, variant: str) -> ModelSpec:
                              ".safetensors, or ARCH:/path/to/open_clip_checkpoint)")
     from quant.checkpoint import is_packed_file
 
-    if path.suffix == ".safetensors" and is_packed_file(path):
+    if is_packed_file(path):  # by content: a packed file renamed to .bin is still one
         return ModelSpec(raw, "packed", path=str(path.resolve()), variant=variant)
     raise ModelSpecError(
         f"{raw}: {str(path)!r} is not a packed ternary checkpoint; for an open_clip state dict "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from bench.results import EFFICIENCY, Cell
 from bench.tasks import AUTO, TASKS, TaskContext, get_task
 from bench.tasks.efficiency import EfficiencyConfig
 from quant.errors import TernbenchError, did_you_mean
+from quant.fileio import OutputPathError, check_output_path
 
 OVERWRITE = ("missing", "always", "never")
 DEVICES = ("auto", "cpu", "cuda")
@@ -155,16 +155,10 @@ def resolve_device(device: str) -> str:
 
 def check_writable(out: str | os.PathLike) -> Path:
     """Create ``out`` and prove a file can be written there, so a bad --out fails now, not in an hour."""
-    path = Path(out).expanduser()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise SweepError(f"results directory {str(path)!r} is not writable ({e.strerror or e}); "
-                         "choose another with --out DIR") from None
-    return path
+        return check_output_path(out, "results directory", kind="dir", hint="choose another with --out DIR")
+    except OutputPathError as e:
+        raise SweepError(str(e)) from None
 
 
 def _expand_tasks(tasks: Iterable[str]) -> tuple[bool, list[str]]:
@@ -360,8 +354,30 @@ def _release_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None) -> SweepSummary:
-    """Run a sweep (or an already validated plan); returns what was written and what failed."""
+def describe(p: Plan, todo: list[Cell], to_train: Iterable[str] = ()) -> str:
+    """What a sweep is about to do, in one line: cells to run and kept, models to build or train."""
+    n_models, n_data = len(p.specs), len(p.entries)
+    has_eff = any(c.dataset is None for c in p.cells)
+    grid = f"{n_models} model{'s' * (n_models != 1)}"
+    if n_data:
+        grid += f" x {n_data} dataset{'s' * (n_data != 1)}" + (" + efficiency" if has_eff else "")
+    elif has_eff:
+        grid += " x efficiency"
+    shard = f", shard {p.config.shard} of {p.n_all_cells} cells" if p.config.shard.count > 1 else ""
+    build = len({c.model_id for c in todo})
+    train = list(to_train)
+    trains = f"; trains first: {', '.join(train)}" if train else (", nothing to train" if build else "")
+    work = f"{build} model{'s' * (build != 1)} to build{trains}" if todo else "nothing to compute"
+    return (f"ternbench run: {len(todo)} of {len(p.cells)} cells to run ({grid}{shard}) on {p.device}, "
+            f"{len(p.cells) - len(todo)} kept (--overwrite {p.config.overwrite}); results in {p.out}; {work}")
+
+
+def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None,
+              to_train: Iterable[str] = (), notes: Iterable[str] = ()) -> SweepSummary:
+    """Run a sweep (or an already validated plan); returns what was written and what failed.
+
+    The first line echoed says what will happen (``describe``); ``to_train`` names models whose
+    weights are trained when they are first built, ``notes`` are echoed right after it."""
     import torch
     from tqdm import tqdm
 
@@ -371,9 +387,9 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
     summary = SweepSummary(p.out, p.n_all_cells, len(p.cells))
     todo = [c for c in p.cells if will_run(c.path(p.out), cfg.overwrite)]
     summary.skipped = len(p.cells) - len(todo)
-    shard = f" (shard {cfg.shard} of {p.n_all_cells} cells)" if cfg.shard.count > 1 else ""
-    echo(f"ternbench run: {len(p.cells)} cells{shard} on {p.device}, results in {p.out}; "
-         f"{summary.skipped} already done (--overwrite {cfg.overwrite}), {len(todo)} to run")
+    echo(describe(p, todo, to_train))
+    for note in notes:
+        echo(note)
     runner = _Runner(p, echo)
     if p.device.startswith("cuda:"):
         # clip_benchmark moves batches to the bare device type ("cuda"): make that the chosen GPU.

@@ -3,7 +3,9 @@
 Layout: per ternary tensor ``NAME.qdata`` (uint8 packed trits) and ``NAME.scale``; every
 other tensor in fp16 (or fp32 on request); metadata (safetensors' string map) holds the
 format version, the packing, the open_clip model config, the quant config, the source
-spec, per-tensor shapes and a content hash.
+spec, per-tensor shapes, a content hash over the tensors and (format 2) a digest of every
+metadata field, so a hand-edited architecture, preprocessing or quant config is refused on load.
+The format is recognized by content (``is_packed_file``), never by the file name.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from typing import Any
 from quant.errors import CheckpointError
 
 FORMAT_NAME = "ternbench-packed"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)  # 1: no metadata digest (files written before it existed still load)
+DIGEST_KEY = "metadata_sha256"
+# Metadata fields decoded from JSON, and the string fields every version has.
+JSON_FIELDS = ("model_cfg", "preprocess_cfg", "random_weights", "quant_config", "ternary", "tensor_sha256")
+TEXT_FIELDS = ("packing", "float_dtype", "arch", "tokenizer", "source_spec", "content_sha256")
+ENTRY_KEYS = ("shape", "n", "out_axis", "kind", "tower")
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -41,6 +48,10 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             header = json.loads(f.read(n))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a packed checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: corrupted safetensors header ({e})") from None
     if not isinstance(header, dict):
@@ -48,12 +59,32 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     return header
 
 
-def is_packed_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a safetensors file written by ``save_packed`` (any format version).
+def _looks_like_safetensors(path: Path) -> bool:
+    """The first bytes of a safetensors file: a little-endian header length that fits the file,
+    then a JSON object. A pickle or zip (``.pt``/``.bin`` state dicts) fails this at once."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
 
-    A file that is not readable safetensors at all (truncated, corrupted) raises
-    ``CheckpointError`` rather than answering False: the user needs to hear why.
+
+def is_packed_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a safetensors file written by ``save_packed`` (any format version),
+    whatever its name: the content decides, so a packed file renamed to ``.bin`` is still one.
+
+    A ``.safetensors`` file that is not readable (truncated, corrupted) raises ``CheckpointError``
+    rather than answering False: the user needs to hear why. A file of another name that is not
+    safetensors at all (a pickled state dict) is simply not a packed checkpoint.
     """
+    path = Path(path)
+    if path.suffix != ".safetensors" and not _looks_like_safetensors(path):
+        return False
     meta = read_header(path).get("__metadata__") or {}
     return meta.get("format") == FORMAT_NAME
 
@@ -75,6 +106,12 @@ def _tensor_sha256(t) -> str:
 
     b = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
     return hashlib.sha256(b).hexdigest()
+
+
+def _metadata_digest(metadata: dict[str, str]) -> dict[str, str]:
+    """sha256 of each metadata field's text: stored, then re-computed on load, so an edited field
+    (even one of the same length) is named instead of loading a different model."""
+    return {k: hashlib.sha256(v.encode()).hexdigest() for k, v in sorted(metadata.items()) if k != DIGEST_KEY}
 
 
 def _content_hash(per_tensor: dict[str, str]) -> str:
@@ -139,13 +176,14 @@ def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float
     """
     from safetensors.torch import save_file
 
-    from quant.fileio import atomic_path
+    from quant.fileio import atomic_path, check_output_path
     from quant.origin import origin_of
     from quant.packing import get_format, pack
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: a packed checkpoint must end in .safetensors (e.g. {path.with_suffix('.safetensors')})")
+    check_output_path(path, "packed checkpoint")
     if path.exists() and not force:
         raise CheckpointError(f"{path} already exists; choose another path or overwrite it with force=True (--force)")
     fmt = get_format(packing)
@@ -183,6 +221,7 @@ def save_packed(model, path: str | os.PathLike, packing: str = "base3", *, float
         "tensor_sha256": json.dumps(hashes, sort_keys=True),
         "content_sha256": _content_hash(hashes),
     }
+    metadata[DIGEST_KEY] = json.dumps(_metadata_digest(metadata), sort_keys=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -203,16 +242,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not (version or "").isdigit() or int(version) not in SUPPORTED_VERSIONS:
         raise CheckpointError(f"{path}: unknown format version {version!r}; this ternbench reads "
                               f"{', '.join(map(str, SUPPORTED_VERSIONS))} (a newer ternbench wrote it?)")
+    if int(version) >= 2:
+        _verify_digest(path, raw)
     meta: dict[str, Any] = dict(raw)
-    for key in ("model_cfg", "preprocess_cfg", "random_weights", "quant_config", "ternary", "tensor_sha256"):
-        if key not in raw:
+    for key in (*JSON_FIELDS, *TEXT_FIELDS):
+        if not isinstance(raw.get(key), str):
             raise CheckpointError(f"{path}: metadata field {key!r} is missing (corrupted file)")
+    for key in JSON_FIELDS:
         try:
             meta[key] = json.loads(raw[key])
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON ({e})") from None
     meta["format_version"] = int(version)
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    _validate_metadata(path, meta, header)
+    try:
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError):
+        raise CheckpointError(f"{path}: corrupted safetensors header (a tensor entry has no data_offsets)") from None
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
     expected, actual = 8 + n + end, path.stat().st_size
@@ -220,6 +266,68 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: truncated file: {actual} bytes, the header describes {expected}")
     meta["file_bytes"] = actual
     return meta
+
+
+def _verify_digest(path: Path, raw: dict[str, str]) -> None:
+    """Every metadata field must match the digest written with it; the error names the field."""
+    try:
+        stored = json.loads(raw[DIGEST_KEY])
+    except KeyError:
+        raise CheckpointError(f"{path}: metadata field {DIGEST_KEY!r} is missing (corrupted file)") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: metadata field {DIGEST_KEY!r} is not valid JSON ({e})") from None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: metadata field {DIGEST_KEY!r} is not a JSON object (corrupted file)")
+    actual = _metadata_digest(raw)
+    for key in sorted(set(stored) | set(actual)):
+        if key not in actual:
+            raise CheckpointError(f"{path}: metadata field {key!r} is missing (corrupted file)")
+        if key not in stored:
+            raise CheckpointError(f"{path}: metadata field {key!r} is not covered by the metadata digest "
+                                  "(added after the file was written)")
+        if stored[key] != actual[key]:
+            raise CheckpointError(f"{path}: metadata field {key!r} does not match its sha256: it was changed "
+                                  "after the file was written (edited or corrupted); it decides the model, "
+                                  "so the file is refused")
+
+
+def _validate_metadata(path: Path, meta: dict[str, Any], header: dict[str, Any]) -> None:
+    """Types, enum values and tensor names of the header: a malformed one is a CheckpointError."""
+    from quant.config import config_from_dict
+    from quant.errors import TernbenchError
+    from quant.packing import PACKINGS
+
+    def bad(key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: metadata field {key!r} {what} (corrupted file)")
+
+    if meta["packing"] not in PACKINGS:
+        raise bad("packing", f"names an unknown packing {meta['packing']!r}; valid: {', '.join(PACKINGS)}")
+    if meta["float_dtype"] not in FLOAT_DTYPES:
+        raise bad("float_dtype", f"names an unknown float dtype {meta['float_dtype']!r}; "
+                                 f"valid: {', '.join(FLOAT_DTYPES)}")
+    for key in ("model_cfg", "preprocess_cfg", "quant_config", "ternary", "tensor_sha256"):
+        if not isinstance(meta[key], dict):
+            raise bad(key, "is not a JSON object")
+    if not isinstance(meta["random_weights"], bool):
+        raise bad("random_weights", "is not true or false")
+    try:
+        cfg = config_from_dict(meta["quant_config"])
+    except (TernbenchError, TypeError, ValueError) as e:
+        raise bad("quant_config", f"is not a valid quant config ({e})") from None
+    if cfg.TYPE != "ternary":
+        raise bad("quant_config", f"is a {cfg.TYPE!r} config; packed checkpoints hold ternary weights")
+    tensors = {k for k in header if k != "__metadata__"}
+    for name, e in meta["ternary"].items():
+        if not isinstance(e, dict) or any(k not in e for k in ENTRY_KEYS):
+            raise bad("ternary", f"entry {name!r} lacks one of {', '.join(ENTRY_KEYS)}")
+        if not (isinstance(e["shape"], list) and all(isinstance(d, int) and d >= 0 for d in e["shape"])
+                and isinstance(e["n"], int) and isinstance(e["out_axis"], int)
+                and -len(e["shape"]) <= e["out_axis"] < len(e["shape"])):
+            raise bad("ternary", f"entry {name!r} has a malformed shape, n or out_axis")
+        for part in ("qdata", "scale"):
+            if f"{name}.{part}" not in tensors:
+                raise CheckpointError(f"{path}: the ternary tensor {name!r} has no {name}.{part} in the file "
+                                      "(a tensor was renamed or removed; corrupted file)")
 
 
 def _weights_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -338,6 +446,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
     try:
         with _skip_weight_init():
             model = open_clip.create_model(name, device="cpu")
+    except Exception as e:  # a format-1 file (no digest) whose model_cfg open_clip cannot build
+        raise CheckpointError(f"{path}: metadata field 'model_cfg' does not describe a model open_clip can "
+                              f"build ({type(e).__name__}: {e})") from None
     finally:
         logger.setLevel(level)
     own = model.state_dict()

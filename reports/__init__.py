@@ -12,11 +12,12 @@ from pathlib import Path
 
 __all__ = ["FORMATS", "render_report"]
 
-FORMATS: tuple[str, ...] = ("html", "md", "csv")
+FORMATS: tuple[str, ...] = ("html", "md", "csv", "clip_benchmark")
 
 
-def render_report(results_dir: str | os.PathLike, out_path: str | os.PathLike, fmt: str = "html") -> Path:
-    """Render the report of ``results_dir`` to ``out_path`` (atomically) as html, md or csv."""
+def render_report(results_dir, out_path: str | os.PathLike, fmt: str = "html") -> Path:
+    """Render the report of ``results_dir`` (or of its ``reports.render.report_data``) to ``out_path``
+    (atomically) as html, md or csv."""
     from reports.render import render_report as _render
 
     return _render(results_dir, out_path, fmt)

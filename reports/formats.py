@@ -4,6 +4,10 @@ Markdown: the leaderboard, the per-dataset table and the failed/missing cells, w
 string from results escaped so it cannot add markup, links or table columns. CSV: one row per
 variant, the leaderboard columns in raw units (percent, points, ms, bytes) at full precision,
 then one column per dataset (main metric in percent, or "error" / "missing": never 0).
+clip_benchmark: the columns of the ``benchmark.csv`` that ``clip_benchmark build`` writes (one
+row per ok accuracy cell: dataset, model, pretrained, task, language, model_fullname and the
+metrics as fractions), with the variant in the model name (``ViT-B-32@q-all``), so ternbench
+results drop into existing CLIP result tables.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> lis
 def _lb_cell(data: ReportData, mid: str, col: C.Column, best: bool) -> str:
     r = data.leaderboard.table.loc[mid]
     v = r[col.key]
+    if col.key == "model_id":
+        return md_escape(r["spec"] or mid)  # the name the user wrote, as everywhere else
     if col.unit == "text":
         return md_escape(v)
     if col.key == "n_ok":
@@ -66,6 +72,7 @@ def render_markdown(data: ReportData) -> str:
     out += _md_table([md_escape(c.label) for c in cols], rows, ["l" if c.unit == "text" else "r" for c in cols])
     out += ["", "## Per dataset", ""]
     models = list(t.index)
+    names = {m: (t.at[m, "spec"] or m) for m in models}
     prow = []
     for (ds, _task), g in data.cells.groupby(["dataset", "task"], sort=False):
         g = g.set_index("model_id")
@@ -81,11 +88,13 @@ def render_markdown(data: ReportData) -> str:
                 text += f" ({C.fmt(c['delta_pts'], 'pts')}{star})"
             row.append(text)
         prow.append(row)
-    out += _md_table(["Dataset", "Group", *(md_escape(m) for m in models)], prow, ["l", "l"] + ["r"] * len(models))
+    out += _md_table(["Dataset", "Group", *(md_escape(names[m]) for m in models)], prow,
+                     ["l", "l"] + ["r"] * len(models))
     if not data.problems.empty:
         out += ["", "## Failed and missing cells", ""]
         out += _md_table(["Model", "Dataset", "Status", "Error"],
-                         [[md_escape(p.model_id), md_escape(p.dataset), p.status, md_escape(p.error)]
+                         [[md_escape(names.get(p.model_id, p.model_id)), md_escape(p.dataset), p.status,
+                           md_escape(p.error)]
                           for p in data.problems.itertuples()], ["l", "l", "l", "l"])
     prov = data.provenance
     out += ["", f"<sub>{prov.n_cells} cells, {md_escape(prov.first_date)} … {md_escape(prov.last_date)}; "
@@ -137,4 +146,33 @@ def render_csv(data: ReportData) -> str:
             c = cells.loc[(mid, d)]
             row.append(_csv_num(c["value"], 100.0) if c["status"] == "ok" else c["status"])
         w.writerow(row)
+    return buf.getvalue()
+
+
+# clip_benchmark build's identity columns, in the order its result JSON holds them; then
+# model_fullname ("MODEL PRETRAINED"), which build adds, then the metrics.
+CLIP_BENCHMARK_FIELDS: tuple[str, ...] = ("dataset", "model", "pretrained", "task", "language", "model_fullname")
+CLIP_BENCHMARK_LANGUAGE = "en"  # the language of every ternbench prompt set (clip_benchmark's default)
+
+
+def render_clip_benchmark(data: ReportData) -> str:
+    """``benchmark.csv`` as ``clip_benchmark build`` writes it, from the ok accuracy cells."""
+    rows = []
+    for rec in data.results.records:
+        if rec.get("status") != "ok" or not rec.get("dataset"):
+            continue
+        model = rec.get("model") or {}
+        name = f"{model.get('arch') or model.get('spec')}@{model.get('variant') or 'fp32'}"
+        pretrained = model.get("pretrained") or ""
+        row = {"dataset": rec["dataset"].get("name"), "model": name, "pretrained": pretrained,
+               "task": rec.get("task"), "language": CLIP_BENCHMARK_LANGUAGE,
+               "model_fullname": f"{name} {pretrained}"}
+        row.update({k: v for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float))})
+        rows.append(row)
+    metrics = sorted({k for r in rows for k in r} - set(CLIP_BENCHMARK_FIELDS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*CLIP_BENCHMARK_FIELDS, *metrics], lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r["model_fullname"], r["dataset"], r["task"])):
+        writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()

@@ -16,6 +16,7 @@ import jinja2
 from reports import columns as C
 from reports.figures import all_figures
 from reports.model import ReportData
+from reports.summary import baseline_line, best_ternary, headlines
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Differences (points) at which the per-dataset colour saturates.
@@ -55,6 +56,38 @@ def delta_style(delta_pts) -> str:
     return f"background-color: rgba({rgb},{alpha:.2f})"
 
 
+# The main table: what a reader deciding which variant to ship compares (reports.summary's headline);
+# (key, label, tooltip). Everything else is in the details table.
+MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("name", "Model", "the model spec as given to ternbench run; the results folder is in the tooltip"),
+    ("avg", "Avg accuracy (%)", "mean main metric over the datasets every variant has; ± one standard error"),
+    ("delta_pts", "Δ vs baseline (pts)", "average minus the baseline's, in points, ± standard error; "
+                                         "* = larger than noise (two-sided z-test, 5%)"),
+    ("size", "Size", "checkpoint size on disk, and how many times smaller than the baseline's"),
+    ("speedup", "Speed-up", "image encoder at batch 1 against the speed baseline, with its 95% interval "
+                            "where measured; simulated = fake quantization on float kernels (no speed gain)"),
+    ("memory", "Peak memory", "peak memory while encoding, above the idle process"),
+)
+
+
+def main_view(data: ReportData) -> dict:
+    """The main table's rows, from the same headlines the terminal summary prints."""
+    lb = data.leaderboard
+    best = best_ternary(lb)
+    rows = []
+    for h in headlines(lb):
+        raw = {"name": h.name, "avg": _raw(h.mean), "delta_pts": _raw(h.delta_pts), "size": _raw(h.size_bytes),
+               "speedup": "" if h.simulated else _raw(h.speedup), "memory": _raw(h.memory_bytes)}
+        text = {"name": h.name, "avg": h.mean_text, "delta_pts": h.delta_text, "size": h.size_text,
+                "speedup": h.speedup_text, "memory": h.memory_text}
+        rows.append({"model_id": h.model_id, "name": h.name, "pinned": h.is_baseline, "best": h.model_id == best,
+                     "random": h.random_weights, "simulated": bool(h.simulated),
+                     "cells": [{"key": k, "text": text[k], "value": raw[k], "numeric": k != "name"}
+                               for k, _, _ in MAIN_COLUMNS]})
+    return {"columns": [{"key": k, "label": label, "title": title, "numeric": k != "name"}
+                        for k, label, title in MAIN_COLUMNS], "rows": rows}
+
+
 def leaderboard_view(data: ReportData) -> dict:
     t = data.leaderboard.table
     cols = data.columns
@@ -66,6 +99,8 @@ def leaderboard_view(data: ReportData) -> dict:
         for c in cols:
             v = r[c.key]
             text = C.fmt(v, c.unit)
+            if c.key == "model_id":
+                text = r["spec"] or mid
             if c.key == "n_ok":
                 total = int(r["n_ok"] + r["n_error"] + r["n_missing"])
                 text = f"{int(r['n_ok'])}/{total}"
@@ -85,6 +120,12 @@ def leaderboard_view(data: ReportData) -> dict:
             })
         rows.append({"model_id": mid, "spec": r["spec"], "random": bool(r["random_weights"]), "cells": cells})
     return {"columns": cols, "rows": rows}
+
+
+def display_names(data: ReportData) -> dict[str, str]:
+    """model_id -> the name shown everywhere: the spec as the user wrote it."""
+    t = data.leaderboard.table
+    return {m: (t.at[m, "spec"] or m) for m in t.index}
 
 
 def per_dataset_view(data: ReportData) -> dict:
@@ -129,6 +170,9 @@ def render_html(data: ReportData) -> str:
         n_ok=int((data.cells["status"] == "ok").sum()),
         n_failed=int((data.problems["status"] == "error").sum()),
         n_missing=int((data.problems["status"] == "missing").sum()),
+        main=main_view(data),
+        baseline_line=baseline_line(lb),
+        names=display_names(data),
         leaderboard=leaderboard_view(data),
         common=lb.common_datasets,
         excluded=lb.excluded,

@@ -40,6 +40,7 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     if df.empty:
         raise ReportInputError(
             f"results directory {root} holds no result files (*.json); run `ternbench run --out {root}` first")
+    _refuse_twins(root, df)
     records = [schema.read(p) for p in df["path"]]
     df = df.copy()
     df["random_weights"] = [bool((r.get("model") or {}).get("random_weights")) for r in records]
@@ -50,5 +51,20 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     df["checkpoint_sha256"] = [(r.get("model") or {}).get("checkpoint_sha256") or "" for r in records]
     df["git_rev"] = [(r.get("provenance") or {}).get("git_rev") or "" for r in records]
     # How an efficiency cell timed its latencies (CUDA graph replay / eager); "" for older records.
+    # Fake quantization on float kernels: no speed gain is expected (None where not recorded).
+    df["simulated"] = [(r.get("details") or {}).get("simulated") if r.get("task") == "efficiency" else None
+                       for r in records]
     df["timing"] = ["; ".join(sorted(set(((r.get("details") or {}).get("timing") or {}).values()))) for r in records]
     return ResultSet(root, df, records)
+
+
+def _refuse_twins(root: Path, df: pd.DataFrame) -> None:
+    """Two result folders that claim the same model and variant (a copied folder) are an error:
+    picking one silently would decide the baseline, or drop a dataset from every average."""
+    for spec, g in df.groupby("spec", sort=True):
+        folders = sorted(root / m for m in set(g["model_id"]))
+        if len(folders) > 1:
+            shown = " and ".join(str(f) for f in folders)
+            raise ReportInputError(
+                f"{shown} both hold results of {spec!r} (a copied or renamed folder?): a report would have to "
+                f"pick one; remove or move all but one of them out of {root}")

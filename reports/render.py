@@ -30,14 +30,31 @@ def _csv(data: ReportData) -> str:
     return render_csv(data)
 
 
-RENDERERS: dict[str, Callable[[ReportData], str]] = {"html": _html, "md": _md, "csv": _csv}
+def _clip_benchmark(data: ReportData) -> str:
+    from reports.formats import render_clip_benchmark
+
+    return render_clip_benchmark(data)
 
 
-def render_report(results_dir: str | os.PathLike, out_path: str | os.PathLike, fmt: str = "html") -> Path:
+RENDERERS: dict[str, Callable[[ReportData], str]] = {"html": _html, "md": _md, "csv": _csv,
+                                                      "clip_benchmark": _clip_benchmark}
+# The file a format is written to inside RESULTS when no --out is given.
+DEFAULT_NAMES: dict[str, str] = {"html": "report.html", "md": "report.md", "csv": "report.csv",
+                                 "clip_benchmark": "benchmark.csv"}
+
+
+def report_data(results_dir: str | os.PathLike) -> ReportData:
+    """Everything a report (and the terminal summary of ``ternbench run``) shows, computed once."""
+    return build(load_results(results_dir))
+
+
+def render_report(results_dir: str | os.PathLike | ReportData, out_path: str | os.PathLike,
+                  fmt: str = "html") -> Path:
+    """Write the report of a results directory (or of its already computed ``ReportData``)."""
     if fmt not in RENDERERS:
         raise ReportInputError(
             f"unknown report format {fmt!r}; valid: {', '.join(RENDERERS)}{did_you_mean(fmt, RENDERERS)}")
-    data = build(load_results(results_dir))
+    data = results_dir if isinstance(results_dir, ReportData) else report_data(results_dir)
     path = atomic_write_text(out_path, RENDERERS[fmt](data))
     # The temporary file of an atomic write is private (0600); a report is meant to be shared.
     umask = os.umask(0)

@@ -9,6 +9,7 @@ standard error, efficiency columns). Rendering lives in html.py / formats.py.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -53,6 +54,17 @@ def _text(x) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA else str(x)
 
 
+def _is_ternary(quant_config_json: str) -> bool:
+    """A quant config (JSON text, "" for none) of ternary weights (the config's type defaults to ternary)."""
+    if not quant_config_json:
+        return False
+    try:
+        cfg = json.loads(quant_config_json)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(cfg, dict) and cfg.get("type", "ternary") == "ternary"
+
+
 def _group_rank(g: str) -> tuple[int, str]:
     return (GROUP_ORDER.index(g), g) if g in GROUP_ORDER else (len(GROUP_ORDER), g)
 
@@ -60,7 +72,8 @@ def _group_rank(g: str) -> tuple[int, str]:
 def models(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model_id (sorted: by architecture+weights, baseline variants first)."""
     if df.empty:
-        return pd.DataFrame(columns=[*MODEL_FIELDS, "random_weights", "device"]).rename_axis("model_id")
+        return pd.DataFrame(columns=[*MODEL_FIELDS, "random_weights", "device", "ternary", "simulated"]
+                            ).rename_axis("model_id")
     rows = {}
     for mid, g in df.sort_values("date", na_position="first").groupby("model_id", sort=False):
         last = g.iloc[-1]
@@ -68,6 +81,10 @@ def models(df: pd.DataFrame) -> pd.DataFrame:
         rw = g["random_weights"] if "random_weights" in g else pd.Series(dtype=object)
         row["random_weights"] = bool(rw.fillna(False).astype(bool).any())
         row["device"] = ", ".join(sorted({_text(d) for d in g.get("device", []) if _text(d)}))
+        qc = g["quant_config"] if "quant_config" in g else pd.Series(dtype=object)
+        row["ternary"] = any(_is_ternary(_text(q)) for q in qc)
+        sim = g["simulated"].dropna() if "simulated" in g else pd.Series(dtype=object)
+        row["simulated"] = bool(sim.iloc[-1]) if len(sim) else None
         rows[mid] = row
     out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model_id")
 
@@ -160,15 +177,18 @@ def cells(df: pd.DataFrame, baselines: dict[str, BaselineMatch] | None = None) -
     return out
 
 
-def common_datasets(cell_table: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
-    """Datasets with an ok result for every model, and why each other dataset is excluded."""
+def common_datasets(cell_table: pd.DataFrame, names: dict[str, str] | None = None
+                    ) -> tuple[list[str], dict[str, str]]:
+    """Datasets with an ok result for every model, and why each other dataset is excluded
+    (``names``: model_id -> the name to say, default the model_id)."""
+    names = names or {}
     common, excluded = [], {}
     for ds, g in cell_table.groupby("dataset", sort=False):
         bad = g[g["status"] != "ok"]
         if bad.empty:
             common.append(ds)
         else:
-            excluded[ds] = "; ".join(f"{s} for {m}" for m, s in zip(bad["model_id"], bad["status"]))
+            excluded[ds] = "; ".join(f"{s} for {names.get(m, m)}" for m, s in zip(bad["model_id"], bad["status"]))
     return common, excluded
 
 
@@ -185,7 +205,7 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     mt = models(df)
     baselines = match_baselines(mt)
     ct = cells(df, baselines)
-    common, excluded = common_datasets(ct)
+    common, excluded = common_datasets(ct, {m: (s or m) for m, s in zip(mt.index, mt["spec"])})
     in_common = ct[ct["dataset"].isin(common)]
     groups = sorted({g for g in ct["group"] if g}, key=_group_rank)
     notes: list[str] = []
@@ -227,8 +247,17 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     for c in EFFICIENCY_METRICS:
         table[c] = eff[c] if c in eff.columns else np.nan
     base_lat = table["baseline"].map(table["image_latency_b1_ms"])
-    # Speed-up is baseline latency / latency: > 1 means faster than the baseline.
-    table["speedup"] = (base_lat / table["image_latency_b1_ms"]).where(~no_base)
+    # Speed-up is baseline latency / latency: > 1 means faster than the baseline. A paired ratio
+    # with its interval, measured against the speed baseline in the same process, replaces it
+    # where the efficiency cell recorded one.
+    table["speedup"] = (base_lat / table["image_latency_b1_ms"]).where(~no_base & ~is_base)
+    table["speedup_lo"] = table["speedup_hi"] = np.nan
+    if "image_speedup_b1" in eff.columns:
+        paired = eff["image_speedup_b1"].notna()
+        table.loc[paired, "speedup"] = eff.loc[paired, "image_speedup_b1"]
+        for end in ("lo", "hi"):
+            if f"image_speedup_b1_{end}" in eff.columns:
+                table.loc[paired, f"speedup_{end}"] = eff.loc[paired, f"image_speedup_b1_{end}"]
     base_lat_t = table["baseline"].map(table["text_latency_b1_ms"])
     table["text_speedup"] = (base_lat_t / table["text_latency_b1_ms"]).where(~no_base)
 
@@ -241,9 +270,17 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     if not common and not ct.empty:
         notes.append("No dataset has an ok result for every variant, so no average can be compared; "
                      "see the per-dataset table and the failed / missing cells.")
+    # One line per baseline that is not fp16 (never one per variant).
+    fallback: dict[str, list[str]] = {}
     for m in table.index:
-        if baselines[m].kind != "fp16" and baselines[m].baseline_id != m:
-            notes.append(f"{m}: {baselines[m].note}.")
+        b = baselines[m]
+        if b.kind == "fp32" and b.baseline_id != m:
+            fallback.setdefault(b.baseline_id, []).append(m)
+        elif b.kind is None:
+            notes.append(f"{m}: {b.note}.")
+    for base, ms in fallback.items():
+        notes.append(f"{base}: no fp16 run exists, so fp32 is the baseline of {len(ms)} "
+                     f"variant{'s' * (len(ms) != 1)} ({', '.join(ms)}).")
     if table["random_weights"].any():
         rw = ", ".join(table.index[table["random_weights"]])
         notes.append(f"Random (untrained) weights: {rw}. Their accuracies are chance level and mean nothing.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 
 import pytest
 import torch
@@ -44,3 +45,24 @@ def tiny_inputs():
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder on a read-only file system (a read-only tmpfs, as root: chmod stops no root),
+    else a folder without write permission; skipped with the reason when neither is possible."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"root, but no read-only tmpfs can be mounted here ({mount.stderr.strip()})")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

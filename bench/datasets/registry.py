@@ -128,7 +128,8 @@ class Registry:
         return list(self.entries)
 
     def get(self, name: str) -> DatasetEntry:
-        """The entry named ``name`` (``wds/`` may be left out); `UnknownDatasetError` otherwise."""
+        """The entry named ``name`` (``wds/`` may be left out, or everything up to the last ``/``
+        when that short name is unique: ``cifar10``); `UnknownDatasetError` otherwise."""
         key = self._dataset_key(name)
         if key is None:
             raise UnknownDatasetError(self._unknown_message(name, suites=False))
@@ -165,7 +166,9 @@ class Registry:
         for key in (name, _WDS_PREFIX + name):
             if key in self.entries:
                 return key
-        return None
+        # clip_benchmark's short name (``cifar10`` for ``wds/vtab/cifar10``) when exactly one entry has it.
+        short = [k for k in self.entries if k.rsplit("/", 1)[-1] == name]
+        return short[0] if len(short) == 1 else None
 
     def _unknown_message(self, name: str, *, suites: bool) -> str:
         valid = list(self.entries) + [n[len(_WDS_PREFIX) :] for n in self.entries]
@@ -429,11 +432,14 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """
     env = os.environ.get(REGISTRY_ENV)
     p = Path(path) if path is not None else Path(env).expanduser() if env else DEFAULT_PATH
+    origin = f" (from ${REGISTRY_ENV})" if path is None and env else ""
     try:
         mtime = p.stat().st_mtime_ns
     except FileNotFoundError:
-        origin = f" (from ${REGISTRY_ENV})" if path is None and env else ""
         raise RegistryError(f"dataset registry {p}{origin} does not exist") from None
+    if p.is_dir():
+        raise RegistryError(f"dataset registry {p}{origin} is a directory; give a YAML file "
+                            f"(e.g. {p / 'datasets.yaml'})")
     return _cached(p.resolve(), mtime)
 
 

@@ -151,8 +151,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(json.loads(cfg.to_json()), indent=2))
         return 0
     from bench.train.models import load_clip
+    from quant.fileio import check_output_path
     from quant.train.loop import train
 
+    check_output_path(args.out, "--out", kind="dir", hint="the run folder of config.json, log.jsonl and checkpoints")
     resume = args.resume if args.resume else (None if args.overwrite else "auto")
     result = train(cfg, args.out, resume=resume, overwrite=args.overwrite, device=args.device, load=load_clip)
     if result.records:
@@ -171,8 +173,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from bench.train.models import load_clip
     from quant import load_packed, stats
+    from quant.fileio import check_output_path
     from quant.train.convert import convert_run
 
+    check_output_path(args.out, "--out")
     path = convert_run(args.run, args.out, packing=args.packing, float_dtype=args.float_dtype, force=args.force,
                        load=load_clip)
     total = stats(load_packed(path)).total

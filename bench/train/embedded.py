@@ -270,6 +270,27 @@ def student_path(variant: str, root: str | Path | None = None, device: str | Non
     return _student(variant, _mini_root(root), device, progress, shipped)[0]
 
 
+def where_from(name: str, root: str | Path | None = None) -> tuple[str, int]:
+    """Where model ``name`` (``"teacher"`` or a student variant) will come from, without training it:
+    ``("shipped" | "cached" | "train", estimated CPU minutes of training, 0 unless "train")``."""
+    root = _mini_root(root)
+    tcfg = teacher_config(root)
+    tkey = _key(tcfg, root)
+    teacher = _shipped("teacher", tkey) or models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{tkey}.safetensors"
+    minutes = 0 if teacher.is_file() else _cpu_minutes(tcfg)
+    if name == "teacher":
+        if _shipped("teacher", tkey) is not None:
+            return "shipped", 0
+        return ("cached", 0) if teacher.is_file() else ("train", minutes)
+    scfg = student_config(name, root, teacher)
+    key = _key(scfg, root, {"teacher_key": tkey})
+    if _shipped(name, key) is not None:
+        return "shipped", 0
+    if (models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{name}-{key}.safetensors").is_file():
+        return "cached", 0
+    return "train", minutes + _cpu_minutes(scfg)
+
+
 def ship(device: str | None = None, progress: bool = True) -> Path:
     """Train (or take from the cache) every embedded model with the current recipes and copy them,
     with a manifest of their recipe keys and sha256, into the repo's shipped folder."""

@@ -17,6 +17,7 @@ only what a spec names through the loader it was given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,25 @@ def val_transform(model: nn.Module):
                                      fill_color=cfg.get("fill_color", 0))
 
 
-def _from_arch(arch: str, pretrained: str | None, spec: str, device: str) -> LoadedClip:
+class _WeightsComeNext(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning: where the
+    caller loads trained weights right after building the architecture, the warning is false."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+def _from_arch(arch: str, pretrained: str | None, spec: str, device: str, weights_follow: bool = False) -> LoadedClip:
     import open_clip
 
-    model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    quiet = _WeightsComeNext()
+    root = logging.getLogger()  # open_clip warns through the root logger
+    if weights_follow:
+        root.addFilter(quiet)
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    finally:
+        root.removeFilter(quiet)
     from quant.origin import record_origin
 
     # The origin (architecture + open_clip config) is what quant.save_packed stores to rebuild it offline.
@@ -73,7 +89,7 @@ def _from_train_checkpoint(path: Path, spec: str, device: str) -> LoadedClip:
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_json(ckpt["config"])
-    loaded = _from_arch(ckpt["arch"], None, spec, device)
+    loaded = _from_arch(ckpt["arch"], None, spec, device, weights_follow=True)
     if cfg.qat is not None:
         phase = cfg.qat.int8_config() if ckpt["step"] < cfg.qat.int8_steps else cfg.qat.ternary_config()
         prepare(loaded.model, phase)

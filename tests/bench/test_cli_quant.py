@@ -50,7 +50,8 @@ def test_q_ffn_leaves_attention_untouched(packed):
 def test_inspect(packed, capsys):
     code, out, err = run(capsys, "inspect", str(packed))
     assert code == 0, err
-    assert "packed checkpoint v1, base3 packing" in out and "scope ffn" in out
+    assert "packed checkpoint v2, base3 packing" in out and "scope ffn" in out
+    assert "every metadata field matches its digest" in out
     assert "random initialisation" in out and "total" in out
     code, out, _ = run(capsys, "inspect", str(packed), "--json")
     data = json.loads(out)
@@ -118,3 +119,24 @@ def test_failed_quantize_leaves_no_file(tmp_path, capsys):
                        "--out", str(out))
     assert code == 2 and "group size 48 does not divide" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_renamed_packed_file_works_in_inspect_and_run(packed, tmp_path, capsys):
+    from bench import results
+
+    saved = tmp_path / "student.safetensors"
+    assert main(["quantize", "ternbench-tiny", "--variant", "q-ffn", "--out", str(saved)]) == 0
+    renamed = tmp_path / "student.bin"
+    saved.rename(renamed)
+    code, out, err = run(capsys, "inspect", str(renamed))
+    assert code == 0, err
+    assert "packed checkpoint v2" in out and "scope ffn" in out
+    out_dir = tmp_path / "res"
+    code, out, err = run(capsys, "run", "-m", str(renamed), "-t", "efficiency", "--out", str(out_dir),
+                         "--no-report", "--no-progress", "--throughput-batch", "2", "--warmup", "0",
+                         "--repeats", "1", "--time-budget", "0")
+    assert code == 0, err
+    (cell,) = results.iter_result_files(out_dir)
+    record = results.read(cell)
+    assert record["status"] == "ok", record.get("error")
+    assert record["model"]["info"]["source"] == "packed" and record["model"]["quant_config"]["scope"] == "ffn"

@@ -73,21 +73,21 @@ def test_bare_ternbench_runs_the_default_grid(tmp_path, monkeypatch, capsys):
 
     seen = {}
 
-    def fake_run_sweep(p, echo=None):
-        seen["plan"] = p
+    def fake_run_sweep(p, echo=None, to_train=(), notes=()):
+        seen["plan"], seen["to_train"], seen["notes"] = p, list(to_train), list(notes)
         return runner.SweepSummary(p.out, p.n_all_cells, len(p.cells), ran=len(p.cells))
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(runner, "run_sweep", fake_run_sweep)
-    assert main([]) == 0
+    assert main([]) == 3  # the faked sweep wrote no cell, so there is no report to render
     p = seen["plan"]
     grid = defaults.default_grid()
     assert p.out == tmp_path / "results" or p.out.resolve() == (tmp_path / "results").resolve()
     assert tuple(s.raw for s in p.specs.values()) == grid.models
     assert set(p.entries) == {"wds/mini/shapes", "wds/mini/colors", "wds/mini/digits", "wds/mini/captions"}
     assert p.n_all_cells == len(grid.models) * 5
-    printed = capsys.readouterr().out
-    assert grid.note in printed and "results" in printed
+    assert seen["notes"] == [grid.note] and seen["to_train"] == []  # the shipped weights: nothing to train
+    assert "results" in capsys.readouterr().out
 
 
 def test_default_grid_random_then_trained(monkeypatch):
@@ -175,3 +175,80 @@ def test_dry_run_lists_cells_and_runs_nothing(tmp_path, mini_root, capsys):
         line for line in cells if line.startswith("done")][0]
     assert "1 would run" not in printed[-1] and "2 would run" in printed[-1]
     assert len(results.iter_result_files(out)) == 1  # nothing ran
+
+
+def test_report_that_cannot_be_written_exits_3_with_results_intact(tmp_path, mini_root, capsys, monkeypatch):
+    import errno
+
+    from bench.cli_run import EXIT_REPORT_FAILED
+    from reports import render
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(render, "atomic_write_text", disk_full)  # the disk fills while the sweep runs
+    out = tmp_path / "res"
+    code = main(["run", "-m", "ternbench-tiny", "-d", "wds/mini/colors", "-t", "zeroshot_classification",
+                 "--data-root", str(mini_root), "--out", str(out), *FAST])
+    captured = capsys.readouterr()
+    assert code == EXIT_REPORT_FAILED == 3
+    assert f"could not write the report {out / 'report.html'}" in captured.err
+    assert f"the results in {out}/ are intact" in captured.err and "Traceback" not in captured.err
+    assert list(results.load(out).status) == ["ok"]
+
+
+def test_default_report_lives_in_its_results_directory(tmp_path, mini_root, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in ("a", "b"):
+        assert main(["run", "-m", "ternbench-tiny", "-d", "wds/mini/colors", "-t", "zeroshot_classification",
+                     "--data-root", str(mini_root), "--out", out, *FAST]) == 0
+        assert f"report: {out}/report.html" in capsys.readouterr().out
+    assert (tmp_path / "a" / "report.html").is_file() and (tmp_path / "b" / "report.html").is_file()
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_first_line_says_what_will_happen_and_the_run_ends_with_the_accuracy_summary(tmp_path, mini_root, capsys):
+    from reports.render import report_data
+    from reports.summary import format_summary
+
+    out = tmp_path / "res"
+    argv = ["run", "-m", "ternbench-tiny@fp16", "ternbench-tiny@q-all", "-d", "wds/mini/colors", "-t",
+            "zeroshot_classification", "--data-root", str(mini_root), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"ternbench run: 2 of 2 cells to run (2 models x 1 dataset) on cpu, 0 kept (--overwrite "
+                        f"missing); results in {out}; 2 models to build, nothing to train")
+    summary = format_summary(report_data(out).leaderboard)
+    assert "\n".join(lines).count(summary) == 1  # the same numbers the report is made from
+    assert summary.splitlines()[2].startswith("ternbench-tiny@fp16") and "baseline" in summary.splitlines()[2]
+    assert main(argv) == 0  # a rerun computes nothing, and says so first
+    assert capsys.readouterr().out.splitlines()[0].endswith("2 kept (--overwrite missing); results in "
+                                                            f"{out}; nothing to compute")
+
+
+def test_models_to_train_are_named_only_when_their_weights_are_missing(tmp_path, monkeypatch):
+    from bench import defaults
+    from bench import models as bm
+    from bench.train import embedded
+
+    bm.load_plugins()
+    specs = [bm.parse_spec(s) for s in ("ternbench-tiny:mini@fp16", "ternbench-tiny:mini@qat-q-all-a8",
+                                        "ternbench-tiny@q-all")]
+    assert defaults.to_train(specs) == []  # shipped weights: nothing is trained
+    monkeypatch.setattr(embedded, "shipped_dir", lambda: tmp_path / "none-shipped")
+    monkeypatch.setattr(embedded, "models_dir", lambda: tmp_path / "empty-cache")
+    named = defaults.to_train(specs)
+    assert [n.split(" (")[0] for n in named] == ["ternbench-tiny:mini", "ternbench-tiny:mini@qat-q-all"]
+    assert all(n.endswith("min on 2 CPU cores)") for n in named)
+
+
+def test_run_help_lists_the_default_grid_the_run_uses(capsys):
+    from bench import defaults
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    grid = defaults.default_grid()
+    variants = " ".join(m.split("@")[1] for m in grid.models)
+    assert f"{grid.models[0].split('@')[0]} in {variants}" in text
+    assert f"(default: {' '.join(defaults.DATASETS)})" in text and f"(default: {defaults.OUT}/)" in text

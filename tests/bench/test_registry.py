@@ -94,7 +94,7 @@ def test_resolve_expands_dedups_keeps_order_and_accepts_short_names():
 @pytest.mark.parametrize(
     "name, suggestion",
     [
-        ("cifar10", "vtab/cifar10"),
+        ("cifar1", "vtab/cifar10"),  # "cifar10" itself is clip_benchmark's name, an alias
         ("minii", "mini"),
         ("wds/vtab/cifar1O", "wds/vtab/cifar10"),
         ("clip40", "clip41"),
@@ -115,6 +115,15 @@ def test_get_and_suite_members_reject_unknown():
         reg.get("wds/mnistt")
     with pytest.raises(UnknownDatasetError, match="unknown suite 'vtabb'.*did you mean 'vtab'"):
         reg.suite_members("vtabb")
+
+
+def test_clip_benchmark_short_names_are_aliases_when_unique():
+    reg = load_registry()
+    assert reg.get("cifar10").name == "wds/vtab/cifar10"  # clip_benchmark's name of the dataset
+    assert reg.get("vtab/cifar10").name == reg.get("wds/vtab/cifar10").name == "wds/vtab/cifar10"
+    assert [e.name for e in resolve(["cifar10", "shapes"])] == ["wds/vtab/cifar10", "wds/mini/shapes"]
+    with pytest.raises(UnknownDatasetError, match="did you mean 'vtab/cifar10'"):
+        reg.get("cifar1")
 
 
 def test_entries_are_frozen_and_serializable():

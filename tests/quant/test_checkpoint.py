@@ -12,7 +12,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import quant
-from quant.checkpoint import _content_hash, _tensor_sha256, read_metadata, save_packed
+from quant.checkpoint import (
+    DIGEST_KEY,
+    _content_hash,
+    _metadata_digest,
+    _tensor_sha256,
+    read_metadata,
+    save_packed,
+)
 from quant.errors import CheckpointError
 from quant.kernels import accelerate_
 from quant.state import quant_state, recorded_origin
@@ -31,8 +38,11 @@ def _outputs(model, inputs):
         return model.encode_image(images), model.encode_text(tokens)
 
 
-def _rewrite(src, dst, edit_tensors=None, edit_meta=None, rehash=False):
-    """Copy a packed file, changing tensors / metadata (optionally keeping the hashes consistent)."""
+def _rewrite(src, dst, edit_tensors=None, edit_meta=None, rehash=False, redigest=None):
+    """Copy a packed file, changing tensors / metadata (optionally keeping the hashes consistent).
+
+    ``redigest`` (default: as ``rehash``) re-computes the metadata digest after the edit, as a
+    writer with a bug would: what is left to catch the damage is the header validation itself."""
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -44,6 +54,8 @@ def _rewrite(src, dst, edit_tensors=None, edit_meta=None, rehash=False):
         meta["content_sha256"] = _content_hash(hashes)
     if edit_meta:
         edit_meta(meta)
+    if rehash if redigest is None else redigest:
+        meta[DIGEST_KEY] = json.dumps(_metadata_digest(meta))
     save_file(tensors, str(dst), metadata=meta)
     return dst
 
@@ -199,7 +211,7 @@ def test_wrong_shape(packed, tmp_path):
         t[name]["shape"] = [t[name]["shape"][1], t[name]["shape"][0]]  # transposed: same count, wrong shape
         meta["ternary"] = json.dumps(t)
 
-    bad = _rewrite(packed, tmp_path / "shape.safetensors", edit_meta=reshape)
+    bad = _rewrite(packed, tmp_path / "shape.safetensors", edit_meta=reshape, redigest=True)
     with pytest.raises(CheckpointError, match=rf"'{name}' has shape \[128, 384\].*expects \[384, 128\]"):
         quant.load_packed(bad)
 
@@ -274,3 +286,128 @@ def test_a_stored_tokenizer_path_from_another_machine_uses_the_registered_archit
     assert _arch_name({"arch": "ternbench-tiny", "model_cfg": cfg}) == "ternbench-tiny"
     cfg["text_cfg"]["width"] = 64  # another shape of weights is another architecture
     assert _arch_name({"arch": "ternbench-tiny", "model_cfg": cfg}).startswith("ternbench-tiny-packed-")
+
+
+def _edit_header(src, dst, field, old, new):
+    """A hand edit of one metadata field in the file's bytes, at the same length (offsets stay valid)."""
+    assert len(old) == len(new)
+    data = src.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    head = data[8:8 + n]
+    value = json.loads(head)["__metadata__"][field]
+    assert old in value, (field, value[:200])
+    start = head.index(json.dumps(field).encode() + b":")
+    before = json.dumps(value)[1:-1].encode()
+    at = head.index(before, start)
+    edited = json.dumps(value.replace(old, new, 1))[1:-1].encode()
+    assert len(edited) == len(before)
+    dst.write_bytes(data[:8] + head[:at] + edited + head[at + len(before):] + data[8 + n:])
+    return dst
+
+
+# (field, old, new): every field that decides the model, changed at the same length.
+HAND_EDITS = [
+    ("model_cfg", '"head_width": 32', '"head_width": 16'),  # vision head width
+    ("model_cfg", '"heads": 4', '"heads": 2'),  # text heads
+    ("preprocess_cfg", "0.48145466", "0.58145466"),  # mean
+    ("preprocess_cfg", '"bicubic"', '"lanczos"'),  # interpolation
+    ("tokenizer", "ternbench-tiny", "ternbench-tinx"),
+    ("arch", "ternbench-tiny", "ternbench-tinx"),
+    ("quant_config", '"threshold": 1.0', '"threshold": 2.0'),
+    ("quant_config", '"granularity": "tensor"', '"granularity": "tensr "'),  # an unknown enum value
+    ("source_spec", "@q-all", "@q-ffn"),  # origin
+    ("float_dtype", "fp32", "fp16"),
+    ("ternary", '"out_axis": 1', '"out_axis": 0'),
+]
+
+
+@pytest.mark.parametrize("field, old, new", HAND_EDITS, ids=[f"{f}:{o}" for f, o, _ in HAND_EDITS])
+def test_hand_edited_metadata_is_refused_naming_the_field(packed, tmp_path, field, old, new, capsys):
+    from bench.cli import main
+
+    bad = _edit_header(packed, tmp_path / "edited.safetensors", field, old, new)
+    assert bad.stat().st_size == packed.stat().st_size
+    message = rf"metadata field '{field}' does not match its sha256: it was changed after the file was written"
+    with pytest.raises(CheckpointError, match=message):
+        quant.load_packed(bad)
+    assert main(["inspect", str(bad)]) == 2
+    assert f"metadata field '{field}' does not match its sha256" in capsys.readouterr().err
+
+
+def _drop(key):
+    return lambda m: m.pop(key)
+
+
+def _set_json(key, change):
+    def edit(m):
+        d = json.loads(m[key])
+        change(d)
+        m[key] = json.dumps(d)
+    return edit
+
+
+NAME = "transformer.resblocks.1.attn.in_proj_weight"
+# Headers a buggy or foreign writer could produce (digest consistent): each a CheckpointError.
+MALFORMED = {
+    "missing arch": (_drop("arch"), r"metadata field 'arch' is missing"),
+    "missing tokenizer": (_drop("tokenizer"), r"metadata field 'tokenizer' is missing"),
+    "missing quant_config": (_drop("quant_config"), r"metadata field 'quant_config' is missing"),
+    "unknown packing": (lambda m: m.update(packing="base4"),
+                        r"'packing' names an unknown packing 'base4'; valid: 2bit, base3"),
+    "unknown float dtype": (lambda m: m.update(float_dtype="fp8"), r"'float_dtype' names an unknown float dtype"),
+    "unknown granularity": (_set_json("quant_config", lambda d: d.update(granularity="block")),
+                            r"'quant_config' is not a valid quant config \(.*granularity.*'block'"),
+    "quant_config key lost": (_set_json("quant_config", lambda d: d.update(type="int8")),
+                              r"'quant_config' is (not a valid quant config|a 'int8' config)"),
+    "entry key lost": (_set_json("ternary", lambda d: d[NAME].pop("out_axis")),
+                       rf"'ternary' entry '{NAME}' lacks one of shape, n, out_axis, kind, tower"),
+    "entry renamed": (_set_json("ternary", lambda d: d.update({NAME + "x": d.pop(NAME)})),
+                      rf"the ternary tensor '{NAME}x' has no {NAME}x.qdata in the file"),
+    "random_weights not a bool": (lambda m: m.update(random_weights='"no"'), r"'random_weights' is not true or false"),
+    "digest not JSON": (lambda m: m.update({DIGEST_KEY: "{"}), rf"'{DIGEST_KEY}' is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_header_is_a_checkpoint_error(packed, tmp_path, case):
+    edit, message = MALFORMED[case]
+    redigest = case != "digest not JSON"
+    bad = _rewrite(packed, tmp_path / "bad.safetensors", edit_meta=edit, redigest=redigest)
+    with pytest.raises(CheckpointError, match=message):
+        quant.load_packed(bad)
+    with pytest.raises(CheckpointError, match=message):
+        read_metadata(bad)
+
+
+def test_renamed_tensor_is_a_checkpoint_error(packed, tmp_path):
+    def rename(t):
+        t[f"{NAME}.qdatx"] = t.pop(f"{NAME}.qdata")
+
+    bad = _rewrite(packed, tmp_path / "renamed.safetensors", edit_tensors=rename, rehash=True)
+    with pytest.raises(CheckpointError, match=rf"the ternary tensor '{NAME}' has no {NAME}.qdata in the file"):
+        quant.load_packed(bad)
+
+
+def test_format_1_files_without_a_digest_still_load(packed, qtiny, tmp_path, tiny_inputs):
+    def to_v1(m):
+        m.pop(DIGEST_KEY)
+        m["format_version"] = "1"
+
+    old = _rewrite(packed, tmp_path / "v1.safetensors", edit_meta=to_v1, redigest=False)
+    for a, b in zip(_outputs(quant.load_packed(old), tiny_inputs), _outputs(qtiny, tiny_inputs)):
+        assert torch.equal(a, b)
+    bad = _rewrite(old, tmp_path / "v1-bad.safetensors", redigest=False,
+                   edit_meta=_set_json("quant_config", lambda d: d.update(granularity="block")))
+    with pytest.raises(CheckpointError, match=r"'quant_config' is not a valid quant config"):
+        quant.load_packed(bad)
+
+
+def test_renamed_packed_file_is_recognized_by_content(packed, tmp_path):
+    from quant.checkpoint import is_packed_file
+
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(packed.read_bytes())
+    assert is_packed_file(renamed)
+    pickled = tmp_path / "state.bin"
+    torch.save({"w": torch.zeros(2)}, pickled)
+    assert not is_packed_file(pickled)  # a pickled state dict is not one, and not an error

@@ -158,35 +158,83 @@ def test_report_in_a_real_browser(browser, pipeline_results, pipeline_report):
         return r["result"].get("value")
 
     assert js("document.querySelectorAll('#leaderboard tbody tr').length") == n_models
+    assert js("document.querySelectorAll('#details tbody tr').length") == n_models
     assert js("document.querySelectorAll('#per-dataset tbody tr').length") == 3
     assert js("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)") is True
 
-    # Click the "Image latency" header with a real mouse event; rows sort ascending, then descending.
-    col = "image_latency_b1_ms"
-    box = js(f"(() => {{ const r = document.querySelector('#leaderboard th[data-key={col}]')"
-             ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-    values = (f"Array.from(document.querySelectorAll('#leaderboard tbody td[data-key={col}]'))"
-              ".map(td => parseFloat(td.dataset.value))")
+    # The main table fits a 1400 px window: nothing of it is off-screen or scrolls sideways.
+    assert js("window.innerWidth") == 1400
+    right, scroll, client = js("(() => { const t = document.querySelector('#leaderboard'); "
+                               "return [t.getBoundingClientRect().right, t.scrollWidth, t.clientWidth]; })()")
+    assert right <= 1400 and scroll <= client
+    assert js("document.documentElement.scrollWidth <= window.innerWidth") is True
 
-    def click():
-        js(f"document.querySelector('#leaderboard th[data-key={col}]').scrollIntoView()")
-        x, y = js(f"(() => {{ const r = document.querySelector('#leaderboard th[data-key={col}]')"
-                  ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    def click(table: str, col: str):
+        th = f"document.querySelector('#{table} th[data-key={col}]')"
+        js(f"{th}.scrollIntoView()")
+        x, y = js(f"(() => {{ const r = {th}.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
         for kind in ("mousePressed", "mouseReleased"):
             browser.send("Input.dispatchMouseEvent",
                          {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}, session=s)
 
-    assert box is not None
-    before = js(values)
-    click()
-    asc = js(values)
+    def values(table: str, col: str):
+        return js(f"Array.from(document.querySelectorAll('#{table} tbody td[data-key={col}]'))"
+                  ".map(td => td.dataset.value === '' ? null : parseFloat(td.dataset.value))")
+
+    # Main table: a real mouse click on a header sorts the rows under the pinned baseline.
+    pinned = js("document.querySelector('#leaderboard tbody tr').dataset.model")
+    assert js("document.querySelector('#leaderboard tbody tr').dataset.pinned") == "1"
+    for order in ("ascending", "descending"):
+        click("leaderboard", "avg")
+        assert js("document.querySelector('#leaderboard th[data-key=avg]').getAttribute('aria-sort')") == order
+        assert js("document.querySelector('#leaderboard tbody tr').dataset.model") == pinned
+        rest = [v for v in values("leaderboard", "avg")[1:] if v is not None]
+        assert rest == sorted(rest, reverse=order == "descending")
+
+    # Details table (opened first): every column sorts too, ascending then descending.
+    js("document.querySelector('#details-section').open = true")
+    col = "image_latency_b1_ms"
+    before = values("details", col)
+    click("details", col)
+    asc = values("details", col)
     assert sorted(asc) == sorted(before) and asc == sorted(asc)
-    assert js(f"document.querySelector('#leaderboard th[data-key={col}]').getAttribute('aria-sort')") == "ascending"
-    click()
-    assert js(values) == sorted(asc, reverse=True)
+    click("details", col)
+    assert values("details", col) == sorted(asc, reverse=True)
 
     shot = os.environ.get("TERNBENCH_SCREENSHOT")
     if shot:
         data = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=s)
         Path(shot).write_bytes(base64.b64decode(data["data"]))
     assert console_errors(browser.events) == []
+
+
+def test_main_table_sorts_under_the_pinned_baseline(browser, synthetic_results, tmp_path):
+    from reports import render_report
+
+    page = render_report(synthetic_results, tmp_path / "report.html")
+    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    s = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime"):
+        browser.send(f"{domain}.enable", session=s)
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session=s)
+    browser.send("Page.navigate", {"url": page.resolve().as_uri()}, session=s)
+    browser.wait_event("Page.loadEventFired")
+
+    def js(expr: str):
+        r = browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=s)
+        assert "exceptionDetails" not in r, r
+        return r["result"].get("value")
+
+    order = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.dataset.model)"
+    # Default: the baseline, then by difference, best first.
+    assert js(order) == ["tiny@fp16", "tiny@fp32", "tiny@q-ffn", "tiny@q-all"]
+    th = "document.querySelector('#leaderboard th[data-key=memory]')"
+    x, y = js(f"(() => {{ const r = {th}.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+                     session=s)
+    # Peak memory ascending (synthetic: 1.5 x checkpoint bytes), the baseline still first.
+    assert js(order) == ["tiny@fp16", "tiny@q-all", "tiny@q-ffn", "tiny@fp32"]
+    assert js("document.querySelector('#leaderboard tr[data-model=\"tiny@q-ffn\"] .badge').textContent") == \
+        "best ternary"

@@ -66,18 +66,18 @@ class Page(HTMLParser):
 
 
 def _lb_cells(page: Page) -> dict[str, dict[str, dict]]:
-    """model id -> {column key: cell} from the leaderboard table."""
+    """model id -> {column key: cell} from the details table (every column of the leaderboard)."""
     out = {}
-    for row in page.tables["leaderboard"]["rows"]:
+    for row in page.tables["details"]["rows"]:
         cells = {c["attrs"]["data-key"]: c for c in row}
         out[cells["model_id"]["attrs"]["data-value"]] = cells
     return out
 
 
 def _lb_values(page: Page) -> dict[str, dict[str, str]]:
-    """model id -> {column key: data-value} from the leaderboard table."""
+    """model id -> {column key: data-value} from the details table."""
     out = {}
-    for row in page.tables["leaderboard"]["rows"]:
+    for row in page.tables["details"]["rows"]:
         cells = {c["attrs"]["data-key"]: c for c in row}
         out[cells["model_id"]["attrs"]["data-value"]] = {k: c["attrs"]["data-value"] for k, c in cells.items()}
     return out
@@ -121,14 +121,32 @@ def test_report_from_the_tiny_pipeline(pipeline_results, pipeline_report):
                        "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity"):
             v = eff.at[m, metric]
             assert _num(lb[m][metric]) == pytest.approx(v, rel=1e-12) if pd.notna(v) else lb[m][metric] == ""
-        assert _num(lb[m]["speedup"]) == pytest.approx(
-            eff.at[fp32, "image_latency_b1_ms"] / eff.at[m, "image_latency_b1_ms"], rel=1e-12)
+        if m == fp32:  # the baseline has no speed-up against itself (never a 1.00x that wins a star)
+            assert lb[m]["speedup"] == ""
+        else:
+            assert _num(lb[m]["speedup"]) == pytest.approx(
+                eff.at[fp32, "image_latency_b1_ms"] / eff.at[m, "image_latency_b1_ms"], rel=1e-12)
         assert lb[m]["baseline"] == fp32  # no fp16 run: fp32 is the baseline ...
     q_avg = ok[(ok["model_id"] == "ternbench-tiny@q-all") & ok["dataset"].isin(common)]["main_value"].mean()
     f_avg = ok[(ok["model_id"] == fp32) & ok["dataset"].isin(common)]["main_value"].mean()
     assert _num(lb["ternbench-tiny@q-all"]["delta_pts"]) == pytest.approx((q_avg - f_avg) * 100, abs=1e-9)
     assert "no fp16 run exists, so fp32 is the baseline" in html  # ... and the report says so
     assert "random weights" in html.lower()  # untrained embedded model: said plainly
+
+    # Main table: the headline of each variant, as the terminal summary prints it, baseline first.
+    from reports.model import build
+    from reports.summary import headlines
+
+    heads = headlines(build(load_results(pipeline_results)).leaderboard)
+    main = page.tables["leaderboard"]
+    assert [c["attrs"]["data-key"] for c in main["head"][0]] == ["name", "avg", "delta_pts", "size", "speedup",
+                                                                "memory"]
+    assert [r[0]["attrs"]["data-value"] for r in main["rows"]] == [h.name for h in heads]
+    assert heads[0].model_id == fp32 and heads[0].is_baseline
+    for h, row in zip(heads, main["rows"]):
+        shown = [c["text"].strip() for c in row]
+        assert shown[1:] == [h.mean_text, h.delta_text, h.size_text, h.speedup_text, h.memory_text]
+    assert "Differences are against ternbench-tiny@fp32 (no fp16 run, so fp32)." in html
 
     # Per-dataset table: every dataset x variant, failed and missing cells as such (never 0).
     pd_rows = {r[0]["text"]: r for r in page.tables["per-dataset"]["rows"]}
@@ -200,8 +218,24 @@ def test_report_command(synthetic_results, cli, capsys, tmp_path):
     assert cli(["report", str(synthetic_results), "--out", str(out)]) == 0
     assert f"to {out}" in capsys.readouterr().out
     assert Page(out.read_text()).tables["leaderboard"]["rows"]
-    # Default output: report.FORMAT next to RESULTS.
+    # Default output: report.FORMAT inside RESULTS (two results directories never share a report).
     assert cli(["report", str(synthetic_results), "--format", "md"]) == 0
-    assert (synthetic_results.parent / "report.md").read_text().startswith("# ternbench leaderboard")
+    assert (synthetic_results / "report.md").read_text().startswith("# ternbench leaderboard")
     assert cli(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_folders_claiming_one_model_are_an_error_naming_both(tmp_path, synthetic_results, cli, capsys):
+    import shutil
+
+    from reports.errors import ReportInputError
+
+    root = tmp_path / "r"
+    shutil.copytree(synthetic_results, root)
+    shutil.copytree(root / "tiny@fp16", root / "tiny@fp16 (copy)")  # a copied baseline folder
+    with pytest.raises(ReportInputError, match=r"r/tiny@fp16 and .*r/tiny@fp16 \(copy\) both hold results of "
+                                               r"'tiny@fp16'.*remove or move all but one"):
+        render_report(root, tmp_path / "r.html")
+    assert cli(["report", str(root), "--out", str(tmp_path / "r.html")]) == 2
+    assert "both hold results of 'tiny@fp16'" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

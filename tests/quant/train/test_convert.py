@@ -93,3 +93,20 @@ def test_embedded_models_train_once_register_and_cache(tmp_path, monkeypatch):
 
     with pytest.raises(ModelSpecError, match="QAT\\+KD student of ternbench-tiny:mini only"):
         build_model("ternbench-tiny@qat-q-all")
+
+
+def test_a_trained_student_loads_without_open_clips_random_init_warning(qat_run, caplog):
+    """The architecture is built empty and the trained weights loaded right after: open_clip's
+    "Model initialized randomly" would be false, so it is not shown; other warnings still are."""
+    import logging
+
+    from quant.train.models import load_clip
+
+    with caplog.at_level(logging.WARNING):
+        loaded = load_clip(str(qat_run))
+        logging.getLogger().warning("No pretrained weights loaded: a later warning still shows")
+    from quant.state import recorded_origin
+
+    assert recorded_origin(loaded.model).random_weights is False
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["No pretrained weights loaded: a later warning still shows"]
