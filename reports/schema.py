@@ -51,9 +51,6 @@ EFFICIENCY_METRICS = (
     "text_latency_bN_ms_p90", "texts_per_s", "throughput_batch", "peak_memory_bytes", "weight_bytes",
     "checkpoint_bytes", "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity",
     "bits_per_weight",
-    # paired speed-ups against the speed baseline with their interval (efficiency cells that record them)
-    "image_speedup_b1", "image_speedup_b1_lo", "image_speedup_b1_hi",
-    "text_speedup_b1", "text_speedup_b1_lo", "text_speedup_b1_hi",
 )
 
 MODEL_KEYS = ("spec", "arch", "pretrained", "variant", "precision", "quant_config",

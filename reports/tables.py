@@ -17,7 +17,12 @@ import numpy as np
 import pandas as pd
 
 from reports import stats
-from reports.schema import EFFICIENCY, EFFICIENCY_METRICS, TASK_METRICS
+from reports.schema import EFFICIENCY, TASK_METRICS
+from reports.schema import EFFICIENCY_METRICS as _RECORDED
+
+# Paired speed-ups against the speed baseline with their interval, where efficiency cells record them.
+PAIRED_SPEEDUPS: tuple[str, ...] = tuple(f"{k}_speedup_b1{e}" for k in ("image", "text") for e in ("", "_lo", "_hi"))
+EFFICIENCY_METRICS: tuple[str, ...] = tuple(dict.fromkeys((*_RECORDED, *PAIRED_SPEEDUPS)))
 
 ACCURACY_TASKS: tuple[str, ...] = tuple(TASK_METRICS)
 EFFICIENCY_TASK = EFFICIENCY
