@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     k.add_argument("--bench", action="store_true",
                    help="time every usable W1.58A8 kernel against fp32 (and fp16 on CUDA) at CLIP's layer "
                         "shapes and name the fastest here (about 10 s on 2 CPU cores)")
-    k.add_argument("--repeats", type=int, default=10, help="timed calls per kernel and shape for --bench (median)")
+    k.add_argument("--repeats", type=int, default=5,
+                   help="interleaved timing rounds per shape for --bench (torch.utils.benchmark; default: 5)")
     k.add_argument("--json", action="store_true", help="print everything as JSON")
     k.set_defaults(func=run_kernels)
 
@@ -92,19 +93,27 @@ def run_kernels(args) -> int:
     return 1 if failed else 0
 
 
+def _ratio(v: float, lo: float, hi: float) -> str:
+    return f"{v:.2f}x [{lo:.2f}-{hi:.2f}]" + ("" if not lo <= 1 <= hi else "~")
+
+
 def _timing_lines(t: dict) -> list[str]:
     names = list(t["ms"])
-    lines = [f"\nspeed on {t['device']} (median ms; x: fp32's time / this one's, side by side in this run):",
-             f"  {'M x K x N':16s}" + "".join(f"{n:>24s}" for n in names)]
+    lines = [f"\nspeed on {t['device']} (median ms; fp32's time / this one's, paired over {t['rounds']} interleaved "
+             "rounds, [95% interval], ~ = not significant):",
+             f"  {'M x K x N':16s}" + "".join(f"{n:>34s}" for n in names)]
     for i, shape in enumerate(t["shapes"]):
-        cells = [f"{t['ms'][n][i]:10.3f} ({t['ms']['fp32'][i] / t['ms'][n][i]:5.2f}x)" for n in names]
-        lines.append(f"  {shape:16s}" + "".join(f"{c:>24s}" for c in cells))
-    lines.append(f"  {'geometric mean':16s}" + "".join(f"{t['speedup'][n]:>23.2f}x" for n in names))
+        cells = [f"{t['ms'][n][i]:9.3f} {_ratio(*t['ratios'][n][i])}" for n in names]
+        lines.append(f"  {shape:16s}" + "".join(f"{c:>34s}" for c in cells))
+    lines.append(f"  {'geometric mean':16s}" + "".join(
+        f"{_ratio(t['speedup'][n], *t['interval'][n]):>34s}" for n in names))
     if t["fastest"]:
-        verdict = f"fastest W1.58A8 kernel here: {t['fastest']} ({t['speedup'][t['fastest']]:.2f}x fp32)"
+        f = t["fastest"]
+        verdict = f"fastest W1.58A8 kernel here: {f} ({_ratio(t['speedup'][f], *t['interval'][f])} fp32)"
         if t["auto"] and t["fastest"] != t["auto"]:
             backend = t["backends"].get(t["fastest"], t["fastest"])
-            verdict += (f"; `auto` picks {t['auto']} ({t['speedup'][t['auto']]:.2f}x): "
+            a = t["auto"]
+            verdict += (f"; `auto` picks {a} ({_ratio(t['speedup'][a], *t['interval'][a])}): "
                         f"accelerate_(model, backend={backend!r}) is faster on this machine")
         lines.append("  " + verdict)
     return lines

@@ -62,12 +62,25 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("efficiency")
     g.add_argument("--throughput-batch", type=int, default=32, metavar="N",
                    help="batch size of the throughput measurement (default: 32)")
-    g.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed warm-up calls (default: 2)")
-    g.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls; median and p90 (default: 10)")
+    g.add_argument("--warmup", type=int, default=1, metavar="N",
+                   help="untimed calls of each function before timing (default: 1)")
+    g.add_argument("--repeats", type=int, default=5, metavar="N",
+                   help="interleaved timing rounds (speed baseline, model) per latency; each round is one "
+                        "torch.utils.benchmark blocked_autorange per model (default: 5)")
+    g.add_argument("--min-run-time", type=float, default=0.05, metavar="S",
+                   help="seconds of calls per model and round (blocked_autorange's min_run_time; default: 0.05)")
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",
-                   help="per latency: warm-up calls after the first, and timed calls after the first 3, stop once "
-                        "their phase has taken S seconds (slow models get fewer, long calls); 0: always "
-                        "--warmup + --repeats (default: 20)")
+                   help="per latency: rounds after the first 3 start only while it has taken less than S seconds "
+                        "(slow models get fewer rounds); 0: always --repeats rounds (default: 20)")
+    g.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="torch threads of the measurement (default 0: torch's default here; recorded)")
+    g.add_argument("--speed-baseline", default="auto", metavar="VARIANT",
+                   help="variant speed-ups are paired against, built from each model's architecture and weights: "
+                        "auto (fp16 on CUDA; fp32 on a CPU, or bf16 where the CPU runs it faster), a variant "
+                        "name (e.g. fp32, bf16), or none (default: auto)")
+    g.add_argument("--worker-timeout", type=float, default=3600.0, metavar="S",
+                   help="an efficiency measurement still running after S seconds is stopped and its cell fails "
+                        "(default: 3600)")
     g.add_argument("--no-cuda-graphs", action="store_true",
                    help="on CUDA, time eager calls instead of replays of a captured CUDA graph (the default; "
                         "no Python or launch overhead, what a deployment with graphs sees)")
@@ -99,7 +112,9 @@ def _config(args: argparse.Namespace):
         data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
         efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats,
-                                    time_budget_s=args.time_budget, cuda_graphs=not args.no_cuda_graphs),
+                                    min_run_time_s=args.min_run_time, time_budget_s=args.time_budget,
+                                    threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
+                                    speed_baseline=args.speed_baseline, timeout_s=args.worker_timeout),
         progress=not args.no_progress, command=args.invocation,
     )
     return cfg, notes
@@ -130,13 +145,18 @@ def _render_report(out: Path, path: Path, data) -> Path | None:
 
 
 def _dry_run(p) -> int:
+    from bench import results
     from bench.runner import will_run
 
     todo = 0
     for cell in p.cells:
-        run = will_run(cell.path(p.out), p.config.overwrite)
+        path = cell.path(p.out)
+        run = will_run(cell, p.config.overwrite, p.out)
         todo += run
-        print(f"{'run ' if run else 'done'}  {cell.label()}  -> {cell.path(p.out)}")
+        changed = (results.changed_settings(path, cell.settings)
+                   if run and cell.settings and results.is_done(path) == "ok" else [])
+        why = f"  (measured with other settings: {'; '.join(changed)})" if changed else ""
+        print(f"{'run ' if run else 'done'}  {cell.label()}  -> {path}{why}")
     shard = f", shard {p.config.shard}" if p.config.shard.count > 1 else ""
     print(f"{len(p.cells)} cells ({p.n_all_cells} in the whole sweep{shard}); {todo} would run "
           f"with --overwrite {p.config.overwrite}; nothing was run (--dry-run)")
@@ -165,8 +185,9 @@ def _run(args: argparse.Namespace) -> int:
     if table:
         print("\n" + table)
     n_ok = summary.n_shard_cells - len(summary.failed)
-    print(f"\n{n_ok} of {summary.n_shard_cells} cells ok ({summary.ran} computed now, {summary.skipped} kept); "
-          f"results in {summary.out}/")
+    elsewhere = f", {len(summary.elsewhere)} left to another run computing them" if summary.elsewhere else ""
+    print(f"\n{n_ok} of {summary.n_shard_cells} cells ok ({summary.ran} computed now, {summary.skipped} kept"
+          f"{elsewhere}); results in {summary.out}/")
     if summary.failed:
         print(f"{len(summary.failed)} cells failed (their errors are in the result files):")
         for cid in summary.failed[:10]:

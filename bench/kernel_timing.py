@@ -1,17 +1,21 @@
 """Time every usable W1.58A8 kernel of this machine against fp32 (and fp16 on CUDA) at CLIP's layer
-shapes: which one to pick here (``ternbench kernels --bench``). Medians of one run, side by side."""
+shapes: which one to pick here (``ternbench kernels --bench``). Every function of a shape is timed in
+interleaved rounds by ``torch.utils.benchmark.Timer`` (``bench.timing``, the efficiency task's
+timer), and each ratio to fp32 is paired with a 95% bootstrap interval over rounds."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from bench.tasks.efficiency import graph_replay, time_calls
+from bench import timing
+from bench.tasks.efficiency import graph_replay
 
 # (M, K, N): ViT-B-32 MLP layers; image batch 1 (50 tokens) and 8 (400) on a CPU, batch 32 (1600)
 # and ViT-L-14's batch 32 (8224 tokens, width 1024) on a GPU.
@@ -21,23 +25,33 @@ SHAPES = {
 }
 
 
-def time_ms(fn, device: str, warmup: int, repeats: int, graphs: bool = True) -> list[float]:
-    """Milliseconds of each of ``repeats`` calls of ``fn`` after ``warmup`` (the bench's own timing
-    loop); on CUDA with ``graphs``, replays of one captured call (no launch overhead)."""
-    run = graph_replay(fn) if graphs and device == "cuda" else fn
-    return [t * 1e3 for t in time_calls(run, warmup, repeats, device)]
+def timed(fns: dict[str, Callable[[], Any]], device: str, rounds: int, graphs: bool = True,
+          min_run_time: float = 0.02, threads: int | None = None, warmup: int = 2) -> dict[str, timing.Latency]:
+    """Each of ``fns`` timed in ``rounds`` interleaved rounds (``bench.timing.interleaved``); on
+    CUDA with ``graphs``, replays of one captured call (no launch overhead)."""
+    run = {name: graph_replay(fn) if graphs and device == "cuda" else fn for name, fn in fns.items()}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    lats = timing.interleaved(list(run.values()), threads=threads or torch.get_num_threads(), rounds=rounds,
+                              min_run_time=min_run_time, warmup=warmup, sync=sync)
+    return dict(zip(run, lats))
 
 
-def _median_ms(fn, device: str, repeats: int) -> float:
-    return statistics.median(time_ms(fn, device, 2, repeats))
+def geomean_ratio(base: list[timing.Latency], other: list[timing.Latency]) -> timing.Ratio:
+    """The geometric mean over shapes of base / other, paired per round, with its interval."""
+    rounds = min(len(x.rounds) for x in base + other)
+    per_round = [math.exp(statistics.fmean(math.log(b.round_medians[r] / o.round_medians[r])
+                                           for b, o in zip(base, other))) for r in range(rounds)]
+    return timing.paired_ratio(per_round, [1.0] * rounds)
 
 
-def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 10,
+def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 5,
                  shapes: tuple[tuple[int, int, int], ...] | None = None) -> dict[str, Any]:
-    """``{"shapes": [...], "ms": {name: [median ms per shape]}, "speedup": {name: geo-mean vs fp32},
-    "backends": {kernel: the backend that picks it}, "fastest": name, "auto": name}`` for the int8
-    kernels of ``rows`` (``inventory.kernel_table``) usable on ``device``, at ``shapes`` (default
-    ``SHAPES[device]``)."""
+    """``{"shapes": [...], "ms": {name: [median ms per shape]}, "ratios": {name: [[ratio, low, high] per
+    shape]}, "speedup": {name: geo-mean vs fp32}, "interval": {name: [low, high]}, "significant":
+    {name: bool}, "rounds": n, "timer": ..., "backends": {kernel: the backend that picks it},
+    "fastest": name, "auto": name}`` for the int8 kernels of ``rows`` (``inventory.kernel_table``)
+    usable on ``device``, at ``shapes`` (default ``SHAPES[device]``), each shape's functions timed in
+    ``repeats`` interleaved rounds."""
     shapes = shapes or SHAPES[device]
     kernels, backends = {}, {}
     for row in rows:
@@ -50,7 +64,8 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 10,
                 None)
     g = torch.Generator().manual_seed(0)
     baselines = {"fp32": torch.float32, **({"fp16": torch.float16} if device == "cuda" else {})}
-    ms: dict[str, list[float]] = {name: [] for name in (*baselines, *kernels)}
+    names = (*baselines, *kernels)
+    lats: dict[str, list[timing.Latency]] = {name: [] for name in names}
     act_dtype = torch.float16 if device == "cuda" else torch.float32
     with torch.inference_mode():
         for m, k, n in shapes:
@@ -58,15 +73,20 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 10,
             w = torch.randn(n, k, generator=g).to(device)
             trits = torch.randint(-1, 2, (n, k), generator=g, dtype=torch.int8).to(device)
             w_scale, bias = torch.full((n,), 0.02, device=device), torch.randn(n, generator=g).to(device)
-            for name, dtype in baselines.items():
-                xd, wd, bd = x.to(dtype), w.to(dtype), bias.to(dtype)
-                ms[name].append(_median_ms(partial(F.linear, xd, wd, bd), device, repeats))
+            fns = {name: partial(F.linear, x.to(dt), w.to(dt), bias.to(dt)) for name, dt in baselines.items()}
             xa = x.to(act_dtype)
             for name, cls in kernels.items():
-                kernel = cls(trits, w_scale, "int8")
-                ms[name].append(_median_ms(partial(kernel.linear, xa, bias), device, repeats))
-    speedup = {name: math.exp(statistics.fmean(math.log(f / t) for f, t in zip(ms["fp32"], times)))
-               for name, times in ms.items()}
+                fns[name] = partial(cls(trits, w_scale, "int8").linear, xa, bias)
+            for name, lat in timed(fns, device, repeats).items():
+                lats[name].append(lat)
+    ms = {name: [x.median * 1e3 for x in v] for name, v in lats.items()}
+    ratios = {name: [timing.paired_ratio(b.round_medians, x.round_medians) for b, x in zip(lats["fp32"], v)]
+              for name, v in lats.items()}
+    geo = {name: geomean_ratio(lats["fp32"], v) for name, v in lats.items()}
+    speedup = {name: r.value for name, r in geo.items()}
     fastest = max(kernels, key=speedup.get) if kernels else None
     return {"device": device, "shapes": [f"{m}x{k}x{n}" for m, k, n in shapes], "ms": ms,
-            "speedup": speedup, "backends": backends, "fastest": fastest, "auto": auto}
+            "ratios": {name: [[r.value, r.low, r.high] for r in rs] for name, rs in ratios.items()},
+            "speedup": speedup, "interval": {name: [r.low, r.high] for name, r in geo.items()},
+            "significant": {name: r.significant for name, r in geo.items()}, "rounds": repeats, "timer": timing.TIMER,
+            "backends": backends, "fastest": fastest, "auto": auto}

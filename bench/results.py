@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +55,18 @@ __all__ = [
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One unit of work of a sweep. ``dataset`` is None for efficiency (kept per device)."""
+    """One unit of work of a sweep. ``dataset`` is None for efficiency (kept per device).
+
+    ``settings``: how the cell is measured (``settings_key`` of the efficiency settings); a
+    result recorded with other settings is out of date and is computed again.
+    """
 
     model: str
     dataset: str | None
     task: str
     device: str = "cpu"
     model_id: str = ""  # the results folder of the model; default: a safe id of ``model``
+    settings: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_id", safe_id(self.model_id or self.model))
@@ -83,6 +88,25 @@ class Cell:
 
     def label(self) -> str:
         return f"{self.model} {self.dataset or EFFICIENCY + '@' + device_type(self.device)} {self.task}"
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """Measurement settings as a canonical string (a field of ``Cell``)."""
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def changed_settings(path: str | os.PathLike, settings: str) -> list[str]:
+    """What differs between the settings a stored result was measured with and ``settings``:
+    ``["batch 32 -> 8", ...]`` (empty when equal or unreadable)."""
+    try:
+        stored = (read(path).get("details") or {}).get("settings")
+    except ResultsError:
+        return []
+    want = json.loads(settings)
+    if not isinstance(stored, dict):
+        return ["measured before settings were recorded"]
+    return [f"{k} {stored.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(stored) | set(want))
+            if stored.get(k) != want.get(k)]
 
 
 def dataset_id(name: str) -> str:

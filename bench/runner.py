@@ -217,10 +217,11 @@ def plan(cfg: SweepConfig) -> Plan:
     out = check_writable(cfg.out)
 
     want_efficiency = auto or EFFICIENCY in explicit
+    settings = results.settings_key(cfg.efficiency.settings(device)) if want_efficiency else ""
     cells: list[Cell] = []
     for model_id, spec in specs.items():
         if want_efficiency:
-            cells.append(Cell(spec.raw, None, EFFICIENCY, device, model_id=model_id))
+            cells.append(Cell(spec.raw, None, EFFICIENCY, device, model_id=model_id, settings=settings))
         for entry in entries.values():
             for task in ([entry.task] if auto else []) + [t for t in dataset_tasks if t == entry.task]:
                 cell = Cell(spec.raw, entry.name, task, device, model_id=model_id)
@@ -245,19 +246,28 @@ class SweepSummary:
     written: list[Path] = field(default_factory=list)
     random_weights: list[str] = field(default_factory=list)
     interrupted: bool = False
+    elsewhere: list[str] = field(default_factory=list)  # cell ids another run was computing (left to it)
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.interrupted
 
 
-def will_run(path: Path, overwrite: str) -> bool:
-    """Whether a cell whose result path is ``path`` is computed under the ``overwrite`` strategy."""
+def will_run(path: Path | Cell, overwrite: str, out: Path | None = None) -> bool:
+    """Whether a cell (or the cell whose result path is ``path``) is computed under ``overwrite``.
+
+    ``missing``: no result yet, the last attempt failed, or (a ``Cell`` with measurement
+    settings, given with its results directory ``out``) the result was measured differently.
+    """
+    cell = path if isinstance(path, Cell) else None
+    path = cell.path(out) if cell is not None else path
     if overwrite == "always":
         return True
     if overwrite == "never":
         return not path.exists()
-    return results.is_done(path) != "ok"  # missing: no result yet, or the last attempt failed
+    if results.is_done(path) != "ok":
+        return True
+    return bool(cell is not None and cell.settings and results.changed_settings(path, cell.settings))
 
 
 def _error_text(e: BaseException) -> str:
@@ -287,6 +297,8 @@ class _Runner:
         self.echo = echo
         self.git_rev = results.git_revision() or ""
         self.command = list(self.cfg.command) if self.cfg.command is not None else list(sys.argv)
+        self.noted: set[str] = set()
+        self.chosen_baselines: dict[str, tuple[str, str]] = {}
 
     def prov(self) -> dict[str, Any]:
         return results.provenance(self.p.device, self.cfg.seed, self.command, git_rev=self.git_rev)
@@ -310,6 +322,60 @@ class _Runner:
             timings={"total_s": time.perf_counter() - t0}, details={"traceback": tb} if tb else None,
             prov=self.prov())
 
+    def build(self, model_id: str, summary: SweepSummary) -> tuple[Any, tuple[str, float, str | None] | None, float]:
+        """(built model, None, build seconds), or (None, (error, start, traceback), 0) when it cannot be built."""
+        import torch
+
+        from bench import models as bm
+
+        t0 = time.perf_counter()
+        try:
+            torch.manual_seed(self.cfg.seed)  # random-weight models are the same in every run
+            built = bm.build_model(self.p.specs[model_id], device=self.p.device)
+        except Exception as e:  # a model that cannot be built fails its cells, the sweep goes on
+            tb = None if isinstance(e, TernbenchError) else traceback.format_exc(limit=8)
+            return None, (_error_text(e), t0, tb), 0.0
+        if built.info.get("random_weights") and built.spec.raw not in summary.random_weights:
+            self.note_random(built.spec.raw)
+        return built, None, time.perf_counter() - t0
+
+    def note_random(self, spec: str) -> None:
+        if spec not in self.noted:
+            self.noted.add(spec)
+            self.echo(f"note: {spec} has RANDOM WEIGHTS (no trained checkpoint): accuracies are "
+                      "chance level; speed and size numbers are still meaningful")
+
+    def run_isolated(self, cell: Cell) -> dict[str, Any]:
+        """An isolated cell: a fresh worker process builds the model and runs the task, under the
+        host-wide lock; a worker that fails, crashes or hangs fails only this cell."""
+        from dataclasses import asdict
+
+        from bench import isolation
+
+        t0 = time.perf_counter()
+        spec = self.p.specs[cell.model_id]
+        eff = self.cfg.efficiency.resolved()
+        # Where the worker chooses the speed baseline by timing (bf16 or fp32 on a CPU), the first
+        # choice for an architecture holds for the rest of the sweep, so its rows share one baseline.
+        family = spec.raw.rsplit("@", 1)[0] if spec.source != "packed" else None
+        request = {"spec": spec.raw, "task": cell.task, "device": self.p.device, "seed": self.cfg.seed,
+                   "config": asdict(eff), "imports": isolation.registering_modules(spec, cell.task),
+                   "speed_baseline": self.chosen_baselines.get(family)}
+        try:
+            with isolation.host_lock(self.echo):
+                out = isolation.run_in_worker(request, eff.timeout_s)
+        except TernbenchError as e:
+            return self.record_error(cell, self.model_stub(cell.model_id), str(e), t0)
+        if out["info"].get("random_weights"):
+            self.note_random(out["info"].get("spec") or spec.raw)
+        sb = (out.get("details") or {}).get("speed_baseline") or {}
+        if family and sb.get("spec") and "@" in sb["spec"]:
+            self.chosen_baselines.setdefault(family, (sb["spec"].rsplit("@", 1)[1], sb.get("policy") or ""))
+        timings = dict(out.get("timings") or {}) | {"total_s": time.perf_counter() - t0}
+        return results.make_record(
+            cell, model=out["info"], dataset=None, metrics=out["metrics"], main_metric=out["main_metric"],
+            timings=timings, baselines=out["baselines"], details=out["details"], prov=self.prov())
+
     def run_cell(self, cell: Cell, built: Any) -> dict[str, Any]:
         import torch
 
@@ -330,7 +396,8 @@ class _Runner:
             ctx = TaskContext(
                 model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device=self.p.device,
                 model_info=built.info, entry=entry, data=data, batch_size=self.cfg.batch_size,
-                num_workers=self.cfg.num_workers, efficiency=self.cfg.efficiency, progress=self.cfg.progress)
+                num_workers=self.cfg.num_workers, efficiency=self.cfg.efficiency, progress=self.cfg.progress,
+                seed=self.cfg.seed)
             t = time.perf_counter()
             res = task.run(ctx)
             timings["task_s"] = time.perf_counter() - t
@@ -381,11 +448,13 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
     import torch
     from tqdm import tqdm
 
+    from bench import isolation
+
     p = cfg if isinstance(cfg, Plan) else plan(cfg)
     cfg = p.config
     echo = echo or tqdm.write
     summary = SweepSummary(p.out, p.n_all_cells, len(p.cells))
-    todo = [c for c in p.cells if will_run(c.path(p.out), cfg.overwrite)]
+    todo = [c for c in p.cells if will_run(c, cfg.overwrite, p.out)]
     summary.skipped = len(p.cells) - len(todo)
     echo(describe(p, todo, to_train))
     for note in notes:
@@ -398,44 +467,64 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
     for c in todo:
         by_model.setdefault(c.model_id, []).append(c)
 
+    token = isolation.new_token()
     bar = tqdm(total=len(todo), desc="sweep", unit="cell", disable=not cfg.progress, dynamic_ncols=True)
     i = 0
+    held: list[Path] = []
     try:
         for model_id, cells in by_model.items():
-            from bench import models as bm
-
-            t0 = time.perf_counter()
-            try:
-                torch.manual_seed(cfg.seed)  # random-weight models are the same in every run
-                built = bm.build_model(p.specs[model_id], device=p.device)
-                build_s = time.perf_counter() - t0
-            except Exception as e:  # a model that cannot be built fails its cells, the sweep goes on
-                built, err = None, _error_text(e)
-                tb = None if isinstance(e, TernbenchError) else traceback.format_exc(limit=8)
-            if built is not None and built.info.get("random_weights"):
-                summary.random_weights.append(built.spec.raw)
-                echo(f"note: {built.spec.raw} has RANDOM WEIGHTS (no trained checkpoint): accuracies are "
-                     "chance level; speed and size numbers are still meaningful")
+            # Claim the model's cells, so another run into the same directory leaves them to this one.
+            mine = []
             for cell in cells:
+                path = cell.path(p.out)
+                owner = isolation.claim(path, token)
+                if owner is not None:
+                    i += 1
+                    summary.elsewhere.append(cell.cell_id)
+                    echo(f"[{i:>{len(str(len(todo)))}}/{len(todo)}] skip  {cell.label()}  "
+                         f"{isolation.describe_claim(owner)}")
+                    bar.update(1)
+                    continue
+                held.append(path)
+                mine.append(cell)
+            built, built_err = None, None
+            for cell in mine:
                 i += 1
                 t = time.perf_counter()
-                if built is None:
-                    record = runner.record_error(cell, runner.model_stub(model_id), err, t0, tb)
+                path = cell.path(p.out)
+                if not will_run(cell, cfg.overwrite, p.out):  # finished by another run meanwhile
+                    summary.skipped += 1
+                    isolation.release(path, token)
+                    bar.update(1)
+                    continue
+                if get_task(cell.task).isolated:
+                    record = runner.run_isolated(cell)
                 else:
-                    record = runner.run_cell(cell, built)
-                    record["timings"]["build_model_s"] = round(build_s, 4)
+                    if built is None and built_err is None:
+                        built, built_err, build_s = runner.build(model_id, summary)
+                    if built is None:
+                        record = runner.record_error(cell, runner.model_stub(model_id), *built_err)
+                    else:
+                        record = runner.run_cell(cell, built)
+                        record["timings"]["build_model_s"] = round(build_s, 4)
+                if ((record.get("model") or {}).get("random_weights")
+                        and record["model"]["spec"] not in summary.random_weights):
+                    summary.random_weights.append(record["model"]["spec"])
                 summary.written.append(results.write(p.out, cell, record))
+                isolation.release(path, token)
                 summary.ran += 1
                 echo(_summary_line(i, len(todo), cell, record, time.perf_counter() - t))
                 bar.update(1)
             del built
-            _release_memory(p.device)  # the next model's peak memory must not include this one
+            _release_memory(p.device)
     except KeyboardInterrupt:
         summary.interrupted = True
         echo(f"interrupted: {summary.ran} cells written this run are kept in {p.out}; "
              "rerun the same command to finish the rest (finished cells are not recomputed)")
         raise
     finally:
+        for path in held:
+            isolation.release(path, token)
         bar.close()
     summary.failed = [c.cell_id for c in p.cells if results.is_done(c.path(p.out)) == "error"]
     return summary

@@ -5,8 +5,9 @@ Variants (one run, side by side, so ratios are comparable on a noisy machine):
   ternary Q-ALL W1.58A16 with int8-held weights (``a16-int8mem``) or 2-bit packed weights
   (``a16-2bit``: on CUDA read by the 2-bit Triton GEMM, elsewhere unpacked per call), ternary
   Q-ALL W1.58A8 on the device's kernel (``a8``) and, on CUDA, on the 2-bit GEMM (``a8-2bit``).
-Measures: median and p90 latency of encode_image / encode_text at each batch, ratios
-vs fp32 and vs the device's half precision, resident weight bytes (parameters, buffers
+Measures: median and IQR latency of encode_image / encode_text at each batch (every variant of a
+measurement timed in interleaved rounds by torch.utils.benchmark.Timer, the suite's own timer),
+paired ratios vs fp32 and vs the device's half precision with 95% bootstrap intervals over rounds, resident weight bytes (parameters, buffers
 and kernel-held weights), peak memory of one call (resident weights + the growth during the call: CUDA
 max_memory_allocated, CPU sampled RSS; on the CPU the allocator keeps freed pages, so
 after the warm-up the RSS growth reads near 0 and the weights dominate). Per layer: every linear shape of the architecture at batch x tokens rows.
@@ -25,7 +26,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.kernel_timing import time_ms  # noqa: E402  (after the path set-up above)
+from bench import timing  # noqa: E402  (after the path set-up above)
+from bench.kernel_timing import timed  # noqa: E402
 
 # Benchmark variant -> accelerate_ arguments (on top of the fake-quant Q-ALL model).
 ACCELERATED = {
@@ -61,11 +62,6 @@ CPU_ON_REQUEST_A8 = ("q-all-a8-portable",)
 
 
 # ------------------------------------------------------------------------------ timing
-
-
-def p90(values: list[float]) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
 
 
 def _rss() -> int:
@@ -169,29 +165,39 @@ def inputs(model, arch: str, batch: int, device: str, dtype: torch.dtype):
 # ------------------------------------------------------------------------------ benchmarks
 
 
+def _row(lat: timing.Latency, **fields) -> dict:
+    return fields | {"median_ms": lat.median * 1e3, "iqr_ms": lat.iqr * 1e3, "rounds": len(lat.rounds),
+                     "round_medians_ms": [m * 1e3 for m in lat.round_medians], "timer": timing.TIMER}
+
+
 def bench_e2e(arch, device, variants, batches, warmup, repeats, rows, modes, save=lambda: None):
+    """Every variant at a (batch, tower, mode) timed together in interleaved rounds."""
     from quant.kernels import resident_weight_bytes
 
-    for name, (model, dtype) in variants.items():
-        save()  # what is measured so far survives a timeout
-        wbytes = resident_weight_bytes(model)
-        for batch in batches:
-            images, tokens = inputs(model, arch, batch, device, dtype)
-            for tower, fn in (("image", partial(model.encode_image, images)), ("text", partial(model.encode_text, tokens))):
-                for mode in modes:
-                    try:
-                        with torch.inference_mode():
-                            peak = peak_memory(fn, device)
-                            times = time_ms(fn, device, warmup, repeats, graphs=mode == "graph")
-                    except Exception as e:  # one failing variant must not lose the others' numbers
-                        print(f"  {arch} {tower} b{batch} {name} {mode}: FAILED {type(e).__name__}: {e}", flush=True)
-                        continue
-                    rows.append({"kind": "e2e", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
-                                 "shape": "", "variant": name, "median_ms": statistics.median(times),
-                                 "p90_ms": p90(times), "repeats": repeats, "weight_bytes": wbytes,
-                                 "activation_peak_bytes": peak, "peak_memory_bytes": wbytes + peak})
-                    print(f"  {arch} {tower:5s} b{batch:<3d} {mode:5s} {name:18s} {statistics.median(times):9.3f} ms",
-                          flush=True)
+    wbytes = {name: resident_weight_bytes(model) for name, (model, _) in variants.items()}
+    for batch in batches:
+        for tower in ("image", "text"):
+            save()  # what is measured so far survives a timeout
+            fns, peaks = {}, {}
+            for name, (model, dtype) in variants.items():
+                images, tokens = inputs(model, arch, batch, device, dtype)
+                fn = partial(model.encode_image, images) if tower == "image" else partial(model.encode_text, tokens)
+                try:
+                    with torch.inference_mode():
+                        peaks[name] = peak_memory(fn, device)
+                except Exception as e:  # one failing variant must not lose the others' numbers
+                    print(f"  {arch} {tower} b{batch} {name}: FAILED {type(e).__name__}: {e}", flush=True)
+                    continue
+                fns[name] = fn
+            for mode in modes:
+                with torch.inference_mode():
+                    lats = timed(fns, device, repeats, graphs=mode == "graph", warmup=warmup)
+                for name, lat in lats.items():
+                    rows.append(_row(lat, kind="e2e", mode=mode, arch=arch, tower=tower, batch=batch, shape="",
+                                     variant=name, weight_bytes=wbytes[name], activation_peak_bytes=peaks[name],
+                                     peak_memory_bytes=wbytes[name] + peaks[name]))
+                    print(f"  {arch} {tower:5s} b{batch:<3d} {mode:5s} {name:18s} {lat.median * 1e3:9.3f} ms "
+                          f"(IQR {lat.iqr * 1e3:.3f})", flush=True)
 
 
 def linear_shapes(arch: str) -> list[tuple[str, int, int, int]]:
@@ -243,40 +249,47 @@ def bench_layers(arch, device, batches, warmup, repeats, rows, modes, threshold=
             if names is not None:  # the requested variants (fp32 always: the ratios' baseline)
                 cases = {name: fn for name, fn in cases.items() if name in names or name == "fp32"}
             for mode in modes:
-                base = {}
-                for name, fn in cases.items():
-                    with torch.inference_mode():
-                        times = time_ms(fn, device, warmup, repeats, graphs=mode == "graph")
-                    base[name] = statistics.median(times)
-                    rows.append({"kind": "layer", "mode": mode, "arch": arch, "tower": tower, "batch": batch,
-                                 "shape": f"{m}x{k}x{n}", "variant": name, "median_ms": base[name],
-                                 "p90_ms": p90(times), "repeats": repeats,
-                                 "weight_bytes": ({"fp32": 4 * n * k, half_name: 2 * n * k}[name] if name not in terns
-                                                  else terns[name].kernel_nbytes()),
-                                 "peak_memory_bytes": None})
+                with torch.inference_mode():
+                    lats = timed(cases, device, repeats, graphs=mode == "graph", warmup=warmup)
+                for name, lat in lats.items():
+                    rows.append(_row(lat, kind="layer", mode=mode, arch=arch, tower=tower, batch=batch,
+                                     shape=f"{m}x{k}x{n}", variant=name,
+                                     weight_bytes=({"fp32": 4 * n * k, half_name: 2 * n * k}[name]
+                                                   if name not in terns else terns[name].kernel_nbytes()),
+                                     peak_memory_bytes=None))
                 print(f"  layer {tower:5s} {mode:5s} {m}x{k}x{n}: "
-                      + "  ".join(f"{k_} {v:.4f} ms" for k_, v in base.items()), flush=True)
+                      + "  ".join(f"{k_} {v.median * 1e3:.4f} ms" for k_, v in lats.items()), flush=True)
 
 
 def add_ratios(rows: list[dict], device: str) -> None:
-    """``speedup_vs_fp32`` / ``speedup_vs_<half>`` (baseline time / this time) and memory ratios."""
+    """``speedup_vs_fp32`` / ``speedup_vs_<half>`` (baseline time / this time, paired over the
+    interleaved rounds) with ``_lo`` / ``_hi`` (95% bootstrap interval), and memory ratios."""
     half_name = HALF[device][0]
     key = lambda r: (r["kind"], r.get("mode"), r["arch"], r["tower"], r["batch"], r["shape"])  # noqa: E731
     by = {(key(r), r["variant"]): r for r in rows}
     for r in rows:
         for base in ("fp32", half_name):
             b = by.get((key(r), base))
-            r[f"speedup_vs_{base}"] = b["median_ms"] / r["median_ms"] if b else None
+            ratio = timing.paired_ratio(b["round_medians_ms"], r["round_medians_ms"]) if b else None
+            r[f"speedup_vs_{base}"] = ratio.value if ratio else None
+            r[f"speedup_vs_{base}_lo"] = ratio.low if ratio else None
+            r[f"speedup_vs_{base}_hi"] = ratio.high if ratio else None
             r[f"weight_ratio_vs_{base}"] = (b["weight_bytes"] / r["weight_bytes"]
                                             if b and r["weight_bytes"] else None)
 
 
 def print_table(rows: list[dict], device: str) -> None:
     half_name = HALF[device][0]
-    cols = ["kind", "mode", "arch", "tower", "batch", "shape", "variant", "median_ms", "p90_ms",
+    cols = ["kind", "mode", "arch", "tower", "batch", "shape", "variant", "median_ms", "iqr_ms",
             "speedup_vs_fp32", f"speedup_vs_{half_name}", "weight_bytes", "weight_ratio_vs_fp32", "peak_memory_bytes"]
     fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
-    table = [[fmt(r.get(c)) for c in cols] for r in rows]
+
+    def cell(r, c):
+        if c.startswith("speedup_vs_") and r.get(c) is not None:  # the ratio with its interval
+            lo, hi = r[f"{c}_lo"], r[f"{c}_hi"]
+            return f"{r[c]:.2f}x [{lo:.2f}-{hi:.2f}]" + ("~" if lo <= 1 <= hi else "")
+        return fmt(r.get(c))
+    table = [[cell(r, c) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for t in table:
@@ -325,7 +338,7 @@ def main(argv=None) -> int:
                         "(cuda: also q-all-a8-2bit, q-all-a8-unfused; cpu: also q-all-a8-pairs, q-all-a8-fbgemm); "
                         "on request: q-all-a8-portable (cpu), q-all-a8-unfused (cpu: the same model)")
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds (torch.utils.benchmark)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--threshold", type=float, default=1.0,
                    help="absmean threshold of the ternary weights: 1 (the q-all preset, ~31%% zeros on random "
@@ -377,6 +390,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
     save_rows(rows, env, args.device, Path(args.out))
     print_table(rows, args.device)
+    print("# speed-ups: paired over interleaved rounds, [95% interval], ~ = not significant")
     print(f"# wrote {Path(args.out) / f'bench_kernels_{args.device}'}.csv and .json ({len(rows)} rows)")
     return 0
 

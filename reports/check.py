@@ -4,7 +4,8 @@ Owns the comparison: first that the two sides are comparable at all (same models
 datasets with the same sample counts, same devices, usable baseline cells; otherwise an
 ``IncomparableError`` saying precisely what differs -> exit 2), then every check:
 accuracy drop per dataset and on the average (points, ``max_drop``), latency regression
-(percent, ``max_latency_regression``), compression of ternary variants (``min_compression``),
+(percent, ``max_latency_regression``; counted only when the increase is beyond both runs'
+recorded spread, see ``stats.latency_regression_significant``), compression of ternary variants (``min_compression``),
 and failed cells. ``significant_only`` ignores drops within noise (binomial z-test).
 """
 
@@ -23,6 +24,7 @@ LATENCY_METRICS: tuple[str, ...] = (
 )
 COMPRESSION_METRICS: tuple[str, ...] = ("compression_vs_fp32", "compression_vs_fp16")
 _EPS = 1e-9  # float noise: a drop of exactly the threshold passes
+NOISE_NOTE = "within both runs' spread: not counted"
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,16 @@ def _efficiency_checks(res: Side, base: Side, mid: str, th: Thresholds, opts: Ch
             if not (math.isfinite(r_v) and math.isfinite(b_v)) or b_v <= 0:
                 continue
             pct = (r_v / b_v - 1.0) * 100.0
+            over = pct > th.max_latency_regression + _EPS
+            r_iqr, b_iqr = r_eff.get(f"{metric}_iqr", math.nan), b_eff.get(f"{metric}_iqr", math.nan)
+            sig = stats.latency_regression_significant(r_v, r_iqr, b_v, b_iqr)
+            note = ""
+            if over:
+                note = {True: "beyond both runs' spread (IQR boxes apart)",
+                        False: f"{NOISE_NOTE} (IQR {r_iqr:.3g} vs {b_iqr:.3g} ms)",
+                        None: "spread not recorded: counted"}[sig]
             out.append(CheckResult(mid, "efficiency", f"latency regression: {metric}", b_v, r_v, f"{pct:+.1f}%",
-                                   f"max +{th.max_latency_regression:g}%",
-                                   pct <= th.max_latency_regression + _EPS))
+                                   f"max +{th.max_latency_regression:g}%", not over or sig is False, note))
     if th.min_compression is not None and res.quantized.get(mid):
         v = r_eff.get(opts.compression_metric, math.nan)
         if math.isfinite(v):
@@ -222,7 +231,12 @@ def format_violations(report: CheckReport) -> str:
     lines.append(f"{len(report.results)} checks, {len(v)} violation{'s' if len(v) != 1 else ''}"
                  + ("" if v else ": OK"))
     lines += [f"note: {n}" for n in report.notes]
-    noise = [r for r in report.results if r.passed and "not counted" in r.note]
+    timing_noise = [r for r in report.results if r.passed and r.note.startswith(NOISE_NOTE)]
+    if timing_noise:
+        lines.append(f"note: {len(timing_noise)} latency increase(s) above the threshold were within both runs' "
+                     "recorded spread (their IQR boxes overlap) and not counted: "
+                     + ", ".join(f"{r.model_id} {r.check.split(': ')[1]} {r.change}" for r in timing_noise[:8]))
+    noise = [r for r in report.results if r.passed and "not counted (--significant-only)" in r.note]
     if noise:
         lines.append(f"note: {len(noise)} drop(s) above the threshold were within noise and not counted "
                      "(--significant-only)")

@@ -106,6 +106,10 @@ def leaderboard_view(data: ReportData) -> dict:
                 text = f"{int(r['n_ok'])}/{total}"
             if c.key == "delta_pts" and r["baseline"] == mid:
                 text = "baseline"
+            if c.key == "speedup" and C.finite(v) and C.finite(r["speedup_lo"]) and C.finite(r["speedup_hi"]):
+                text = f"{text} [{float(r['speedup_lo']):.2f}-{float(r['speedup_hi']):.2f}]"
+            if c.key == "speedup" and r["simulated"]:
+                text = "simulated"
             if c.key == "baseline" and r["baseline_kind"] == "fp32" and r["baseline"] != mid:
                 text = f"{v} (fp32: no fp16 run)"
             se = r[c.se_key] if c.se_key else None

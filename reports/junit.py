@@ -34,6 +34,8 @@ def write_junit(report: CheckReport, path: str | os.PathLike) -> Path:
                               type=r.check.split(":")[0])
             f.text = (f"baseline {r.baseline}, value {r.value}, change {r.change}, threshold {r.threshold}"
                       + (f"; {r.note}" if r.note else ""))
+        elif r.note:  # a pass worth knowing about (e.g. an increase within the runs' spread)
+            ET.SubElement(case, "system-out").text = f"change {r.change}, threshold {r.threshold}; {r.note}"
     if report.notes:
         ET.SubElement(suite, "system-out").text = "\n".join(report.notes)
     return _write(root, path)

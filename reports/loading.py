@@ -55,6 +55,11 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     df["simulated"] = [(r.get("details") or {}).get("simulated") if r.get("task") == "efficiency" else None
                        for r in records]
     df["timing"] = ["; ".join(sorted(set(((r.get("details") or {}).get("timing") or {}).values()))) for r in records]
+    # Efficiency cells: the speed baseline their speed-ups are paired against, and the label of a
+    # variant that computes with float kernels (no speed-up to show).
+    details = [r.get("details") or {} for r in records]
+    df["speed_baseline"] = [((d.get("speed_baseline") or {}).get("spec") or "") for d in details]
+    df["efficiency_label"] = [d.get("label") or "" for d in details]
     return ResultSet(root, df, records)
 
 

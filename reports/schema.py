@@ -45,12 +45,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 
 # Every accuracy and efficiency metric the bench writes (fixed names; reports rely on them).
 ACCURACY_METRICS = CLASSIFICATION_METRICS + RETRIEVAL_RECALLS + MEAN_RECALLS
+# Each latency: median (ms), its IQR (ms) and the number of timed blocks; each speed-up: the paired
+# ratio against the speed baseline and its interval (lo, hi).
+_LATENCIES = tuple(f"{k}_latency_{b}_ms" for k in ("image", "text") for b in ("b1", "bN"))
+_SPEEDUPS = tuple(f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN"))
 EFFICIENCY_METRICS = (
-    "image_latency_b1_ms", "image_latency_b1_ms_p90", "image_latency_bN_ms", "image_latency_bN_ms_p90",
-    "images_per_s", "text_latency_b1_ms", "text_latency_b1_ms_p90", "text_latency_bN_ms",
-    "text_latency_bN_ms_p90", "texts_per_s", "throughput_batch", "peak_memory_bytes", "weight_bytes",
-    "checkpoint_bytes", "compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity",
-    "bits_per_weight",
+    *(m + s for m in _LATENCIES for s in ("", "_iqr", "_runs")),
+    *(m + s for m in _SPEEDUPS for s in ("", "_lo", "_hi")),
+    "images_per_s", "texts_per_s", "throughput_batch", "peak_memory_bytes", "weight_bytes",
+    "weight_bytes_ratio", "checkpoint_bytes", "compression_vs_fp32", "compression_vs_fp16", "share_ternary",
+    "sparsity", "bits_per_weight",
 )
 
 MODEL_KEYS = ("spec", "arch", "pretrained", "variant", "precision", "quant_config",

@@ -74,3 +74,13 @@ def is_significant(diff, se, z_critical: float = Z_CRITICAL) -> bool | None:
     if math.isnan(z):
         return None
     return abs(z) > z_critical
+
+
+def latency_regression_significant(value, value_iqr, base, base_iqr) -> bool | None:
+    """Whether a latency rose beyond both runs' recorded spread: True when the interquartile
+    boxes do not overlap (``value - IQR/2`` above ``base + IQR/2``), False when they do, None
+    when a spread was not recorded. The IQR of the timed blocks includes the machine's noise
+    during each run, so two runs of the same code on a quiet machine overlap."""
+    if not all(_finite(x) for x in (value, value_iqr, base, base_iqr)):
+        return None
+    return float(value) - float(value_iqr) / 2 > float(base) + float(base_iqr) / 2

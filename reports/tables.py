@@ -251,20 +251,20 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     eff = efficiency(df).reindex(table.index)
     for c in EFFICIENCY_METRICS:
         table[c] = eff[c] if c in eff.columns else np.nan
-    base_lat = table["baseline"].map(table["image_latency_b1_ms"])
-    # Speed-up is baseline latency / latency: > 1 means faster than the baseline. A paired ratio
-    # with its interval, measured against the speed baseline in the same process, replaces it
-    # where the efficiency cell recorded one.
-    table["speedup"] = (base_lat / table["image_latency_b1_ms"]).where(~no_base & ~is_base)
-    table["speedup_lo"] = table["speedup_hi"] = np.nan
-    if "image_speedup_b1" in eff.columns:
-        paired = eff["image_speedup_b1"].notna()
-        table.loc[paired, "speedup"] = eff.loc[paired, "image_speedup_b1"]
-        for end in ("lo", "hi"):
-            if f"image_speedup_b1_{end}" in eff.columns:
-                table.loc[paired, f"speedup_{end}"] = eff.loc[paired, f"image_speedup_b1_{end}"]
-    base_lat_t = table["baseline"].map(table["text_latency_b1_ms"])
-    table["text_speedup"] = (base_lat_t / table["text_latency_b1_ms"]).where(~no_base)
+    # Speed-ups are the efficiency cell's own paired ratios against its speed baseline (timed in
+    # the same process, interleaved), never a division of latencies measured apart. A simulated
+    # variant (fake quantization on float kernels) gets none: it is not faster by construction.
+    latest = latest_cells(df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")], ["model_id"])
+    latest = latest.set_index("model_id").reindex(table.index)
+    for col, default in (("speed_baseline", ""), ("simulated", False), ("efficiency_label", "")):
+        table[col] = latest[col].where(latest[col].notna(), default) if col in latest else default
+    table["simulated"] = table["simulated"].astype(bool)
+    for kind, out in (("image", "speedup"), ("text", "text_speedup")):
+        for suffix in ("", "_lo", "_hi"):
+            table[out + suffix] = table[f"{kind}_speedup_b1{suffix}"].where(~table["simulated"])
+    table["speedup_significant"] = [
+        None if not (np.isfinite(lo) and np.isfinite(hi)) else not (lo <= 1.0 <= hi)
+        for lo, hi in zip(table["speedup_lo"].astype(float), table["speedup_hi"].astype(float))]
 
     eff_all = df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")]
     for mid, g in eff_all.groupby("model_id"):

@@ -45,6 +45,9 @@ class TaskContext:
     num_workers: int = 0
     efficiency: Any = None  # bench.tasks.efficiency.EfficiencyConfig
     progress: bool = True
+    seed: int = 0  # the torch seed the model was built with (a paired baseline is built with it too)
+    # The speed baseline variant already chosen for this architecture earlier in the sweep (efficiency).
+    speed_baseline: tuple[str, str] | None = None  # (variant, why)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Task:
     function: str
     needs_dataset: bool
     description: str
+    # Run in a fresh worker process (``bench.isolation``) that builds the model from its spec:
+    # measurements that earlier models in the same process would disturb (speed, memory).
+    isolated: bool = False
 
     def load(self) -> Callable[[TaskContext], TaskResult]:
         return load_reference(self.function)
@@ -78,7 +84,7 @@ for _t in (
     Task("zeroshot_retrieval", "bench.tasks.zeroshot:run_retrieval", True,
          "zero-shot image/text retrieval with clip_benchmark's metrics (recall@1/5/10)"),
     Task("efficiency", "bench.tasks.efficiency:run", False,
-         "latency, throughput, memory, size and sparsity of the model on the device"),
+         "latency, throughput, memory, size and sparsity of the model on the device", isolated=True),
 ):
     register_task(_t)
 

@@ -1,30 +1,41 @@
 """The ``efficiency`` task: speed, memory and size of one built model on one device.
 
-Latency of ``encode_image`` / ``encode_text`` at batch 1 and at a throughput batch
-(warm-up runs, then median and p90 of timed runs; ``torch.cuda.synchronize()`` around
-each timed call on GPU, where by default each call is a replay of a captured CUDA graph,
-so Python and kernel-launch overhead do not decide the ranking; ``details.timing`` says
-how each was timed), images/s and texts/s, peak memory during inference (CUDA:
-``max_memory_allocated``; CPU: resident weight bytes + peak RSS growth sampled from
-``/proc/self/statm``), weight bytes in memory (parameters + buffers, packed buffers
-included), checkpoint bytes on disk, and the storage statistics of ``quant.stats``
-(share ternary, sparsity, bits per weight, compression vs fp32 / fp16). Every ratio is
-written with the baseline it is relative to.
+Runs in a fresh worker process per model (``bench.isolation``), so the allocator pages, thread
+pools and compiled kernels of earlier models cannot leak into its figures.
+
+- **Latency** of ``encode_image`` / ``encode_text`` at batch 1 and at the throughput batch, timed
+  by ``torch.utils.benchmark.Timer`` (``bench.timing``) in interleaved rounds with the *speed
+  baseline* (the same architecture and weights in the fastest float precision the device runs,
+  built in the same worker): median, IQR, number of timed blocks per latency, and each
+  speed-up as a paired ratio with a 95% bootstrap interval ("not significant" when it contains
+  1). On CUDA each call is by default a replay of a captured CUDA graph.
+- **Peak memory** during inference: CUDA ``max_memory_allocated`` after a reset; CPU: resident
+  weight bytes + the worker's RSS high-water mark above its idle level after the build (Linux
+  resets the mark through ``/proc/self/clear_refs``; elsewhere a 1 ms sampling thread).
+- **Sizes**: weight bytes in memory (parameters + buffers + kernel buffers), and checkpoint
+  bytes as the variant is stored: a quantized model in ternbench's packed format, a float model
+  as its state dict at its own precision (safetensors).
+- **Labels and flags**: a quantized model without a ternary kernel computes with float kernels
+  (fake quantization) and is labelled ``SIMULATED_LABEL``; latencies with a large spread, batch-1
+  latency above batch-N latency, and a machine with more runnable tasks than cores are flagged.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import resource
-import statistics
+import tempfile
 import threading
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench import timing
 from quant.errors import TernbenchError
 from quant.kernels.swap import resident_weight_bytes
 from quant.state import quant_state
@@ -39,36 +50,70 @@ _CAPTIONS = (
     "a photo of a cat sitting on a wooden table next to a window",
 )
 
+SIMULATED_LABEL = "simulated: float kernels, no speed or memory gain expected"
+LATENCIES = tuple((kind, b) for kind in ("image", "text") for b in ("b1", "bN"))
+AUTO_BASELINE = "auto"
+# Settings that do not change what a cell measures (left out of its identity).
+_NOT_IDENTITY = ("timeout_s",)
+
 
 @dataclass(frozen=True)
 class EfficiencyConfig:
-    """How long to measure: ``batch`` is the throughput batch; ``repeats`` timed runs after ``warmup``.
+    """How the efficiency task measures (everything but ``timeout_s`` is part of a cell's identity).
 
-    ``time_budget_s``: in each measurement (an encoder at a batch size), warm-up calls after the
-    first, and timed calls after the first ``MIN_TIMED_CALLS``, are made only while that phase has
-    taken less than this; 0: no budget, always ``warmup`` + ``repeats`` calls. A slow model (bf16 on a CPU without bf16 hardware takes ~35 s
-    an image batch of 32) then gets 3 long timed calls, which give as steady a median as 10
-    short ones, instead of 12 calls and 7 minutes for one latency.
+    ``batch``: the throughput batch. ``warmup``: untimed calls of each function before timing.
+    ``repeats``: interleaved timing rounds (baseline, candidate) per latency; each round is one
+    ``Timer.blocked_autorange(min_run_time_s)`` per model. ``time_budget_s``: rounds after the
+    first ``bench.timing.MIN_ROUNDS`` start only while the latency has taken less than this
+    (0: none), so a slow model (bf16 on a CPU without bf16 hardware takes ~35 s an image batch
+    of 32) gets 3 rounds of single calls. ``threads``: torch intra-op threads (0: torch's
+    default, recorded). ``speed_baseline``: the variant speed-ups are relative to (``auto``:
+    fp16 on CUDA; fp32 on a CPU, bf16 where the CPU runs it faster); ``none``: no paired
+    baseline. ``timeout_s``: a worker that takes longer is killed and its cell fails.
     """
 
     batch: int = 32
-    warmup: int = 2
-    repeats: int = 10
+    warmup: int = 1
+    repeats: int = 5
+    min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
+    threads: int = 0
     # CUDA: time replays of a captured CUDA graph of each call (what a deployment with
     # captured graphs sees: no Python or launch overhead), for every model alike.
     cuda_graphs: bool = True
+    speed_baseline: str = AUTO_BASELINE
+    timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cuda_graphs, bool):
             raise TernbenchError(f"efficiency cuda_graphs must be true or false, got {self.cuda_graphs!r}")
-        for name, low in (("batch", 1), ("warmup", 0), ("repeats", 1)):
+        for name, low in (("batch", 1), ("warmup", 0), ("repeats", 1), ("threads", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise TernbenchError(f"efficiency {name} must be an integer >= {low}, got {v!r}")
         b = self.time_budget_s
         if not isinstance(b, (int, float)) or isinstance(b, bool) or not b >= 0 or b == float("inf"):
             raise TernbenchError(f"efficiency time budget must be a number of seconds >= 0 (0: none), got {b!r}")
+        for name in ("min_run_time_s", "timeout_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
+                raise TernbenchError(f"efficiency {name} must be a number of seconds > 0, got {v!r}")
+        if not isinstance(self.speed_baseline, str) or not self.speed_baseline:
+            raise TernbenchError(f"efficiency speed_baseline must be a variant name, auto or none, "
+                                 f"got {self.speed_baseline!r}")
+
+    def resolved(self) -> EfficiencyConfig:
+        """This config with ``threads`` made explicit (this process's torch default for 0)."""
+        from dataclasses import replace
+
+        return self if self.threads else replace(self, threads=torch.get_num_threads())
+
+    def settings(self, device: str) -> dict[str, Any]:
+        """How a cell is measured, as recorded in it: a change of any of these recomputes the cell."""
+        from bench.results import device_name
+
+        s = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_IDENTITY}
+        return s | {"device": device_name(device)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,85 +175,6 @@ class RssSampler:
         return max(0, self.peak - self.baseline)
 
 
-# ---------------------------------------------------------------------------------------------
-# Timing
-# ---------------------------------------------------------------------------------------------
-
-
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-MIN_TIMED_CALLS = 3  # a time budget never cuts the timed calls below this (a median needs a few)
-
-
-def time_calls(fn, warmup: int, repeats: int, device: str, budget_s: float = 0.0) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones.
-
-    ``budget_s`` > 0: warm-up calls after the first, and timed calls after the first
-    ``MIN_TIMED_CALLS``, are made only while that phase has taken less than ``budget_s``
-    (a call that long is its own warm-up, and its median is steady); 0: exactly
-    ``warmup`` + ``repeats`` calls.
-    """
-    start = time.perf_counter()
-    for i in range(warmup):
-        if budget_s and i >= 1 and time.perf_counter() - start >= budget_s:
-            break
-        fn()
-        _sync(device)
-    times: list[float] = []
-    for i in range(repeats):
-        if budget_s and i >= MIN_TIMED_CALLS and sum(times) >= budget_s:
-            break
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def graph_replay(fn):
-    """``fn`` captured once in a CUDA graph; returns the graph's ``replay``.
-
-    Warm-up calls run on a side stream first (Triton compiles, cuBLAS picks its kernels),
-    outside the capture, as torch.cuda.graphs asks.
-    """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
-def _timed_fn(fn, is_cuda: bool, graphs: bool) -> tuple[Any, str]:
-    """What to time, and how it was timed (for the record)."""
-    if not (is_cuda and graphs):
-        return fn, "eager" if not is_cuda else "eager (CUDA graphs off)"
-    try:
-        return graph_replay(fn), "CUDA graph replay"
-    except Exception as exc:  # capture is not possible for every model (host syncs, dynamic shapes)
-        torch.cuda.synchronize()
-        return fn, f"eager (CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:160]})"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), without needing numpy here."""
-    s = sorted(values)
-    if len(s) == 1:
-        return s[0]
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def _accelerated_kernels(model: torch.nn.Module) -> tuple[str, ...]:
     state = quant_state(model)
     return state.accelerated.kernels if state is not None and state.accelerated is not None else ()
@@ -252,57 +218,366 @@ def storage_stats(model: torch.nn.Module, dtype: torch.dtype) -> tuple[Any, str]
     return quant.stats(model, float_dtype=own), f"every weight at the model's own precision ({own})"
 
 
+
+
+def _vm_hwm() -> int | None:
+    """This process's peak resident set (VmHWM), or None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset VmHWM to the current RSS (Linux: ``5`` into /proc/self/clear_refs); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _vm_hwm() is not None
+
+
+class PeakRss:
+    """Peak RSS growth of this process inside the block, above the level at entry.
+
+    Exact where the kernel's high-water mark can be reset; otherwise ``RssSampler``.
+    """
+
+    def __enter__(self) -> PeakRss:
+        gc.collect()
+        self.exact = _reset_hwm()
+        self.baseline = rss_bytes() or 0
+        self._sampler = None if self.exact else RssSampler().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.exact:
+            self.peak = max(self.baseline, _vm_hwm() or 0)
+        else:
+            self._sampler.__exit__(*exc)
+            self.baseline, self.peak = self._sampler.baseline, self._sampler.peak
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+    @property
+    def how(self) -> str:
+        if self.exact:
+            return "the RSS high-water mark (reset through /proc/self/clear_refs)"
+        return "sampled RSS (1 ms)" if rss_bytes() is not None else "ru_maxrss, a lower bound"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_size(model: torch.nn.Module, info: dict[str, Any], stored_bytes: int | None
+                    ) -> tuple[int | None, str]:
+    """Bytes the variant takes on disk in ternbench's format, and how that was found.
+
+    A quantized model: its packed file when it was loaded from one, else packed now into a
+    temporary file with ``quant.save_packed``; a model whose weights already live in kernels
+    cannot be packed again, so its packed tensor bytes (``stored_bytes``, from ``quant.stats``)
+    stand in, without the file's header of a few KB. A float model: its state dict at its own
+    precision as safetensors.
+    """
+    from quant.checkpoint import CheckpointError, is_packed_file
+
+    if callable(getattr(model, "file_bytes", None)):  # runs from its own files (ONNX graphs): those are its size
+        return model.file_bytes(), "the files the model runs from"
+    ckpt = checkpoint_file(info)
+    with tempfile.TemporaryDirectory(prefix="ternbench-size-") as tmp:
+        path = Path(tmp) / "model.safetensors"
+        if quant_state(model) is not None:
+            if ckpt is not None and ckpt.suffix == ".safetensors" and is_packed_file(ckpt):
+                return ckpt.stat().st_size, f"its packed file ({ckpt.name})"
+            import quant
+
+            try:
+                return quant.save_packed(model, path).stat().st_size, "packed with quant.save_packed (defaults)"
+            except CheckpointError:
+                return stored_bytes, ("packed tensor bytes (quant.stats; the weights live in kernels, so the "
+                                      "file header of a few KB is not counted)")
+        from safetensors.torch import save_model
+
+        try:
+            save_model(model, str(path))
+        except Exception as e:  # safetensors refuses some layouts; the size is then unknown, not guessed
+            return None, f"not measured (safetensors could not store the state dict: {type(e).__name__})"
+        return path.stat().st_size, "the state dict at the model's own precision (safetensors)"
+
+
+def is_simulated(model: torch.nn.Module) -> bool:
+    """Quantized weights computed with float kernels (fake quantization): no real speed-up."""
+    return quant_state(model) is not None and not _accelerated_kernels(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+# ---------------------------------------------------------------------------------------------
+
+
+def load_snapshot() -> dict[str, Any]:
+    """Load average (1 min) and tasks runnable now besides this one (Linux /proc/loadavg)."""
+    try:
+        parts = Path("/proc/loadavg").read_text().split()
+        running = int(parts[3].split("/")[0]) - 1  # the reading process itself is running
+        return {"load1": float(parts[0]), "running_others": max(0, running)}
+    except (OSError, ValueError, IndexError):
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return {"load1": load1, "running_others": None}
+
+
+def load_flags(start: dict[str, Any], end: dict[str, Any], threads: int, cores: int) -> list[str]:
+    """A warning when, besides this measurement's own threads, tasks competed for the cores."""
+    flags = []
+    for when, snap in (("start", start), ("end", end)):
+        others = snap.get("running_others")
+        if others is not None and others > max(0, cores - 1):
+            flags.append(f"busy machine at the {when}: {others} other runnable tasks on {cores} cores")
+        load1 = snap.get("load1")
+        if load1 is not None and load1 > cores:
+            flags.append(f"load average {load1:.2f} above {cores} cores at the {when}")
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------
+# The speed baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+PROBE = "fp32|bf16"  # resolve_speed_baseline's answer where only timing the model decides
+
+
+def resolve_speed_baseline(requested: str, device: str) -> tuple[str | None, str]:
+    """The variant speed-ups are relative to on ``device``, and why (``none``: no baseline).
+
+    ``auto`` on a CPU with bf16 instructions answers ``PROBE``: whether bf16 beats fp32 there
+    depends on the model (small layers lose to the casts), so the worker times both forms of
+    the model's own architecture and keeps the faster (``choose_cpu_baseline``).
+    """
+    if requested == "none":
+        return None, "none (--speed-baseline none)"
+    if requested != AUTO_BASELINE:
+        return requested, f"{requested} (--speed-baseline)"
+    if str(device).startswith("cuda"):
+        return "fp16", "fp16: the float precision a GPU runs fastest"
+    if not _cpu_has_bf16():
+        return "fp32", "fp32: this CPU has no bf16 instructions"
+    return PROBE, "fp32 unless bf16 is significantly faster for this architecture here"
+
+
+def choose_cpu_baseline(fp32: Any, bf16: Any, cfg: EfficiencyConfig, device: str) -> tuple[Any, str]:
+    """The faster of the fp32 and bf16 forms (built models) at the throughput batch, and why:
+    bf16 only when it is significantly faster in interleaved rounds."""
+    subjects = [_subject(m.model, m.tokenizer, m.precision, device, cfg) for m in (fp32, bf16)]
+    a, b = timing.interleaved([s.fns["image_bN"] for s in subjects], threads=cfg.threads, rounds=3,
+                              min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s, warmup=1)
+    r = timing.paired_ratio(a.round_medians, b.round_medians)
+    if r.significant and r.value > 1:
+        return bf16, f"bf16: faster than fp32 for this architecture on this CPU (image batch {cfg.batch}: {r.text()})"
+    return fp32, f"fp32: bf16 is not faster for this architecture on this CPU (image batch {cfg.batch}: {r.text()})"
+
+
+def baseline_spec(spec: str, variant: str | None) -> str | None:
+    """The spec of ``spec``'s architecture and weights in ``variant``; None when there is none
+    (no baseline asked, the spec is the baseline itself, or a packed file has no float form)."""
+    from bench import models as bm
+
+    if variant is None:
+        return None
+    parsed = bm.parse_spec(spec)
+    if parsed.source == "packed" or parsed.variant == variant:
+        return None
+    suffix = f"@{parsed.variant}"
+    base = spec[: -len(suffix)] if spec.endswith(suffix) else spec
+    return f"{base}@{variant}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Subject:
+    """A model ready to time: one callable per latency, and how each is timed."""
+
+    fns: dict[str, Callable[[], Any]]
+    how: dict[str, str]
+
+
+def _inputs(model, tokenizer, dtype, device, batch: int) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(0)
+    h, w = _image_size(model)
+    captions = [_CAPTIONS[i % len(_CAPTIONS)] for i in range(batch)]
+    out = {}
+    for b, name in ((1, "b1"), (batch, "bN")):
+        out[f"image_{name}"] = torch.randn(b, 3, h, w, generator=gen).to(device=device, dtype=dtype)
+        out[f"text_{name}"] = tokenizer(captions[:b]).to(device)
+    return out
+
+
+def _eager(model, inputs) -> dict[str, Callable[[], Any]]:
+    return {key: functools.partial(getattr(model, f"encode_{key.split('_')[0]}"), x) for key, x in inputs.items()}
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def graph_replay(fn):
+    """``fn`` captured once in a CUDA graph; returns the graph's ``replay``.
+
+    Warm-up calls run on a side stream first (Triton compiles, cuBLAS picks its kernels),
+    outside the capture, as torch.cuda.graphs asks.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _timed_fn(fn, is_cuda: bool, graphs: bool) -> tuple[Any, str]:
+    """What to time, and how it was timed (for the record)."""
+    if not (is_cuda and graphs):
+        return fn, "eager" if not is_cuda else "eager (CUDA graphs off)"
+    try:
+        return graph_replay(fn), "CUDA graph replay"
+    except Exception as exc:  # capture is not possible for every model (host syncs, dynamic shapes)
+        torch.cuda.synchronize()
+        return fn, f"eager (CUDA graph capture failed: {type(exc).__name__}: {str(exc)[:160]})"
+
+
+def _subject(model, tokenizer, dtype, device, cfg: EfficiencyConfig) -> _Subject:
+    is_cuda = str(device).startswith("cuda")
+    fns, how = {}, {}
+    for key, fn in _eager(model, _inputs(model, tokenizer, dtype, device, cfg.batch)).items():
+        fns[key], how[key] = _timed_fn(fn, is_cuda, cfg.cuda_graphs)
+    return _Subject(fns, how)
+
+
+@dataclass
+class Baseline:
+    """The speed baseline to build in the measuring process (after the candidate's memory pass).
+
+    ``build`` may choose among forms (``choose_cpu_baseline``); the spec and policy recorded
+    are then those of the model it returned.
+    """
+
+    spec: str
+    policy: str
+    build: Callable[[], Any]  # -> bench.models.BuiltModel
+    policy_text: list[str] = field(default_factory=list)
+
+
 @torch.no_grad()
 def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
             cfg: EfficiencyConfig = EfficiencyConfig(), info: dict[str, Any] | None = None,
-            ) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
-    """Measure ``model`` on ``device``; returns (metrics, baselines, details)."""
+            baseline: Baseline | None = None) -> tuple[dict[str, float], dict[str, str], dict[str, Any]]:
+    """Measure ``model`` on ``device`` (paired with ``baseline`` when given); returns
+    (metrics, baselines, details)."""
     info = info or {}
-    gen = torch.Generator().manual_seed(0)
-    h, w = _image_size(model)
-    images = {b: torch.randn(b, 3, h, w, generator=gen).to(device=device, dtype=dtype)
-              for b in (1, cfg.batch)}
-    captions = [_CAPTIONS[i % len(_CAPTIONS)] for i in range(cfg.batch)]
-    texts = {b: tokenizer(captions[:b]).to(device) for b in (1, cfg.batch)}
-
+    cfg = cfg.resolved()
+    torch.set_num_threads(cfg.threads)
     is_cuda = str(device).startswith("cuda")
-    if is_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    metrics: dict[str, float] = {"throughput_batch": cfg.batch}
-    timing: dict[str, str] = {}
-    timed_calls: dict[str, int] = {}
-    with RssSampler() as rss:
-        for kind, encode, inputs in (("image", model.encode_image, images), ("text", model.encode_text, texts)):
-            for b, name in ((1, "b1"), (cfg.batch, "bN")):
-                x = inputs[b]
-                fn, timing[f"{kind}_{name}"] = _timed_fn(lambda enc=encode, x=x: enc(x), is_cuda, cfg.cuda_graphs)
-                times = time_calls(fn, cfg.warmup, cfg.repeats, device, cfg.time_budget_s)
-                timed_calls[f"{kind}_{name}"] = len(times)
-                metrics[f"{kind}_latency_{name}_ms"] = statistics.median(times) * 1e3
-                metrics[f"{kind}_latency_{name}_ms_p90"] = percentile(times, 90) * 1e3
-            metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
+    load_start = load_snapshot()
 
+    # Memory first, before anything else is built: the first call of each function, from idle.
+    inputs = _inputs(model, tokenizer, dtype, device, cfg.batch)
+    if is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    with PeakRss() as rss:
+        for fn in _eager(model, inputs).values():
+            fn()
+            _sync(device)
+    del inputs
     wbytes = resident_weight_bytes(model)
-    metrics["weight_bytes"] = wbytes
+    metrics: dict[str, float] = {"throughput_batch": cfg.batch, "weight_bytes": wbytes}
     if is_cuda:
         metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        memory_how = "CUDA max_memory_allocated during the timed runs (weights included)"
+        memory_how = "CUDA max_memory_allocated after a reset, first call of each latency (weights included)"
     else:
         metrics["peak_memory_bytes"] = wbytes + rss.growth
-        memory_how = ("weight bytes in memory + peak RSS growth during the timed runs "
-                      + ("(sampled from /proc/self/statm)" if rss.available else "(ru_maxrss, a lower bound)"))
+        memory_how = f"weight bytes in memory + peak RSS growth above idle in the first calls ({rss.how})"
 
-    ckpt = checkpoint_file(info)
-    if callable(getattr(model, "file_bytes", None)):  # runs from its own files (ONNX graphs): those are its size
-        metrics["checkpoint_bytes"] = model.file_bytes()
-    elif ckpt is not None:
-        metrics["checkpoint_bytes"] = ckpt.stat().st_size
+    cand = _subject(model, tokenizer, dtype, device, cfg)
+    base = base_built = None
+    if baseline is not None:
+        base_built = baseline.build()
+        baseline.spec = base_built.spec.raw
+        if baseline.policy_text:
+            baseline.policy = baseline.policy_text[-1]
+        gc.collect()
+        base = _subject(base_built.model, base_built.tokenizer, base_built.precision, device, cfg)
+
+    lat: dict[str, dict[str, Any]] = {}
+    base_lat: dict[str, dict[str, Any]] = {}
+    speedups: dict[str, dict[str, Any]] = {}
+    flags: list[str] = []
+    for key in cand.fns:
+        fns = [base.fns[key], cand.fns[key]] if base else [cand.fns[key]]
+        measured = timing.interleaved(fns, threads=cfg.threads, rounds=cfg.repeats, min_run_time=cfg.min_run_time_s,
+                                      budget_s=cfg.time_budget_s, warmup=cfg.warmup, sync=lambda: _sync(device))
+        c = measured[-1]
+        kind, b = key.split("_")
+        name = f"{kind}_latency_{b}_ms"
+        lat[key] = c.summary()
+        metrics[name] = c.median * 1e3
+        metrics[f"{name}_iqr"] = c.iqr * 1e3
+        metrics[f"{name}_runs"] = len(c.times)
+        if (flag := timing.spread_flag(c)) is not None:
+            flags.append(f"{key}: {flag}")
+        if base:
+            base_lat[key] = measured[0].summary()
+            r = timing.paired_ratio(measured[0].round_medians, c.round_medians)
+            speedups[key] = {"value": r.value, "low": r.low, "high": r.high, "significant": r.significant,
+                             "rounds": r.rounds, "level": r.level}
+            metrics[f"{kind}_speedup_{b}"] = r.value
+            metrics[f"{kind}_speedup_{b}_lo"] = r.low
+            metrics[f"{kind}_speedup_{b}_hi"] = r.high
+    for kind in ("image", "text"):
+        metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
+        if cfg.batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
+            flags.append(f"{kind}: batch-1 latency above batch-{cfg.batch} latency (timing is suspect)")
+    load_end = load_snapshot()
+    cores = os.cpu_count() or 1
+    flags += load_flags(load_start, load_end, cfg.threads, cores)
 
     sizes, storage = storage_stats(model, dtype)
     for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
         if sizes.total.get(k) is not None:
             metrics[k] = sizes.total[k]
+    ckpt_bytes, ckpt_how = checkpoint_size(model, info, sizes.total.get("bytes_packed"))
+    if ckpt_bytes is not None:
+        metrics["checkpoint_bytes"] = ckpt_bytes
+    if base_built is not None:
+        metrics["weight_bytes_ratio"] = resident_weight_bytes(base_built.model) / max(wbytes, 1)
 
+    simulated = is_simulated(model)
     baselines = {
         "compression_vs_fp32": "the same parameters stored in fp32 (4 bytes each) / " + storage,
         "compression_vs_fp16": "the same parameters stored in fp16 (2 bytes each) / " + storage,
@@ -310,20 +585,34 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "share_ternary": "ternary parameters / all parameters",
         "sparsity": "zeros / ternary parameters",
         "peak_memory_bytes": memory_how,
+        "checkpoint_bytes": ckpt_how,
         "images_per_s": f"throughput batch {cfg.batch}, median latency",
         "texts_per_s": f"throughput batch {cfg.batch}, median latency",
     }
+    if baseline is not None:
+        paired = (f"{baseline.spec} (speed baseline: {baseline.policy}), timed in the same process in "
+                  f"interleaved rounds; median of per-round ratios, 95% bootstrap interval over rounds")
+        for kind, b in LATENCIES:
+            baselines[f"{kind}_speedup_{b}"] = paired
+        baselines["weight_bytes_ratio"] = f"weight bytes of {baseline.spec} / these weight bytes"
     details = {
-        "config": {"batch": cfg.batch, "warmup": cfg.warmup, "repeats": cfg.repeats,
-                   "time_budget_s": cfg.time_budget_s, "cuda_graphs": cfg.cuda_graphs},
-        "timing": timing,
-        "timed_calls": timed_calls,  # fewer than repeats where the time budget ended the measurement
+        "settings": cfg.settings(device),
+        "threads": cfg.threads,
+        "timer": timing.TIMER,
+        "timing": cand.how,
+        "latency": lat,
+        "speed_baseline": ({"spec": baseline.spec, "policy": baseline.policy, "latency": base_lat,
+                            "speedups": speedups} if baseline is not None else None),
+        "simulated": simulated,
+        "label": SIMULATED_LABEL if simulated else None,
+        "flags": flags,
+        "load": {"start": load_start, "end": load_end, "cores": cores},
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": list(_accelerated_kernels(model)),
         "dtype": str(dtype).replace("torch.", ""),
-        "image_size": [h, w],
+        "image_size": list(_image_size(model)),
         "rss_growth_bytes": rss.growth if not is_cuda else None,
-        "checkpoint": str(ckpt) if ckpt else None,
+        "checkpoint": str(checkpoint_file(info)) if checkpoint_file(info) else None,
         "storage": storage,
         "bytes_packed": sizes.total.get("bytes_packed"),
         "layers": [{k: row.get(k) for k in _LAYER_KEYS} for row in sizes.layers if row.get("ternary")],
@@ -332,9 +621,38 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
 
 
 def run(ctx) -> Any:
-    """The ``efficiency`` task function (see bench.tasks)."""
+    """The ``efficiency`` task function (see bench.tasks); runs inside the worker process."""
     from bench.tasks import TaskResult
 
-    cfg = ctx.efficiency or EfficiencyConfig()
-    metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info)
+    cfg = (ctx.efficiency or EfficiencyConfig()).resolved()
+    spec = ctx.model_info.get("spec") or ""
+    variant, policy = resolve_speed_baseline(cfg.speed_baseline, ctx.device)
+    if variant == PROBE and ctx.speed_baseline:
+        variant, policy = ctx.speed_baseline[0], f"{ctx.speed_baseline[1]} (chosen earlier in this sweep)"
+
+    def build(v: str):
+        from bench.models import build_model
+
+        torch.manual_seed(ctx.seed)  # random-weight models: the same weights as the candidate
+        return build_model(baseline_spec(spec, v), device=ctx.device)
+
+    base = None
+    if variant == PROBE:
+        if ctx.model_info.get("variant") in ("fp32", "bf16") or baseline_spec(spec, "fp32") is None:
+            variant, policy = "fp32", "fp32 (bf16 is compared with it as a model of its own)"
+        else:
+            def probe():
+                chosen, why = choose_cpu_baseline(build("fp32"), build("bf16"), cfg, ctx.device)
+                base.policy_text.append(why)
+                return chosen
+            base = Baseline("", policy, probe)
+    if base is None:
+        other = baseline_spec(spec, variant) if variant else None
+        if other is not None:
+            base = Baseline(other, policy, lambda: build(variant))
+    metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info, base)
+    if base is None:
+        details["speed_baseline"] = {"spec": None, "policy": policy if variant is None else (
+            f"{policy}; this model is the baseline" if ctx.model_info.get("variant") == variant
+            else f"{policy}; a packed file has no float form to pair with")}
     return TaskResult(metrics=metrics, main_metric="image_latency_b1_ms", baselines=baselines, details=details)

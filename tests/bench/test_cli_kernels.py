@@ -56,8 +56,14 @@ def test_the_verdict_names_the_backend_to_pick_when_auto_is_not_the_fastest():
     from bench.cli_kernels import _timing_lines
 
     t = {"device": "cpu", "shapes": ["50x768x3072"], "ms": {"fp32": [8.0], "cpu-quads": [2.0], "fbgemm": [1.0]},
-         "speedup": {"fp32": 1.0, "cpu-quads": 4.0, "fbgemm": 8.0}, "backends": {"fbgemm": "fbgemm"},
-         "fastest": "fbgemm", "auto": "cpu-quads"}
-    verdict = _timing_lines(t)[-1]
-    assert "fastest W1.58A8 kernel here: fbgemm (8.00x fp32)" in verdict
-    assert "`auto` picks cpu-quads (4.00x)" in verdict and "backend='fbgemm'" in verdict
+         "ratios": {"fp32": [[1.0, 1.0, 1.0]], "cpu-quads": [[4.0, 3.5, 4.5]], "fbgemm": [[8.0, 0.9, 9.0]]},
+         "speedup": {"fp32": 1.0, "cpu-quads": 4.0, "fbgemm": 8.0},
+         "interval": {"fp32": [1.0, 1.0], "cpu-quads": [3.5, 4.5], "fbgemm": [7.0, 9.0]}, "rounds": 5,
+         "backends": {"fbgemm": "fbgemm"}, "fastest": "fbgemm", "auto": "cpu-quads"}
+    lines = _timing_lines(t)
+    verdict = lines[-1]
+    assert "fastest W1.58A8 kernel here: fbgemm (8.00x [7.00-9.00] fp32)" in verdict
+    assert "`auto` picks cpu-quads (4.00x [3.50-4.50])" in verdict and "backend='fbgemm'" in verdict
+    row = next(line for line in lines if line.strip().startswith("50x768x3072"))
+    # every ratio with its interval; one whose interval contains 1 is marked not significant
+    assert "2.000 4.00x [3.50-4.50]" in row and "1.000 8.00x [0.90-9.00]~" in row

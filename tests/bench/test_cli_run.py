@@ -15,7 +15,8 @@ from bench import results
 from bench.cli import main
 
 SIZES = dict(train=4, test=10, retrieval_test=10, shard_size=5)
-FAST = ["--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--batch-size", "5"]
+FAST = ["--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--min-run-time", "0.005",
+        "--threads", "1", "--speed-baseline", "none", "--batch-size", "5"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -150,11 +151,14 @@ def test_killed_midway_then_rerun_finishes_without_redoing(tmp_path, mini_root, 
     assert all(results.read(p)["status"] == "ok" for p in kept)  # nothing half-written
 
     computed = []
-    from bench.tasks import efficiency, zeroshot
+    from bench import runner
+    from bench.tasks import zeroshot
 
-    for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval"), (efficiency, "run")):
+    for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval")):
         fn = getattr(mod, attr)
         monkeypatch.setattr(mod, attr, lambda ctx, fn=fn: computed.append(ctx) or fn(ctx))
+    isolated = runner._Runner.run_isolated  # efficiency cells: a worker process each
+    monkeypatch.setattr(runner._Runner, "run_isolated", lambda self, cell: computed.append(cell) or isolated(self, cell))
     assert main(args) == 0
     files = results.iter_result_files(out)
     assert len(files) == 6 and len(computed) == 6 - len(kept)

@@ -1,5 +1,5 @@
-"""bench.tasks.efficiency: the fixed metric names, timing statistics, memory accounting, sizes
-from quant.stats, checkpoint bytes of a packed file. Never asserts speed."""
+"""bench.tasks.efficiency: the fixed metric names, timing records, memory accounting, sizes
+from quant.stats, true checkpoint bytes, the simulated label. Never asserts speed."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import torch
 
 from bench import results
 from bench.tasks.efficiency import (
+    SIMULATED_LABEL,
     EfficiencyConfig,
+    PeakRss,
     RssSampler,
+    baseline_spec,
     measure,
-    percentile,
     rss_bytes,
-    time_calls,
 )
+from bench.timing import percentile
 from quant.errors import TernbenchError
 
-TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2)
+TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,11 +38,16 @@ def tok():
 
 def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     metrics, baselines, details = measure(tiny_model, tok, torch.float32, "cpu", TINY)
-    expected = set(results.EFFICIENCY_METRICS) - {"checkpoint_bytes", "sparsity"}  # no file; float model
-    assert set(metrics) == expected
+    # no speed baseline here (measure alone), and a float model has no sparsity
+    paired = {m for m in results.EFFICIENCY_METRICS if "speedup" in m} | {"weight_bytes_ratio"}
+    assert set(metrics) == set(results.EFFICIENCY_METRICS) - paired - {"sparsity"}
     for kind in ("image", "text"):
         for b in ("b1", "bN"):
-            assert 0 < metrics[f"{kind}_latency_{b}_ms"] <= metrics[f"{kind}_latency_{b}_ms_p90"]
+            name = f"{kind}_latency_{b}_ms"
+            assert metrics[name] > 0 and metrics[f"{name}_iqr"] >= 0 and metrics[f"{name}_runs"] >= 2
+            lat = details["latency"][f"{kind}_{b}"]
+            assert lat["median_ms"] == metrics[name] and lat["rounds"] == 2 and len(lat["round_medians_ms"]) == 2
+            assert lat["timer"].startswith("torch.utils.benchmark.Timer")
         assert metrics[f"{kind}s_per_s"] == pytest.approx(TINY.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3))
     assert metrics["throughput_batch"] == 3
     assert metrics["weight_bytes"] == sum(p.numel() * 4 for p in tiny_model.parameters()) + sum(
@@ -50,14 +57,18 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert metrics["compression_vs_fp32"] == pytest.approx(1.0)
     assert metrics["compression_vs_fp16"] == pytest.approx(0.5)
     assert metrics["share_ternary"] == 0 and metrics["bits_per_weight"] == pytest.approx(32)
-    for ratio in ("compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes", "sparsity"):
+    # its checkpoint: the fp32 state dict, so a little more than the parameter bytes (header)
+    assert metrics["weight_bytes"] <= metrics["checkpoint_bytes"] < metrics["weight_bytes"] * 1.05
+    for ratio in ("compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes", "checkpoint_bytes"):
         assert baselines[ratio]  # every ratio names its baseline
-    assert details["config"] == {"batch": 3, "warmup": 1, "repeats": 2, "time_budget_s": 20.0, "cuda_graphs": True}
-    # repeats below the budget's minimum: every measurement made all its calls
-    assert details["timed_calls"] == {"image_b1": 2, "image_bN": 2, "text_b1": 2, "text_bN": 2}
-    assert details["image_size"] == [32, 32]
+    settings = details["settings"]
+    assert {k: settings[k] for k in ("batch", "warmup", "repeats", "threads", "cuda_graphs", "speed_baseline")} == {
+        "batch": 3, "warmup": 1, "repeats": 2, "threads": 1, "cuda_graphs": True, "speed_baseline": "auto"}
+    assert "timeout_s" not in settings and settings["device"] == results.device_name("cpu")
+    assert details["threads"] == 1 and details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
-    assert details["kernels"] == []  # no ternary kernel in a float model
+    assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None
+    assert set(details["load"]) == {"start", "end", "cores"}
 
 
 def test_the_kernels_that_ran_are_recorded_and_shown_in_the_provenance(tiny_model, tok):
@@ -116,43 +127,6 @@ def test_checkpoint_bytes_of_a_packed_file(tmp_path, tok):
     assert metrics["checkpoint_bytes"] * 8 < metrics["weight_bytes"]
 
 
-def test_time_calls_counts_warmup_and_repeats():
-    calls = []
-    times = time_calls(lambda: calls.append(1), warmup=2, repeats=5, device="cpu")
-    assert len(calls) == 7 and len(times) == 5 and all(t >= 0 for t in times)
-
-
-class FakeClock:
-    """``time`` for bench.tasks.efficiency: each call of the timed function advances it by ``step``."""
-
-    def __init__(self, step: float):
-        self.now, self.step, self.calls = 0.0, step, 0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def call(self) -> None:
-        self.calls += 1
-        self.now += self.step
-
-
-@pytest.mark.parametrize("step, budget, warmups, timed", [
-    (10.0, 20.0, 2, 3),   # slow calls: the second warm-up still starts (10 s < 20 s), timed stop at the minimum 3
-    (30.0, 20.0, 1, 3),   # one call over budget: one warm-up, still 3 timed
-    (3.0, 20.0, 4, 7),    # 7 calls reach 21 s >= 20 s: the budget ends the timing before repeats
-    (1.0, 20.0, 4, 10),   # fast calls: the full warmup and repeats
-    (30.0, 0.0, 4, 10),   # no budget: exactly warmup + repeats
-])
-def test_time_calls_budget_cuts_slow_measurements(monkeypatch, step, budget, warmups, timed):
-    import bench.tasks.efficiency as eff
-
-    clock = FakeClock(step)
-    monkeypatch.setattr(eff, "time", clock)
-    times = time_calls(clock.call, warmup=4, repeats=10, device="cpu", budget_s=budget)
-    assert len(times) == timed and clock.calls == warmups + timed
-    assert times == [step] * timed
-
-
 @pytest.mark.parametrize("values", [[1.0], [3.0, 1.0], [5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 0.5]])
 def test_percentile_matches_numpy(values):
     for q in (50, 90):
@@ -162,20 +136,45 @@ def test_percentile_matches_numpy(values):
 def test_rss_sampler_sees_a_transient_allocation():
     if rss_bytes() is None:
         pytest.skip("no /proc/self/statm here")
+    import gc
     import time
 
-    with RssSampler(interval_s=0.0005) as s:
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
-        # keep it alive until the sampler thread has run (a loaded machine may delay it)
-        deadline = time.time() + 10
-        while s.peak - s.baseline < 48 * 2**20 and time.time() < deadline:
-            time.sleep(0.005)
-        del block
+    # Garbage of earlier tests freed while the block is alive would lower RSS below the entry
+    # level and hide the block: collect it first, and let no collection run inside.
+    gc.collect()
+    gc.disable()
+    try:
+        with RssSampler(interval_s=0.0005) as s:
+            block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+            # keep it alive until the sampler thread has run (a loaded machine may delay it)
+            deadline = time.time() + 10
+            while s.peak - s.baseline < 48 * 2**20 and time.time() < deadline:
+                time.sleep(0.005)
+            del block
+    finally:
+        gc.enable()
     assert s.growth >= 48 * 2**20
     assert s.growth < 200 * 2**20  # growth is relative to the level at entry, not the process size
 
 
+def test_peak_rss_is_the_high_water_mark_above_entry():
+    if rss_bytes() is None:
+        pytest.skip("no /proc here")
+    block = np.ones(96 * 2**20, dtype=np.uint8)  # a high-water mark from before the block
+    del block
+    with PeakRss() as p:
+        block = np.ones(32 * 2**20, dtype=np.uint8)
+        del block
+    if not p.exact:
+        pytest.skip("the RSS high-water mark cannot be reset here (no /proc/self/clear_refs)")
+    assert 28 * 2**20 <= p.growth < 80 * 2**20  # this block, not the earlier, larger one
+    assert p.how
+
+
 @pytest.mark.parametrize("kw, match", [
+    (dict(threads=-1), "threads must be an integer >= 0"),
+    (dict(min_run_time_s=0), "min_run_time_s must be a number of seconds > 0"),
+    (dict(timeout_s=float("inf")), "timeout_s must be a number of seconds > 0"),
     (dict(batch=0), "batch must be an integer >= 1"),
     (dict(repeats=0), "repeats must be an integer >= 1"),
     (dict(warmup=-1), "warmup must be an integer >= 0"),
@@ -197,8 +196,58 @@ def test_cuda_graphs_flag_is_validated():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("graphs", [True, False])
 def test_cuda_latencies_are_graph_replays_unless_turned_off(tiny_model, tok, graphs):
-    cfg = EfficiencyConfig(batch=3, warmup=1, repeats=2, cuda_graphs=graphs)
+    cfg = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, cuda_graphs=graphs)
     metrics, _, details = measure(tiny_model.cuda(), tok, torch.float32, "cuda", cfg)
     want = "CUDA graph replay" if graphs else "eager (CUDA graphs off)"
     assert set(details["timing"].values()) == {want}
     assert all(metrics[f"{k}_latency_{b}_ms"] > 0 for k in ("image", "text") for b in ("b1", "bN"))
+
+
+def test_every_float_kernel_variant_of_the_default_grid_is_labelled_simulated(tok):
+    from bench.defaults import default_grid
+    from bench.models import build_model
+    from bench.tasks.efficiency import is_simulated
+
+    seen = {}
+    for spec in default_grid().models:
+        built = build_model(spec)
+        seen[spec.rsplit("@", 1)[1]] = is_simulated(built.model)
+    # fake quantization (W1.58A16, no -a8) runs on float kernels; -a8 on the ternary kernels
+    assert {v for v, sim in seen.items() if sim} == {v for v in seen if v.startswith(("q-", "qat-q-"))
+                                                     and not v.endswith("-a8")}
+    assert seen["q-all"] and not seen["fp32"] and not seen["fp16"]
+    built = build_model("ternbench-tiny@q-attn")
+    _, _, details = measure(built.model, built.tokenizer, built.precision, "cpu", TINY, built.info)
+    assert details["simulated"] is True and details["label"] == SIMULATED_LABEL
+
+
+def test_checkpoint_bytes_are_the_variants_own(tok):
+    import quant
+    from bench.models import build_model
+
+    sizes = {}
+    for v in ("fp32", "fp16", "q-all"):
+        torch.manual_seed(0)
+        built = build_model(f"ternbench-tiny@{v}")
+        metrics, baselines, _ = measure(built.model, built.tokenizer, built.precision, "cpu", TINY, built.info)
+        sizes[v] = metrics["checkpoint_bytes"]
+        if v == "q-all":
+            # exactly the bytes ternbench's packed file of this model takes
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as d:
+                assert sizes[v] == quant.save_packed(built.model, Path(d) / "m.safetensors").stat().st_size
+            assert "packed" in baselines["checkpoint_bytes"]
+    assert sizes["fp16"] < 0.6 * sizes["fp32"]  # its own float size, not the file it was made from
+    assert sizes["q-all"] * 8 < sizes["fp32"]
+
+
+@pytest.mark.parametrize("spec, variant, want", [
+    ("ternbench-tiny@q-all", "fp32", "ternbench-tiny@fp32"),
+    ("ternbench-tiny", "bf16", "ternbench-tiny@bf16"),
+    ("ternbench-tiny@fp32", "fp32", None),  # the baseline itself
+    ("ternbench-tiny@q-all", None, None),  # no baseline asked
+])
+def test_baseline_spec_is_the_same_architecture_in_the_baseline_variant(spec, variant, want):
+    assert baseline_spec(spec, variant) == want

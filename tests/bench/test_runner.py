@@ -16,7 +16,7 @@ from bench.runner import Shard, SweepConfig, SweepError, plan, run_sweep
 from bench.tasks.efficiency import EfficiencyConfig
 from quant.errors import TernbenchError
 
-TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2)
+TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2, min_run_time_s=0.005, threads=1, speed_baseline="fp32")
 SIZES = dict(train=4, test=16, retrieval_test=12, shard_size=8)
 DATASETS = ("wds/mini/shapes", "mini/captions", "wds/vtab/cifar10")  # the last has no data here
 
@@ -36,12 +36,23 @@ class _Counter:
     """Counts task runs per cell label by wrapping the registered task functions."""
 
     def __init__(self, monkeypatch, fail_on: str | None = None, interrupt_after: int | None = None):
-        from bench.tasks import efficiency, zeroshot
+        from bench.tasks import zeroshot
 
         self.calls: collections.Counter = collections.Counter()
         self.n = 0
-        for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval"), (efficiency, "run")):
+        for mod, attr in ((zeroshot, "run_classification"), (zeroshot, "run_retrieval")):
             monkeypatch.setattr(mod, attr, self._wrap(getattr(mod, attr), interrupt_after))
+        # efficiency runs in a worker process: counted where the sweep starts it
+        real = runner._Runner.run_isolated
+
+        def isolated(this, cell):
+            if interrupt_after is not None and self.n >= interrupt_after:
+                raise KeyboardInterrupt
+            self.n += 1
+            self.calls[(cell.model_id, "efficiency")] += 1
+            return real(this, cell)
+
+        monkeypatch.setattr(runner._Runner, "run_isolated", isolated)
 
     def _wrap(self, fn, interrupt_after):
         def wrapped(ctx):
@@ -86,7 +97,7 @@ def test_full_sweep(swept):
     eff = ok[ok.task == "efficiency"].set_index("variant")
     for v in ("fp32", "q-ffn"):
         assert eff.loc[v, "image_latency_b1_ms"] > 0 and eff.loc[v, "images_per_s"] > 0
-        assert eff.loc[v, "image_latency_bN_ms_p90"] >= eff.loc[v, "image_latency_bN_ms"]
+        assert eff.loc[v, "image_latency_bN_ms_iqr"] >= 0 and eff.loc[v, "image_latency_bN_ms_runs"] >= 2
         assert eff.loc[v, "peak_memory_bytes"] >= eff.loc[v, "weight_bytes"] > 0
         assert eff.loc[v, "throughput_batch"] == TINY_EFF.batch
     assert eff.loc["fp32", "share_ternary"] == 0 and math.isclose(eff.loc["fp32", "compression_vs_fp32"], 1.0)
@@ -106,6 +117,15 @@ def test_full_sweep(swept):
     assert rec["timings"]["total_s"] > 0 and "build_model_s" in rec["timings"]
     eff_rec = results.read(out / "ternbench-tiny@q-ffn" / "efficiency-cpu__efficiency.json")
     assert set(eff_rec["baselines"]) >= {"compression_vs_fp32", "compression_vs_fp16", "peak_memory_bytes"}
+    # paired against fp32 of the same model, in the same worker; fp32 itself is the baseline
+    assert eff_rec["details"]["speed_baseline"]["spec"] == "ternbench-tiny@fp32"
+    assert eff_rec["baselines"]["image_speedup_b1"].startswith("ternbench-tiny@fp32")
+    m = eff_rec["metrics"]
+    assert m["image_speedup_b1_lo"] <= m["image_speedup_b1"] <= m["image_speedup_b1_hi"]
+    assert eff_rec["details"]["simulated"] is True  # q-ffn is fake quantization on float kernels
+    assert eff_rec["details"]["settings"]["batch"] == TINY_EFF.batch
+    fp32 = results.read(out / "ternbench-tiny@fp32" / "efficiency-cpu__efficiency.json")
+    assert fp32["details"]["speed_baseline"]["spec"] is None and "image_speedup_b1" not in fp32["metrics"]
 
 
 def test_resume_recomputes_only_failed_cells(swept, mini_root, monkeypatch):
@@ -260,3 +280,35 @@ def test_broken_dataset_folder_fails_its_cell_naming_the_file(tmp_path, mini_roo
     rec = results.read(summary.written[0])
     assert rec["status"] == "error"
     assert "nshards.txt" in rec["error"] and str(root / "wds_mini-colors") in rec["error"]
+
+
+def test_changed_measurement_settings_invalidate_an_efficiency_cell(tmp_path, mini_root, capsys):
+    import json
+    from dataclasses import replace
+
+    from bench.cli import main
+
+    def eff_plan(eff):
+        return plan(_cfg(tmp_path, mini_root, models=("ternbench-tiny",), datasets=(), tasks=("efficiency",),
+                         efficiency=eff))
+
+    (cell,) = eff_plan(TINY_EFF).cells
+    record = results.make_record(cell, model={"spec": "ternbench-tiny"}, dataset=None,
+                                 metrics={"image_latency_b1_ms": 1.0}, details={"settings": json.loads(cell.settings)},
+                                 prov={})
+    path = results.write(tmp_path, cell, record)
+    assert not runner.will_run(cell, "missing", tmp_path)  # measured as asked: kept
+    assert not runner.will_run(eff_plan(replace(TINY_EFF, timeout_s=5.0)).cells[0], "missing", tmp_path)
+    for change in (dict(batch=8), dict(warmup=3), dict(repeats=7), dict(min_run_time_s=0.1), dict(threads=2),
+                   dict(cuda_graphs=False), dict(speed_baseline="bf16"), dict(time_budget_s=5.0)):
+        (other,) = eff_plan(replace(TINY_EFF, **change)).cells
+        assert runner.will_run(other, "missing", tmp_path), change
+        (key,) = change
+        assert [c.split()[0] for c in results.changed_settings(path, other.settings)] == [key]
+        assert not runner.will_run(other, "never", tmp_path)  # never: the file is left alone
+    assert main(["run", "-m", "ternbench-tiny", "-t", "efficiency", "--out", str(tmp_path), "--dry-run",
+                 "--throughput-batch", "8", "--warmup", "1", "--repeats", "2", "--min-run-time", "0.005",
+                 "--threads", "1", "--speed-baseline", "fp32", "--time-budget", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "measured with other settings: batch 4 -> 8" in printed and "1 would run" in printed
+    assert results.read(path)["metrics"]["image_latency_b1_ms"] == 1.0  # a dry run changes nothing

@@ -210,3 +210,56 @@ def test_expected_figures_file_as_baseline(pipeline_results, cli, capsys, tmp_pa
     exp.write_text('{"models": {}}')
     assert cli(["check", str(pipeline_results), "--baseline", str(exp), "--max-drop", "1"]) == 2
     assert "not an expected-figures file" in capsys.readouterr().err
+
+
+def _with_spread(side, scale=1.0, rel_iqr=0.05):
+    """Every efficiency cell of ``side``: latencies times ``scale``, each with an IQR of ``rel_iqr``."""
+    from reports.check import LATENCY_METRICS
+
+    def edit(rec):
+        m = rec["metrics"]
+        for k in LATENCY_METRICS:
+            if m.get(k) is not None:
+                m[k] *= scale
+                m[f"{k}_iqr"] = m[k] * rel_iqr
+    for f in side.glob("*/efficiency-*.json"):
+        _edit(f, edit)
+
+
+def test_latency_gate_counts_only_regressions_beyond_both_runs_spread(tmp_path, synthetic_builder, cli, capsys):
+    base = synthetic_builder(tmp_path / "base")
+    same = synthetic_builder(tmp_path / "same")
+    _with_spread(base)
+    _with_spread(same)
+    # identical runs pass
+    assert cli(["check", str(same), "--baseline", str(base), "--max-latency-regression", "10"]) == 0
+    capsys.readouterr()
+    # a 15% increase inside a 40% spread: over the threshold, within noise, not counted, and said so
+    noisy = synthetic_builder(tmp_path / "noisy")
+    _with_spread(noisy, scale=1.15, rel_iqr=0.4)
+    junit = tmp_path / "noisy.xml"
+    assert cli(["check", str(noisy), "--baseline", str(base), "--max-latency-regression", "10",
+                "--junit", str(junit)]) == 0
+    out = capsys.readouterr().out
+    assert "within both runs' recorded spread" in out and "+15.0%" in out
+    assert "within both runs' spread: not counted" in junit.read_text()
+    # a planted 2x slowdown with the same spread fails, every latency of every model
+    slow = synthetic_builder(tmp_path / "slow")
+    _with_spread(slow, scale=2.0)
+    junit = tmp_path / "slow.xml"
+    assert cli(["check", str(slow), "--baseline", str(base), "--max-latency-regression", "10",
+                "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    assert "+100.0%" in out and "beyond both runs' spread" in out
+    n_lat = sum(1 for line in out.splitlines() if "latency regression:" in line)
+    failures = ET.parse(junit).getroot().findall(".//failure")
+    assert n_lat == len(failures) >= 4 and all("beyond both runs' spread" in f.text for f in failures)
+
+
+def test_latency_regression_significance_on_synthetic_figures():
+    from reports.stats import latency_regression_significant as sig
+
+    assert sig(10.0, 1.0, 10.0, 1.0) is False  # identical
+    assert sig(20.0, 1.0, 10.0, 1.0) is True  # 2x, tight
+    assert sig(12.0, 4.0, 10.0, 4.0) is False  # +20% inside a wide spread
+    assert sig(12.0, float("nan"), 10.0, 1.0) is None  # spread not recorded

@@ -30,7 +30,8 @@ def test_texts_are_the_leaderboard_numbers(lb):
     assert q.mean_text == f"{100 * t.at['tiny@q-all', 'avg']:.2f} ± {100 * t.at['tiny@q-all', 'avg_se']:.2f}"
     assert q.delta_text == (f"{t.at['tiny@q-all', 'delta_pts']:+.2f} ± {t.at['tiny@q-all', 'delta_se_pts']:.2f} *")
     assert q.size_text == "0.2 MB (8.0× smaller)"  # 2 MB fp16 checkpoint / 0.25 MB
-    assert q.speedup_text == "2.00×"  # 10 ms / 5 ms
+    assert q.speedup_text == "2.00×"  # the cell's own paired ratio, never 10 ms / 5 ms measured apart
+    assert next(h for h in headlines(lb) if h.model_id == "tiny@q-ffn").speedup_text == "—"  # none recorded
     f32 = next(h for h in headlines(lb) if h.model_id == "tiny@fp32")
     assert not f32.delta_text.endswith("*") and f32.size_text == "4.0 MB (2.0× larger)"
     assert headlines(lb)[0].speedup_text == "—"  # no speed-up of the baseline against itself

@@ -47,14 +47,33 @@ def test_leaderboard_averages_only_over_datasets_every_variant_has(synthetic_res
     assert lb.table.loc["tiny@q-ffn", ["n_ok", "n_error", "n_missing"]].tolist() == [3, 0, 1]
 
 
-def test_difference_and_speedup_against_the_fp16_baseline(synthetic_results):
+def _edit_eff(root, spec, metrics=None, details=None):
+    import json
+
+    f = root / spec / "efficiency-cpu__efficiency.json"
+    rec = json.loads(f.read_text())
+    rec["metrics"].update(metrics or {})
+    rec["details"].update(details or {})
+    f.write_text(json.dumps(rec))
+
+
+def test_difference_against_fp16_and_speedup_is_the_cells_paired_ratio(synthetic_results):
+    paired = {"image_speedup_b1": 2.0, "image_speedup_b1_lo": 1.8, "image_speedup_b1_hi": 2.2}
+    _edit_eff(synthetic_results, "tiny@q-all", paired, {"speed_baseline": {"spec": "tiny@fp32"}})
+    _edit_eff(synthetic_results, "tiny@q-ffn", paired | {"image_speedup_b1_lo": 0.9},
+              {"simulated": True, "label": "simulated: float kernels, no speed or memory gain expected"})
     lb = tables.leaderboard(load_results(synthetic_results).df)
     t = lb.table
     assert set(t["baseline"]) == {"tiny@fp16"} and set(t["baseline_kind"]) == {"fp16"}
     assert t.at["tiny@q-all", "delta_pts"] == pytest.approx((t.at["tiny@q-all", "avg"] - t.at["tiny@fp16", "avg"]) * 100)
     assert math.isnan(t.at["tiny@fp16", "delta_pts"])  # the baseline is not compared with itself
-    assert t.at["tiny@q-all", "speedup"] == pytest.approx(10.0 / 5.0)
-    assert t.at["tiny@fp32", "speedup"] == pytest.approx(10.0 / 12.0)
+    # the cell's own ratio (paired in one process), never latencies divided across cells
+    assert t.at["tiny@q-all", "speedup"] == 2.0 and t.at["tiny@q-all", "speedup_significant"] is True
+    assert t.at["tiny@q-all", "speed_baseline"] == "tiny@fp32"
+    assert math.isnan(t.at["tiny@fp32", "speedup"]) and t.at["tiny@fp32", "speedup_significant"] is None
+    # a simulated variant shows no speed-up at all, and carries its label
+    assert math.isnan(t.at["tiny@q-ffn", "speedup"]) and bool(t.at["tiny@q-ffn", "simulated"])
+    assert t.at["tiny@q-ffn", "efficiency_label"].startswith("simulated: float kernels")
     # -20.7 points on ~1.8-point standard errors is far beyond noise; +0.67 is not.
     assert t.at["tiny@q-all", "delta_significant"] is True
     assert t.at["tiny@fp32", "delta_significant"] is False

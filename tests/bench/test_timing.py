@@ -1,0 +1,96 @@
+"""bench.timing: interleaved rounds, the paired ratio and its interval on synthetic timings,
+spread flags. Never asserts speed."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench import timing
+from bench.timing import Latency, interleaved, paired_ratio, spread_flag
+
+
+def test_a_clear_speedup_is_significant():
+    rng = random.Random(1)
+    base = [10.0 * rng.uniform(0.95, 1.05) for _ in range(7)]
+    cand = [5.0 * rng.uniform(0.95, 1.05) for _ in range(7)]
+    r = paired_ratio(base, cand)
+    assert 1.8 < r.low <= r.value <= r.high < 2.2 and r.significant and r.rounds == 7
+    assert "not significant" not in r.text()
+
+
+def test_equal_timings_with_noise_are_not_significant():
+    rng = random.Random(2)
+    base = [10.0 * rng.uniform(0.8, 1.2) for _ in range(7)]
+    cand = [10.0 * rng.uniform(0.8, 1.2) for _ in range(7)]
+    r = paired_ratio(base, cand)
+    assert r.low <= 1.0 <= r.high and not r.significant
+    assert "not significant" in r.text()
+
+
+def test_pairing_cancels_noise_shared_by_a_round():
+    # Machine noise that slows both alike in a round (x1 .. x3) leaves the per-round ratio at 2.
+    load = [1.0, 3.0, 1.5, 2.5, 1.2]
+    r = paired_ratio([2.0 * x for x in load], [1.0 * x for x in load])
+    assert r.value == pytest.approx(2.0) and r.low == pytest.approx(2.0) and r.high == pytest.approx(2.0)
+
+
+def test_paired_ratio_is_deterministic_and_checks_its_input():
+    a, b = [3.0, 2.0, 4.0, 3.5], [1.0, 1.5, 2.0, 1.2]
+    assert paired_ratio(a, b) == paired_ratio(a, b)
+    with pytest.raises(ValueError, match="paired rounds"):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_interleaved_alternates_the_functions_round_by_round(monkeypatch):
+    order = []
+
+    def fake_round(fn, threads, min_run_time, slow):
+        order.append(fn.__name__)
+        return [0.001 if fn.__name__ == "base" else 0.002], 1
+
+    monkeypatch.setattr(timing, "time_round", fake_round)
+
+    def base():
+        pass
+
+    def cand():
+        pass
+
+    b, c = interleaved([base, cand], threads=1, rounds=4, min_run_time=0.01)
+    assert order == ["base", "cand"] * 4
+    assert len(b.rounds) == len(c.rounds) == 4 and c.median == pytest.approx(0.002)
+
+
+def test_the_budget_ends_rounds_after_the_minimum(monkeypatch):
+    now = [0.0]
+
+    def fake_round(fn, threads, min_run_time, slow):
+        now[0] += 10.0  # each round of each function takes 10 s
+        return [10.0], 1
+
+    monkeypatch.setattr(timing, "time_round", fake_round)
+    lat = interleaved([lambda: None], threads=1, rounds=10, min_run_time=0.01, budget_s=25.0, clock=lambda: now[0])
+    assert len(lat[0].rounds) == timing.MIN_ROUNDS  # 30 s after 3 rounds >= 25 s
+    lat = interleaved([lambda: None], threads=1, rounds=10, min_run_time=0.01, budget_s=45.0, clock=lambda: now[0])
+    assert len(lat[0].rounds) == 5
+    lat = interleaved([lambda: None], threads=1, rounds=4, min_run_time=0.01, budget_s=0, clock=lambda: now[0])
+    assert len(lat[0].rounds) == 4  # no budget: every round
+
+
+def test_real_timer_records_blocks():
+    (lat,) = interleaved([lambda: sum(range(100))], threads=1, rounds=2, min_run_time=0.002)
+    s = lat.summary()
+    assert s["rounds"] == 2 and s["runs"] >= 2 and s["number_per_run"] >= 1 and s["median_ms"] > 0
+    assert s["timer"] == timing.TIMER
+
+
+@pytest.mark.parametrize("times, want", [
+    ([1.0, 1.01, 0.99, 1.0], None),
+    ([1.0, 1.2, 0.85, 1.05, 0.9, 1.1], "noisy"),
+    ([1.0, 2.0, 0.5, 1.5, 0.7, 1.9], "unreliable"),
+])
+def test_spread_flags(times, want):
+    flag = spread_flag(Latency(rounds=[times]))
+    assert (flag is None) if want is None else flag.startswith(want)
