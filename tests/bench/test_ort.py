@@ -162,6 +162,11 @@ def test_ort_variants_through_the_sweep_match_fp32(tmp_path, mini_root, monkeypa
 def test_missing_onnxruntime_fails_only_the_ort_cells(tmp_path, mini_root, monkeypatch):
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    # Efficiency cells run in a worker process, which imports what this process's path holds:
+    # a shadowing module there makes its import fail as a missing package does.
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "onnxruntime.py").write_text("raise ImportError('No module named onnxruntime')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "shadow"))
     summary = _sweep(tmp_path / "res", mini_root, ("ternbench-tiny", "ternbench-tiny@ort-int8"),
                      tasks=("efficiency",))
     recs = _records(tmp_path / "res")

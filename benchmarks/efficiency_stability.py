@@ -1,0 +1,148 @@
+"""How stable are the efficiency figures? The efficiency grid run several times in forward and in
+reversed model order, each run into a fresh results directory (every cell computed, each in its own
+worker process, paired with its speed baseline).
+
+Per variant it prints, across all runs: the median and the spread (min-max, and (max-min)/median)
+of each paired speed-up (image / text, batch 1 / batch N), in how many runs it was significant, and
+the median and spread of peak memory; then the targets:
+
+- a simulated variant (float kernels) is within 0.9-1.1x of its baseline, or not significant, in every run;
+- every real-kernel speed-up varies by at most 10% across runs and orders;
+- each model's peak memory varies by at most 5% across runs and orders;
+
+and every sanity flag the runs raised (spread, batch-1 above batch-N, a busy machine). Writes every
+run's figures as JSON.
+
+    python benchmarks/efficiency_stability.py                       # the default grid, 3 + 3 runs
+    python benchmarks/efficiency_stability.py --runs 1 --models ternbench-tiny@fp32 ternbench-tiny@q-all-a8 \\
+        --repeats 2 --throughput-batch 4                            # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RATIOS = tuple(f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN"))
+SIM_BAND = (0.9, 1.1)
+RATIO_SPREAD = 0.10
+MEMORY_SPREAD = 0.05
+
+
+def one_run(models: tuple[str, ...], eff, out: Path, device: str) -> dict:
+    from bench import results
+    from bench.runner import SweepConfig, run_sweep
+
+    t0 = time.perf_counter()
+    summary = run_sweep(SweepConfig(models=models, tasks=("efficiency",), out=str(out), device=device,
+                                    efficiency=eff, progress=False, command=("efficiency_stability",)),
+                        echo=lambda s: None)
+    cells = {}
+    for path in summary.written:
+        rec = results.read(path)
+        d = rec.get("details") or {}
+        cells[rec["model"]["spec"]] = {
+            "status": rec["status"], "error": rec.get("error"), "metrics": rec.get("metrics") or {},
+            "simulated": bool(d.get("simulated")), "flags": d.get("flags") or [],
+            "speed_baseline": (d.get("speed_baseline") or {}).get("spec")}
+    return {"order": list(models), "seconds": time.perf_counter() - t0, "cells": cells}
+
+
+def _spread(values: list[float]) -> tuple[float, float, float, float]:
+    med = statistics.median(values)
+    lo, hi = min(values), max(values)
+    return med, lo, hi, (hi - lo) / med if med else float("nan")
+
+
+def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
+    lines, verdicts = [], []
+    for spec in models:
+        cells = [r["cells"].get(spec) for r in runs]
+        ok = [c for c in cells if c and c["status"] == "ok"]
+        if not ok:
+            errors = {c["error"] for c in cells if c}
+            lines.append(f"{spec}: no ok run ({'; '.join(e for e in errors if e) or 'not run'})")
+            continue
+        sim = ok[0]["simulated"]
+        lines.append(f"{spec}{'  [simulated: float kernels]' if sim else ''}  vs {ok[0]['speed_baseline'] or '-'}"
+                     f"  ({len(ok)} ok runs)")
+        for ratio in RATIOS:
+            vals = [c["metrics"].get(ratio) for c in ok]
+            if any(v is None for v in vals):
+                continue
+            med, lo, hi, rel = _spread(vals)
+            sig = sum(not (c["metrics"][f"{ratio}_lo"] <= 1 <= c["metrics"][f"{ratio}_hi"]) for c in ok)
+            lines.append(f"  {ratio:18s} median {med:6.2f}x  range {lo:.2f}-{hi:.2f}  spread {100 * rel:5.1f}%  "
+                         f"significant in {sig}/{len(ok)}")
+            if sim:
+                good = all(SIM_BAND[0] <= c["metrics"][ratio] <= SIM_BAND[1]
+                           or c["metrics"][f"{ratio}_lo"] <= 1 <= c["metrics"][f"{ratio}_hi"] for c in ok)
+                verdicts.append((good, f"{spec} {ratio}: simulated within {SIM_BAND[0]}-{SIM_BAND[1]}x or not "
+                                       "significant in every run"))
+            else:
+                verdicts.append((rel <= RATIO_SPREAD, f"{spec} {ratio}: spread {100 * rel:.1f}% <= "
+                                                      f"{100 * RATIO_SPREAD:.0f}%"))
+        mem = [c["metrics"].get("peak_memory_bytes") for c in ok if c["metrics"].get("peak_memory_bytes")]
+        if mem:
+            med, lo, hi, rel = _spread(mem)
+            lines.append(f"  {'peak memory':18s} median {med / 1e6:8.2f} MB  range {lo / 1e6:.2f}-{hi / 1e6:.2f}  "
+                         f"spread {100 * rel:5.1f}%")
+            verdicts.append((rel <= MEMORY_SPREAD, f"{spec} peak memory: spread {100 * rel:.1f}% <= "
+                                                   f"{100 * MEMORY_SPREAD:.0f}%"))
+        flags = sorted({f for c in ok for f in c["flags"]})
+        if flags:
+            lines.append(f"  flags ({sum(len(c['flags']) for c in ok)} in {len(ok)} runs): " + "; ".join(flags[:6])
+                         + (f"; and {len(flags) - 6} more" if len(flags) > 6 else ""))
+    lines.append("")
+    lines.append(f"targets: {sum(g for g, _ in verdicts)} of {len(verdicts)} met")
+    lines += [f"  {'ok  ' if g else 'MISS'} {text}" for g, text in verdicts]
+    return lines
+
+
+def main(argv=None) -> int:
+    from bench.defaults import default_grid
+    from bench.tasks.efficiency import EfficiencyConfig
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None, help="model specs (default: the default grid's)")
+    p.add_argument("--runs", type=int, default=3, help="runs in each order (default: 3, so 6 runs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--throughput-batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds per latency")
+    p.add_argument("--min-run-time", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--speed-baseline", default="auto")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))
+    args = p.parse_args(argv)
+
+    models = tuple(args.models or default_grid().models)
+    eff = EfficiencyConfig(batch=args.throughput_batch, repeats=args.repeats, min_run_time_s=args.min_run_time,
+                           threads=args.threads, speed_baseline=args.speed_baseline)
+    orders = [models, models[::-1]] * args.runs
+    orders = orders[0::2] + orders[1::2]  # every forward run, then every reversed one
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="ternbench-stability-") as tmp:
+        for i, order in enumerate(orders, 1):
+            run = one_run(order, eff, Path(tmp) / f"run{i}", args.device)
+            runs.append(run)
+            print(f"# run {i}/{len(orders)} ({'forward' if order == models else 'reversed'}): "
+                  f"{run['seconds']:.0f} s", flush=True)
+    print("\n".join(summarize(runs, models)))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from quant.fileio import atomic_write_json
+
+    atomic_write_json(out, {"models": list(models), "settings": eff.settings(args.device), "runs": runs})
+    print(f"# wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
