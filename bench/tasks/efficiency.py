@@ -283,10 +283,10 @@ def checkpoint_size(model: torch.nn.Module, info: dict[str, Any], stored_bytes: 
     """Bytes the variant takes on disk in ternbench's format, and how that was found.
 
     A quantized model: its packed file when it was loaded from one, else packed now into a
-    temporary file with ``quant.save_packed``; a model whose weights already live in kernels
-    cannot be packed again, so its packed tensor bytes (``stored_bytes``, from ``quant.stats``)
-    stand in, without the file's header of a few KB. A float model: its state dict at its own
-    precision as safetensors.
+    temporary file with ``quant.save_packed`` (an accelerated model too); should packing fail,
+    its packed tensor bytes (``stored_bytes``, from ``quant.stats``) stand in, without the
+    file's header of a few KB, and the returned sentence says so. A float model: its state
+    dict at its own precision as safetensors.
     """
     from quant.checkpoint import CheckpointError, is_packed_file
 
@@ -303,7 +303,7 @@ def checkpoint_size(model: torch.nn.Module, info: dict[str, Any], stored_bytes: 
             try:
                 return quant.save_packed(model, path).stat().st_size, "packed with quant.save_packed (defaults)"
             except CheckpointError:
-                return stored_bytes, ("packed tensor bytes (quant.stats; the weights live in kernels, so the "
+                return stored_bytes, ("packed tensor bytes (quant.stats; the model could not be packed, so the "
                                       "file header of a few KB is not counted)")
         from safetensors.torch import save_model
 
