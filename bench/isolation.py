@@ -177,11 +177,13 @@ def registering_modules(spec: Any, task: str) -> list[str]:
     from bench import models as bm
     from bench.tasks import get_task
 
-    mods = [bm.VARIANTS[spec.variant].builder.__module__]
-    resolver = bm._PRETRAINED.get((spec.arch, spec.pretrained)) if spec.pretrained else None
-    if resolver is not None:
-        mods.append(resolver.__module__)
-    mods.append(get_task(task).function.partition(":")[0])
+    def module(entry: Any) -> str | None:  # an object, or a lazy "module:attr" reference
+        return entry.partition(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", None)
+
+    mods = [module(bm.VARIANTS[spec.variant].builder)]
+    if spec.pretrained and (spec.arch, spec.pretrained) in bm._PRETRAINED:
+        mods.append(module(bm._PRETRAINED[(spec.arch, spec.pretrained)]))
+    mods.append(module(get_task(task).function))
     return [m for m in dict.fromkeys(mods) if m and m != "__main__"]
 
 
