@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,19 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _obtain(name: str, key: str, path: Path, shipped: bool, make: Callable[[], None]) -> Path:
+    """The shipped file of model ``name`` for ``key``, else the cached ``path``, else ``make()`` writes
+    ``path`` under a lock (a process that waited finds it made by the other and trains nothing)."""
+    found = _shipped(name, key) if shipped else None
+    if found is not None:
+        return found
+    if not path.is_file():
+        with _locked(path.stem):
+            if not path.is_file():
+                make()
+    return path
+
+
 def _say(msg: str) -> None:
     print(f"ternbench: {msg}", file=sys.stderr, flush=True)
 
@@ -196,15 +209,9 @@ def _shipped(name: str, key: str) -> Path | None:
 def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> tuple[Path, str]:
     cfg = teacher_config(root, progress=progress)
     key = _key(cfg, root)
-    found = _shipped("teacher", key) if shipped else None
-    if found is not None:
-        return found, key
     path = models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{key}.safetensors"
-    if path.is_file():
-        return path, key
-    with _locked(path.stem):
-        if path.is_file():  # another process trained it while we waited
-            return path, key
+
+    def make() -> None:
         from safetensors.torch import save_file
 
         from bench.train.models import load_clip
@@ -222,7 +229,8 @@ def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> t
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata={"train_config": cfg.to_json(), "recipe_key": key})
         _say(f"teacher cached at {path}")
-    return path, key
+
+    return _obtain("teacher", key, path, shipped, make), key
 
 
 def teacher_path(root: str | Path | None = None, device: str | None = None, progress: bool = True,
@@ -240,15 +248,9 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
     teacher, teacher_key = _teacher(root, device, progress, shipped)
     cfg = student_config(variant, root, teacher, progress=progress)
     key = _key(cfg, root, {"teacher_key": teacher_key})
-    found = _shipped(variant, key) if shipped else None
-    if found is not None:
-        return found, key
     path = models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{variant}-{key}.safetensors"
-    if path.is_file():
-        return path, key
-    with _locked(path.stem):
-        if path.is_file():
-            return path, key
+
+    def make() -> None:
         from bench.train.models import load_clip
         from quant.train.convert import convert_run
         from quant.train.loop import train
@@ -261,7 +263,8 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
         convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}",
                     load=load_clip)
         _say(f"student cached at {path}")
-    return path, key
+
+    return _obtain(variant, key, path, shipped, make), key
 
 
 def student_path(variant: str, root: str | Path | None = None, device: str | None = None,
