@@ -35,6 +35,15 @@ OVERWRITE = ("missing", "always", "never")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+
+def policy_baseline(details: dict[str, Any]) -> tuple[str, str] | None:
+    """(variant, why) of the sweep's speed-baseline policy as an efficiency cell applied it; None when
+    the cell had none, or paired a simulated variant with its own precision (not the policy's choice)."""
+    sb = details.get("speed_baseline") or {}
+    if not sb.get("spec") or "@" not in sb["spec"] or sb.get("own_precision"):
+        return None
+    return sb["spec"].rsplit("@", 1)[1], sb.get("policy") or ""
+
 class SweepError(TernbenchError, ValueError):
     """A sweep that cannot start: bad option, unknown name, unwritable results directory."""
 
@@ -368,9 +377,9 @@ class _Runner:
             return self.record_error(cell, self.model_stub(cell.model_id), str(e), t0)
         if out["info"].get("random_weights"):
             self.note_random(out["info"].get("spec") or spec.raw)
-        sb = (out.get("details") or {}).get("speed_baseline") or {}
-        if family and sb.get("spec") and "@" in sb["spec"]:
-            self.chosen_baselines.setdefault(family, (sb["spec"].rsplit("@", 1)[1], sb.get("policy") or ""))
+        chosen = policy_baseline(out.get("details") or {})
+        if family and chosen:
+            self.chosen_baselines.setdefault(family, chosen)
         timings = dict(out.get("timings") or {}) | {"total_s": time.perf_counter() - t0}
         return results.make_record(
             cell, model=out["info"], dataset=None, metrics=out["metrics"], main_metric=out["main_metric"],

@@ -5,8 +5,8 @@ picks how many calls make one timed block, and times blocks until ``min_run_time
 alone takes longer than ``min_run_time`` is timed one call per block (``Timer.timeit(1)``), so a
 slow model costs one call per round instead of an estimate plus a block.
 
-A speed-up is *paired*: the baseline and the candidate are timed in alternating rounds
-(baseline, candidate, baseline, candidate, ...) in one process, so a burst of machine noise
+A speed-up is *paired*: the baseline and the candidate are timed in interleaved rounds
+(baseline, candidate, then candidate, baseline, ...) in one process, so a burst of machine noise
 lands on both. Each round gives one ratio (baseline median / candidate median); the speed-up is
 the median of the per-round ratios and its interval a percentile bootstrap over rounds. An
 interval that contains 1 is "not significant": the two cannot be told apart on this machine.
@@ -86,7 +86,8 @@ def time_round(fn: Callable[[], Any], threads: int, min_run_time: float, slow: b
 def interleaved(fns: Sequence[Callable[[], Any]], *, threads: int, rounds: int, min_run_time: float,
                 budget_s: float = 0.0, warmup: int = 1, sync: Callable[[], Any] = lambda: None,
                 clock: Callable[[], float] = time.perf_counter) -> list[Latency]:
-    """Time each of ``fns`` in ``rounds`` alternating rounds (fns[0], fns[1], ..., fns[0], ...).
+    """Time each of ``fns`` in ``rounds`` interleaved rounds, the order reversed every other round
+    (fns[0], fns[1], then fns[1], fns[0], ...).
 
     ``warmup`` untimed calls of each first; the slowest warm-up decides whether a function is
     "slow" (one call per block). ``budget_s`` > 0: rounds after ``MIN_ROUNDS`` start only while
@@ -107,7 +108,10 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, threads: int, rounds: int, 
     for r in range(rounds):
         if budget_s and r >= MIN_ROUNDS and clock() - start >= budget_s:
             break
-        for fn, lat, is_slow in zip(fns, out, slow):
+        # Alternate who goes first (b, c, c, b, b, c, ...): whatever the first or second slot of
+        # a round carries (cache and frequency state left by the other) falls on both alike.
+        order = list(zip(fns, out, slow))
+        for fn, lat, is_slow in (order if r % 2 == 0 else order[::-1]):
             times, number = time_round(fn, threads, min_run_time, is_slow)
             lat.rounds.append(times)
             lat.number_per_run = number

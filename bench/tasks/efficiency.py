@@ -361,6 +361,8 @@ def _cpu_has_bf16() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
+OWN_PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+SIMULATED_PAIRING = "the float kernels this simulated variant computes with (a simulated variant is paired with its own precision)"
 PROBE = "fp32|bf16"  # resolve_speed_baseline's answer where only timing the model decides
 
 
@@ -491,6 +493,7 @@ class Baseline:
     policy: str
     build: Callable[[], Any]  # -> bench.models.BuiltModel
     policy_text: list[str] = field(default_factory=list)
+    own_precision: bool = False  # a simulated variant's own float form, not the sweep's policy baseline
 
 
 @torch.no_grad()
@@ -602,7 +605,8 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "timing": cand.how,
         "latency": lat,
         "speed_baseline": ({"spec": baseline.spec, "policy": baseline.policy, "latency": base_lat,
-                            "speedups": speedups} if baseline is not None else None),
+                            "speedups": speedups, "own_precision": baseline.own_precision}
+                           if baseline is not None else None),
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
         "flags": flags,
@@ -636,8 +640,16 @@ def run(ctx) -> Any:
         torch.manual_seed(ctx.seed)  # random-weight models: the same weights as the candidate
         return build_model(baseline_spec(spec, v), device=ctx.device)
 
-    base = None
-    if variant == PROBE:
+    base: Baseline | None = None
+    if variant is not None and cfg.speed_baseline == AUTO_BASELINE and is_simulated(ctx.model):
+        # Fake quantization runs the float kernels of the model's own precision: paired with that
+        # precision, its ratio shows the fake-quant overhead (about 1x), never a speed-up that is
+        # really the gap between two float precisions (fp32 vs bf16).
+        own = OWN_PRECISION.get(ctx.dtype)
+        if own is not None and baseline_spec(spec, own) is not None:
+            base = Baseline(baseline_spec(spec, own), f"{own}: {SIMULATED_PAIRING}", lambda: build(own),
+                            own_precision=True)
+    if base is None and variant == PROBE:
         if ctx.model_info.get("variant") in ("fp32", "bf16") or baseline_spec(spec, "fp32") is None:
             variant, policy = "fp32", "fp32 (bf16 is compared with it as a model of its own)"
         else:
@@ -646,7 +658,7 @@ def run(ctx) -> Any:
                 base.policy_text.append(why)
                 return chosen
             base = Baseline("", policy, probe)
-    if base is None:
+    if base is None and variant != PROBE:
         other = baseline_spec(spec, variant) if variant else None
         if other is not None:
             base = Baseline(other, policy, lambda: build(variant))

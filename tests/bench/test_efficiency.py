@@ -251,3 +251,24 @@ def test_checkpoint_bytes_are_the_variants_own(tok):
 ])
 def test_baseline_spec_is_the_same_architecture_in_the_baseline_variant(spec, variant, want):
     assert baseline_spec(spec, variant) == want
+
+
+@pytest.mark.parametrize("variant, simulated", [("q-all", True), ("q-all-a8", False)])
+def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simulated):
+    # The sweep has chosen bf16 as the speed baseline; a fake-quant variant computes with fp32
+    # kernels, so it is paired with fp32 (its ratio is its overhead), a real-kernel one with bf16.
+    from bench.models import build_model
+    from bench.tasks import TaskContext
+    from bench.tasks.efficiency import run
+
+    torch.manual_seed(0)
+    built = build_model(f"ternbench-tiny@{variant}")
+    ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
+                      model_info=built.info, efficiency=TINY, seed=0, speed_baseline=("bf16", "chosen earlier"))
+    res = run(ctx)
+    sb = res.details["speed_baseline"]
+    assert res.details["simulated"] is simulated
+    assert sb["spec"] == ("ternbench-tiny@fp32" if simulated else "ternbench-tiny@bf16")
+    assert sb["own_precision"] is simulated
+    assert ("simulated variant" in sb["policy"]) is simulated
+    assert res.metrics["image_speedup_b1"] > 0

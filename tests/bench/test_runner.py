@@ -12,7 +12,7 @@ import torch
 
 from bench import results, runner
 from bench.datasets import mini
-from bench.runner import Shard, SweepConfig, SweepError, plan, run_sweep
+from bench.runner import Shard, SweepConfig, SweepError, plan, policy_baseline, run_sweep
 from bench.tasks.efficiency import EfficiencyConfig
 from quant.errors import TernbenchError
 
@@ -312,3 +312,12 @@ def test_changed_measurement_settings_invalidate_an_efficiency_cell(tmp_path, mi
     printed = capsys.readouterr().out
     assert "measured with other settings: batch 4 -> 8" in printed and "1 would run" in printed
     assert results.read(path)["metrics"]["image_latency_b1_ms"] == 1.0  # a dry run changes nothing
+
+
+def test_a_simulated_cells_own_precision_pairing_does_not_set_the_sweeps_baseline():
+    policy = {"spec": "m@bf16", "policy": "bf16: faster than fp32"}
+    assert policy_baseline({"speed_baseline": policy}) == ("bf16", "bf16: faster than fp32")
+    own = {"spec": "m@fp32", "policy": "fp32: own precision", "own_precision": True}
+    assert policy_baseline({"speed_baseline": own}) is None
+    assert policy_baseline({"speed_baseline": {"spec": None, "policy": "this model is the baseline"}}) is None
+    assert policy_baseline({}) is None
