@@ -11,7 +11,8 @@ pools and compiled kernels of earlier models cannot leak into its figures.
   1). On CUDA each call is by default a replay of a captured CUDA graph.
 - **Peak memory** during inference: CUDA ``max_memory_allocated`` after a reset; CPU: resident
   weight bytes + the worker's RSS high-water mark above its idle level after the build (Linux
-  resets the mark through ``/proc/self/clear_refs``; elsewhere a 1 ms sampling thread).
+  resets the mark through ``/proc/self/clear_refs``; elsewhere a 1 ms sampling thread), after the
+  C heap's free pages are returned to the OS, so what the build freed cannot hide the growth.
 - **Sizes**: weight bytes in memory (parameters + buffers + kernel buffers), and checkpoint
   bytes as the variant is stored: a quantized model in ternbench's packed format, a float model
   as its state dict at its own precision (safetensors).
@@ -242,14 +243,33 @@ def _reset_hwm() -> bool:
     return _vm_hwm() is not None
 
 
+def _trim_heap() -> bool:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``); False where unavailable.
+
+    Pages that building the model freed (an ONNX export, a checkpoint read) stay in the process
+    otherwise, and the first inference calls reuse them without raising the RSS: the same model
+    would read a smaller peak after a build that freed more."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
+        return False
+    return True
+
+
 class PeakRss:
     """Peak RSS growth of this process inside the block, above the level at entry.
 
-    Exact where the kernel's high-water mark can be reset; otherwise ``RssSampler``.
+    Exact where the kernel's high-water mark can be reset; otherwise ``RssSampler``. The C heap's
+    free pages go back to the OS first (``_trim_heap``), so the growth does not depend on what
+    the build happened to free.
     """
 
     def __enter__(self) -> PeakRss:
         gc.collect()
+        self.trimmed = _trim_heap()
         self.exact = _reset_hwm()
         self.baseline = rss_bytes() or 0
         self._sampler = None if self.exact else RssSampler().__enter__()
@@ -268,9 +288,10 @@ class PeakRss:
 
     @property
     def how(self) -> str:
+        trim = ", after malloc_trim returned the heap's free pages" if self.trimmed else ""
         if self.exact:
-            return "the RSS high-water mark (reset through /proc/self/clear_refs)"
-        return "sampled RSS (1 ms)" if rss_bytes() is not None else "ru_maxrss, a lower bound"
+            return f"the RSS high-water mark (reset through /proc/self/clear_refs{trim})"
+        return (f"sampled RSS (1 ms{trim})" if rss_bytes() is not None else "ru_maxrss, a lower bound")
 
 
 # ---------------------------------------------------------------------------------------------

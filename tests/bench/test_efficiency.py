@@ -171,6 +171,21 @@ def test_peak_rss_is_the_high_water_mark_above_entry():
     assert p.how
 
 
+def test_heap_pages_freed_before_the_block_do_not_hide_its_growth():
+    # Freed holes in the C heap (what a model build leaves behind) would take the block's
+    # allocations without raising the RSS; returned to the OS first, the growth is seen.
+    from bench.tasks.efficiency import _trim_heap
+
+    if rss_bytes() is None or not _trim_heap():
+        pytest.skip("no /proc or no glibc malloc_trim here")
+    chunks = [np.ones(16 * 1024 - 64, dtype=np.uint8) for _ in range(2000)]
+    del chunks[::2]  # 1000 holes of 16 KB between live chunks: not trimmed by free() itself
+    with PeakRss() as p:
+        new = [np.ones(16 * 1024 - 64, dtype=np.uint8) for _ in range(1000)]
+    assert len(new) == 1000 and p.growth >= 8 * 2**20  # most of the 16 MB, not the ~0 of reused pages
+    assert "malloc_trim" in p.how
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(threads=-1), "threads must be an integer >= 0"),
     (dict(min_run_time_s=0), "min_run_time_s must be a number of seconds > 0"),
