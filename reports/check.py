@@ -5,7 +5,9 @@ datasets with the same sample counts, same devices, usable baseline cells; other
 ``IncomparableError`` saying precisely what differs -> exit 2), then every check:
 accuracy drop per dataset and on the average (points, ``max_drop``), latency regression
 (percent, ``max_latency_regression``; counted only when the increase is beyond both runs'
-recorded spread, see ``stats.latency_regression_significant``), compression of ternary variants (``min_compression``),
+recorded spread, see ``stats.latency_regression_significant``, and, for a model paired with a
+speed baseline in the same process, only when that paired speed-up fell too: a speed-up that held
+means the whole machine was slower), compression of ternary variants (``min_compression``),
 and failed cells. ``significant_only`` ignores drops within noise (binomial z-test).
 """
 
@@ -25,6 +27,7 @@ LATENCY_METRICS: tuple[str, ...] = (
 COMPRESSION_METRICS: tuple[str, ...] = ("compression_vs_fp32", "compression_vs_fp16")
 _EPS = 1e-9  # float noise: a drop of exactly the threshold passes
 NOISE_NOTE = "within both runs' spread: not counted"
+DRIFT_NOTE = "the machine was slower, not this model: its speed-up over its baseline held; not counted"
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,10 @@ def _efficiency_checks(res: Side, base: Side, mid: str, th: Thresholds, opts: Ch
                 note = {True: "beyond both runs' spread (IQR boxes apart)",
                         False: f"{NOISE_NOTE} (IQR {r_iqr:.3g} vs {b_iqr:.3g} ms)",
                         None: "spread not recorded: counted"}[sig]
+            if over and sig is not False:
+                held = _speedup_held(r_eff, b_eff, metric)
+                if held:
+                    sig, note = False, f"{DRIFT_NOTE} ({held})"
             out.append(CheckResult(mid, "efficiency", f"latency regression: {metric}", b_v, r_v, f"{pct:+.1f}%",
                                    f"max +{th.max_latency_regression:g}%", not over or sig is False, note))
     if th.min_compression is not None and res.quantized.get(mid):
@@ -205,6 +212,20 @@ def _efficiency_checks(res: Side, base: Side, mid: str, th: Thresholds, opts: Ch
         else:
             notes.append(f"{mid}: no {opts.compression_metric} recorded; compression not checked")
     return out
+
+
+def _speedup_held(r_eff, b_eff, metric: str) -> str | None:
+    """When both runs paired this latency with a speed baseline in the same process and the
+    speed-up did not fall (its intervals overlap), the whole machine was slower, not this model:
+    a sentence saying so; else None (no paired speed-up in a run, or it fell)."""
+    key = metric.replace("_latency_", "_speedup_").removesuffix("_ms")
+    vals = [[e.get(key + s, math.nan) for s in ("", "_lo", "_hi")] for e in (r_eff, b_eff)]
+    if not all(math.isfinite(v) for side in vals for v in side):
+        return None
+    (r, r_lo, r_hi), (b, b_lo, b_hi) = vals
+    if r_hi + _EPS < b_lo:
+        return None
+    return f"paired speed-up {r:.2f}x [{r_lo:.2f}-{r_hi:.2f}] vs {b:.2f}x [{b_lo:.2f}-{b_hi:.2f}] before"
 
 
 def _fmt(v, percent: bool = False) -> str:
@@ -236,6 +257,12 @@ def format_violations(report: CheckReport) -> str:
         lines.append(f"note: {len(timing_noise)} latency increase(s) above the threshold were within both runs' "
                      "recorded spread (their IQR boxes overlap) and not counted: "
                      + ", ".join(f"{r.model_id} {r.check.split(': ')[1]} {r.change}" for r in timing_noise[:8]))
+    drift = [r for r in report.results if r.passed and r.note.startswith(DRIFT_NOTE)]
+    if drift:
+        lines.append(f"note: {len(drift)} latency increase(s) beyond both runs' spread were not counted: the "
+                     "model's paired speed-up over its speed baseline (timed beside it) held, so the machine, not "
+                     "the model, was slower: " + ", ".join(f"{r.model_id} {r.check.split(': ')[1]} {r.change}"
+                                                           for r in drift[:8]))
     noise = [r for r in report.results if r.passed and "not counted (--significant-only)" in r.note]
     if noise:
         lines.append(f"note: {len(noise)} drop(s) above the threshold were within noise and not counted "

@@ -263,3 +263,55 @@ def test_latency_regression_significance_on_synthetic_figures():
     assert sig(20.0, 1.0, 10.0, 1.0) is True  # 2x, tight
     assert sig(12.0, 4.0, 10.0, 4.0) is False  # +20% inside a wide spread
     assert sig(12.0, float("nan"), 10.0, 1.0) is None  # spread not recorded
+
+
+def _with_speedups(side, model, factor=1.0):
+    """``model``'s efficiency cell in ``side``: every paired speed-up (1.8x times ``factor``, with a
+    +-5% interval), as a cell paired with its speed baseline in the same process records them."""
+    from reports.check import LATENCY_METRICS
+
+    def edit(rec):
+        m = rec["metrics"]
+        for k in LATENCY_METRICS:
+            key = k.replace("_latency_", "_speedup_").removesuffix("_ms")
+            m[key], m[f"{key}_lo"], m[f"{key}_hi"] = 1.8 * factor, 1.71 * factor, 1.89 * factor
+    for f in side.glob("*/efficiency-*.json"):
+        if json.loads(f.read_text())["model"]["spec"] == model:
+            _edit(f, edit)
+
+
+def test_a_slower_machine_is_not_a_regression_of_a_model_whose_paired_speedup_held(
+        tmp_path, synthetic_builder, cli, capsys):
+    base = synthetic_builder(tmp_path / "base")
+    _with_spread(base)
+    _with_speedups(base, "tiny@q-all")
+    # everything 30% slower (the machine drifted), q-all's speed-up over its baseline unchanged
+    drift = synthetic_builder(tmp_path / "drift")
+    _with_spread(drift, scale=1.3)
+    _with_speedups(drift, "tiny@q-all")
+    junit = tmp_path / "drift.xml"
+    assert cli(["check", str(drift), "--baseline", str(base), "--max-latency-regression", "10",
+                "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if "latency regression:" in line]
+    # the float rows have no in-run reference: still counted; q-all's are not, and the note says why
+    assert table and not any("tiny@q-all" in line for line in table)
+    assert any("tiny@fp32" in line for line in table)
+    assert "the machine, not the model, was slower" in out and "tiny@q-all" in out.split("note:")[-1]
+    assert "its speed-up over its baseline held" in junit.read_text()
+    # q-all 2x slower on its own (its speed-up halved): counted
+    slow = synthetic_builder(tmp_path / "slow")
+    _with_spread(slow)
+    _with_speedups(slow, "tiny@q-all", factor=0.5)
+
+    def slower(rec):
+        if rec["model"]["spec"] == "tiny@q-all":
+            for k in ("image_latency_b1_ms", "text_latency_b1_ms"):
+                if rec["metrics"].get(k) is not None:
+                    rec["metrics"][k] *= 2
+                    rec["metrics"][f"{k}_iqr"] = rec["metrics"][k] * 0.05
+    for f in slow.glob("*/efficiency-*.json"):
+        _edit(f, slower)
+    assert cli(["check", str(slow), "--baseline", str(base), "--max-latency-regression", "10"]) == 1
+    table = [line for line in capsys.readouterr().out.splitlines() if "latency regression:" in line]
+    assert any("tiny@q-all" in line and "+100.0%" in line for line in table)
