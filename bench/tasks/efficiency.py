@@ -356,7 +356,73 @@ def load_snapshot() -> dict[str, Any]:
         return {"load1": load1, "running_others": None}
 
 
-def load_flags(start: dict[str, Any], end: dict[str, Any], threads: int, cores: int) -> list[str]:
+def _own_running() -> int | None:
+    """Threads of this process that are running or runnable now (Linux /proc/self/task)."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue  # a thread that ended between the listing and the read
+    return n
+
+
+class LoadSampler:
+    """How many tasks of *other* processes were runnable while the latencies were timed: every
+    ``interval_s`` a background thread reads the machine's runnable count (/proc/loadavg) and
+    subtracts this process's own running threads (the timed kernels' and its own). A snapshot
+    at the start and end misses a job that ran only in between; this does not."""
+
+    def __init__(self, interval_s: float = 0.05):
+        self.interval_s = interval_s
+        self.others: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return
+        own = _own_running()
+        if own is not None:
+            self.others.append(max(0, running - own))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> LoadSampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def summary(self, cores: int, threads: int) -> dict[str, Any]:
+        """Samples, mean and largest count of other runnable tasks, and the share of samples in
+        which they left this measurement fewer free cores than its threads."""
+        free = max(0, cores - threads)
+        n = len(self.others)
+        return {"samples": n, "others_mean": sum(self.others) / n if n else None,
+                "others_max": max(self.others) if n else None,
+                "busy_share": sum(o > free for o in self.others) / n if n else None}
+
+
+BUSY_SHARE = 0.10  # other tasks wanting the measurement's cores in more than this share of samples
+
+
+def load_flags(start: dict[str, Any], end: dict[str, Any], threads: int, cores: int,
+               during: dict[str, Any] | None = None) -> list[str]:
     """A warning when, besides this measurement's own threads, tasks competed for the cores."""
     flags = []
     for when, snap in (("start", start), ("end", end)):
@@ -366,6 +432,11 @@ def load_flags(start: dict[str, Any], end: dict[str, Any], threads: int, cores: 
         load1 = snap.get("load1")
         if load1 is not None and load1 > cores:
             flags.append(f"load average {load1:.2f} above {cores} cores at the {when}")
+    share = (during or {}).get("busy_share")
+    if share is not None and share > BUSY_SHARE:
+        flags.append(f"busy machine during the timing: other processes' tasks wanted this measurement's cores in "
+                     f"{100 * share:.0f}% of {during['samples']} samples (up to {during['others_max']} runnable, "
+                     f"{cores} cores, {threads} threads timed)")
     return flags
 
 
@@ -562,34 +633,36 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     base_lat: dict[str, dict[str, Any]] = {}
     speedups: dict[str, dict[str, Any]] = {}
     flags: list[str] = []
-    for key in cand.fns:
-        fns = [base.fns[key], cand.fns[key]] if base else [cand.fns[key]]
-        measured = timing.interleaved(fns, threads=cfg.threads, rounds=cfg.repeats, min_run_time=cfg.min_run_time_s,
-                                      budget_s=cfg.time_budget_s, warmup=cfg.warmup, sync=lambda: _sync(device))
-        c = measured[-1]
-        kind, b = key.split("_")
-        name = f"{kind}_latency_{b}_ms"
-        lat[key] = c.summary()
-        metrics[name] = c.median * 1e3
-        metrics[f"{name}_iqr"] = c.iqr * 1e3
-        metrics[f"{name}_runs"] = len(c.times)
-        if (flag := timing.spread_flag(c)) is not None:
-            flags.append(f"{key}: {flag}")
-        if base:
-            base_lat[key] = measured[0].summary()
-            r = timing.paired_ratio(measured[0].round_medians, c.round_medians)
-            speedups[key] = {"value": r.value, "low": r.low, "high": r.high, "significant": r.significant,
-                             "rounds": r.rounds, "level": r.level}
-            metrics[f"{kind}_speedup_{b}"] = r.value
-            metrics[f"{kind}_speedup_{b}_lo"] = r.low
-            metrics[f"{kind}_speedup_{b}_hi"] = r.high
+    with LoadSampler() as sampler:  # other processes' runnable tasks while timing
+        for key in cand.fns:
+            fns = [base.fns[key], cand.fns[key]] if base else [cand.fns[key]]
+            measured = timing.interleaved(fns, threads=cfg.threads, rounds=cfg.repeats, min_run_time=cfg.min_run_time_s,
+                                          budget_s=cfg.time_budget_s, warmup=cfg.warmup, sync=lambda: _sync(device))
+            c = measured[-1]
+            kind, b = key.split("_")
+            name = f"{kind}_latency_{b}_ms"
+            lat[key] = c.summary()
+            metrics[name] = c.median * 1e3
+            metrics[f"{name}_iqr"] = c.iqr * 1e3
+            metrics[f"{name}_runs"] = len(c.times)
+            if (flag := timing.spread_flag(c)) is not None:
+                flags.append(f"{key}: {flag}")
+            if base:
+                base_lat[key] = measured[0].summary()
+                r = timing.paired_ratio(measured[0].round_medians, c.round_medians)
+                speedups[key] = {"value": r.value, "low": r.low, "high": r.high, "significant": r.significant,
+                                 "rounds": r.rounds, "level": r.level}
+                metrics[f"{kind}_speedup_{b}"] = r.value
+                metrics[f"{kind}_speedup_{b}_lo"] = r.low
+                metrics[f"{kind}_speedup_{b}_hi"] = r.high
     for kind in ("image", "text"):
         metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
         if cfg.batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
             flags.append(f"{kind}: batch-1 latency above batch-{cfg.batch} latency (timing is suspect)")
     load_end = load_snapshot()
     cores = os.cpu_count() or 1
-    flags += load_flags(load_start, load_end, cfg.threads, cores)
+    during = sampler.summary(cores, cfg.threads)
+    flags += load_flags(load_start, load_end, cfg.threads, cores, during)
 
     sizes, storage = storage_stats(model, dtype)
     for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
@@ -631,7 +704,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
         "flags": flags,
-        "load": {"start": load_start, "end": load_end, "cores": cores},
+        "load": {"start": load_start, "end": load_end, "during": during, "cores": cores},
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": list(_accelerated_kernels(model)),
         "dtype": str(dtype).replace("torch.", ""),

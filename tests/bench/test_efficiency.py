@@ -287,3 +287,44 @@ def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simu
     assert sb["own_precision"] is simulated
     assert ("simulated variant" in sb["policy"]) is simulated
     assert res.metrics["image_speedup_b1"] > 0
+
+
+def test_load_sampler_sees_other_processes_that_want_the_cores():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from bench.tasks.efficiency import LoadSampler, load_flags
+
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg here")
+    cores = os.cpu_count() or 1
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores + 1)]
+    try:
+        time.sleep(0.2)
+        with LoadSampler(interval_s=0.02) as s:
+            time.sleep(0.6)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    during = s.summary(cores, threads=cores)
+    # cores + 1 spinning processes: never a free core for this measurement
+    assert during["samples"] >= 10 and during["busy_share"] > 0.5 and during["others_max"] >= cores
+    quiet = {"load1": 0.0, "running_others": 0}
+    flags = load_flags(quiet, quiet, cores, cores, during)
+    assert any(f.startswith("busy machine during the timing") for f in flags)
+
+
+def test_load_sampler_summary_counts_samples_that_left_too_few_cores():
+    from bench.tasks.efficiency import LoadSampler, load_flags
+
+    s = LoadSampler()
+    s.others = [0, 0, 1, 0, 3, 0, 0, 0, 0, 0]
+    # 4 cores, 2 threads timed: 2 cores free, so only the sample with 3 others left too few
+    assert s.summary(4, 2) == {"samples": 10, "others_mean": 0.4, "others_max": 3, "busy_share": 0.1}
+    assert s.summary(2, 2)["busy_share"] == 0.2
+    quiet = {"load1": 0.0, "running_others": 0}
+    assert load_flags(quiet, quiet, 2, 4, s.summary(4, 2)) == []  # 10%: not above the mark
+    assert len(load_flags(quiet, quiet, 2, 2, s.summary(2, 2))) == 1
