@@ -94,6 +94,9 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
         Column("efficiency_label", "Note", "text",
                title="simulated: the ternary weights run on float kernels (fake quantization), so no speed "
                      "or memory gain is expected"),
+        Column("efficiency_flags", "Flags", "text",
+               title="sanity flags of the efficiency cell: a latency whose spread is above 10% / 25% of its "
+                     "median, batch-1 above batch-N latency, a busy machine before, during or after the timing"),
     ]
     return cols
 

@@ -80,10 +80,11 @@ def main_view(data: ReportData) -> dict:
                "speedup": "" if h.simulated else _raw(h.speedup), "memory": _raw(h.memory_bytes)}
         text = {"name": h.name, "avg": h.mean_text, "delta_pts": h.delta_text, "size": h.size_text,
                 "speedup": h.speedup_text, "memory": h.memory_text}
+        title = {"speedup": "flags: " + "; ".join(h.flags)} if h.flags else {}
         rows.append({"model_id": h.model_id, "name": h.name, "pinned": h.is_baseline, "best": h.model_id == best,
                      "random": h.random_weights, "simulated": bool(h.simulated),
-                     "cells": [{"key": k, "text": text[k], "value": raw[k], "numeric": k != "name"}
-                               for k, _, _ in MAIN_COLUMNS]})
+                     "cells": [{"key": k, "text": text[k], "value": raw[k], "numeric": k != "name",
+                                "title": title.get(k, "")} for k, _, _ in MAIN_COLUMNS]})
     return {"columns": [{"key": k, "label": label, "title": title, "numeric": k != "name"}
                         for k, label, title in MAIN_COLUMNS], "rows": rows}
 

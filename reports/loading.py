@@ -60,6 +60,8 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     details = [r.get("details") or {} for r in records]
     df["speed_baseline"] = [((d.get("speed_baseline") or {}).get("spec") or "") for d in details]
     df["efficiency_label"] = [d.get("label") or "" for d in details]
+    # Sanity flags the cell raised (a noisy latency, a busy machine, ...): its figures need a look.
+    df["efficiency_flags"] = ["; ".join(str(f) for f in d.get("flags") or []) for d in details]
     return ResultSet(root, df, records)
 
 

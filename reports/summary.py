@@ -16,6 +16,7 @@ import pandas as pd
 from reports import columns as C
 from reports.tables import Leaderboard
 
+FLAG_MARK = "⚠"  # after a speed-up whose efficiency cell raised sanity flags
 
 @dataclass(frozen=True)
 class Headline:
@@ -38,6 +39,12 @@ class Headline:
     speedup_lo: float
     speedup_hi: float
     memory_bytes: float
+    flags: tuple[str, ...] = ()  # sanity flags of the efficiency cell
+
+    @property
+    def flag_mark(self) -> str:
+        """`` ⚠`` when the efficiency cell raised sanity flags (its figures need a look)."""
+        return f" {FLAG_MARK}" if self.flags else ""
 
     @property
     def mean_text(self) -> str:
@@ -76,7 +83,7 @@ class Headline:
         text = f"{self.speedup:.2f}×"
         if C.finite(self.speedup_lo) and C.finite(self.speedup_hi):
             text += f" [{self.speedup_lo:.2f}–{self.speedup_hi:.2f}]"
-        return text
+        return text + self.flag_mark
 
     @property
     def memory_text(self) -> str:
@@ -116,6 +123,7 @@ def headlines(lb: Leaderboard) -> list[Headline]:
             size_bytes=size, smaller=base_size / size if C.finite(base_size) and size > 0 else math.nan,
             speedup=_num(r, "speedup"), speedup_lo=_num(r, "speedup_lo"), speedup_hi=_num(r, "speedup_hi"),
             memory_bytes=_num(r, "peak_memory_bytes"),
+            flags=tuple(f for f in str(r.get("efficiency_flags") or "").split("; ") if f),
         ))
     order = {b: i for i, b in enumerate(dict.fromkeys(h.baseline or h.model_id for h in out))}
     return sorted(out, key=lambda h: (order[h.baseline or h.model_id], not h.is_baseline,
@@ -158,4 +166,8 @@ def format_summary(lb: Leaderboard) -> str:
              "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    flagged = [h.name for h in heads if h.flags]
+    if flagged:
+        lines.append(f"{FLAG_MARK} = the efficiency cell raised sanity flags (listed with the efficiency figures): "
+                     + ", ".join(flagged))
     return "\n".join(lines)

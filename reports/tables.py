@@ -256,7 +256,8 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     # variant (fake quantization on float kernels) gets none: it is not faster by construction.
     latest = latest_cells(df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")], ["model_id"])
     latest = latest.set_index("model_id").reindex(table.index)
-    for col, default in (("speed_baseline", ""), ("simulated", False), ("efficiency_label", "")):
+    for col, default in (("speed_baseline", ""), ("simulated", False), ("efficiency_label", ""),
+                         ("efficiency_flags", "")):
         table[col] = latest[col].where(latest[col].notna(), default) if col in latest else default
     table["simulated"] = table["simulated"].astype(bool)
     for kind, out in (("image", "speedup"), ("text", "text_speedup")):

@@ -19,7 +19,8 @@ def write_cell(root: Path, spec: str, *, dataset: str | None = None, group: str 
                metrics: dict | None = None, error: str | None = None, device: str = "Test CPU (2 cores)",
                variant: str | None = None, arch: str = "ternbench-tiny", pretrained: str | None = "mini",
                date: str = "2026-11-22T10:00:00+00:00", quant_config: dict | None = None,
-               random_weights: bool = False, command: str = "ternbench run --test") -> Path:
+               random_weights: bool = False, command: str = "ternbench run --test",
+               details: dict | None = None) -> Path:
     from bench import results as R
 
     variant = variant or (spec.split("@", 1)[1] if "@" in spec else "fp32")
@@ -38,7 +39,7 @@ def write_cell(root: Path, spec: str, *, dataset: str | None = None, group: str 
     prov = {"packages": {"torch": "2.14.1", "ternbench": "0.1.0"}, "git_rev": "abc123", "device": device,
             "device_type": "cpu", "torch_threads": 2, "seed": 0, "date": date, "command": command}
     record = R.make_record(cell, model=model, dataset=ds, metrics=metrics if error is None else {},
-                           main_metric=main, error=error, prov=prov)
+                           main_metric=main, error=error, details=details, prov=prov)
     return R.write(root, cell, record)
 
 

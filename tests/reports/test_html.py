@@ -241,3 +241,27 @@ def test_two_folders_claiming_one_model_are_an_error_naming_both(tmp_path, synth
     assert cli(["report", str(root), "--out", str(tmp_path / "r.html")]) == 2
     assert "both hold results of 'tiny@fp16'" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_sanity_flags_of_an_efficiency_cell_reach_the_report_and_the_summary(tmp_path, cell_writer):
+    from reports import render_report, tables
+    from reports.loading import load_results
+    from reports.summary import FLAG_MARK, format_summary
+
+    root = tmp_path / "results"
+    flag = "busy machine during the timing: other processes' tasks wanted this measurement's cores in 80% of 90 samples"
+    for spec, f in (("tiny@fp32", None), ("tiny@q-all-a8", [flag, "image_b1: noisy: IQR 12% of the median (> 10%)"])):
+        cell_writer(root, spec, dataset="wds/mini/shapes", group="mini", value=0.5, n=400)
+        cell_writer(root, spec, metrics={"image_latency_b1_ms": 2.0, "image_speedup_b1": 1.5,
+                                         "image_speedup_b1_lo": 1.4, "image_speedup_b1_hi": 1.6},
+                    details={"flags": f} if f else None)
+    page = Page(render_report(root, tmp_path / "r.html").read_text(encoding="utf-8"))
+    cells = _lb_cells(page)
+    assert flag in cells["tiny@q-all-a8"]["efficiency_flags"]["text"]
+    assert cells["tiny@fp32"]["efficiency_flags"]["text"].strip() == ""
+    main = {r[0]["text"].split()[0]: {c["attrs"]["data-key"]: c for c in r} for r in page.tables["leaderboard"]["rows"]}
+    speed = main["tiny@q-all-a8"]["speedup"]
+    assert speed["text"].strip().endswith(FLAG_MARK) and flag in speed["attrs"]["title"]
+    summary = format_summary(tables.leaderboard(load_results(root).df))
+    assert f"{FLAG_MARK} = the efficiency cell raised sanity flags" in summary and "tiny@q-all-a8" in summary.splitlines()[-1]
+    assert FLAG_MARK not in next(ln for ln in summary.splitlines() if ln.startswith("tiny@fp32"))
