@@ -51,7 +51,8 @@ def one_run(models: tuple[str, ...], eff, out: Path, device: str) -> dict:
         cells[rec["model"]["spec"]] = {
             "status": rec["status"], "error": rec.get("error"), "metrics": rec.get("metrics") or {},
             "simulated": bool(d.get("simulated")), "flags": d.get("flags") or [],
-            "speed_baseline": (d.get("speed_baseline") or {}).get("spec")}
+            "speed_baseline": (d.get("speed_baseline") or {}).get("spec"),
+            "busy_share": ((d.get("load") or {}).get("during") or {}).get("busy_share")}
     return {"order": list(models), "seconds": time.perf_counter() - t0, "cells": cells}
 
 
@@ -71,8 +72,16 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             lines.append(f"{spec}: no ok run ({'; '.join(e for e in errors if e) or 'not run'})")
             continue
         sim = ok[0]["simulated"]
-        lines.append(f"{spec}{'  [simulated: float kernels]' if sim else ''}  vs {ok[0]['speed_baseline'] or '-'}"
-                     f"  ({len(ok)} ok runs)")
+        bases = {}
+        for c in ok:
+            bases[c["speed_baseline"] or "-"] = bases.get(c["speed_baseline"] or "-", 0) + 1
+        vs = ", ".join(f"{b} ({n} runs)" for b, n in bases.items()) if len(bases) > 1 else next(iter(bases))
+        busy = [c["busy_share"] for c in ok if c.get("busy_share") is not None]
+        lines.append(f"{spec}{'  [simulated: float kernels]' if sim else ''}  vs {vs}  ({len(ok)} ok runs"
+                     + (f"; busy during the timing in up to {100 * max(busy):.0f}% of samples" if busy else "")
+                     + ")")
+        if len(bases) > 1:
+            lines.append("  the speed baseline differed between runs: the ratios below mix baselines")
         for ratio in RATIOS:
             vals = [c["metrics"].get(ratio) for c in ok]
             if any(v is None for v in vals):
