@@ -115,6 +115,26 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
     return lines
 
 
+ROW_METRICS = (*(r + s for r in RATIOS for s in ("", "_lo", "_hi")), "peak_memory_bytes",
+               *(f"{k}_latency_{b}_ms" for k in ("image", "text") for b in ("b1", "bN")))
+
+
+def result_rows(runs: list[dict], models: tuple[str, ...]) -> list[dict]:
+    """One row per run and model: what benchmarks/results keeps (and results_tables.py renders)."""
+    rows = []
+    for i, run in enumerate(runs, 1):
+        order = "forward" if tuple(run["order"]) == models else "reversed"
+        for spec in models:
+            c = run["cells"].get(spec)
+            if c is None:
+                continue
+            rows.append({"run": i, "order": order, "model": spec, "status": c["status"],
+                         "simulated": c["simulated"], "speed_baseline": c["speed_baseline"],
+                         "busy_share": c.get("busy_share"), "flags": len(c["flags"]),
+                         **{m: c["metrics"].get(m) for m in ROW_METRICS}})
+    return rows
+
+
 def main(argv=None) -> int:
     from bench.defaults import default_grid
     from bench.tasks.efficiency import EfficiencyConfig
@@ -129,6 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))
+    p.add_argument("--save", default=None, metavar="PATH",
+                   help="also write one row per run and model here, e.g. benchmarks/results/"
+                        "efficiency_stability_cpu_2core.json (then run benchmarks/results_tables.py)")
     args = p.parse_args(argv)
 
     models = tuple(args.models or default_grid().models)
@@ -150,6 +173,9 @@ def main(argv=None) -> int:
 
     atomic_write_json(out, {"models": list(models), "settings": eff.settings(args.device), "runs": runs})
     print(f"# wrote {out}")
+    if args.save:
+        atomic_write_json(Path(args.save), {"settings": eff.settings(args.device), "rows": result_rows(runs, models)})
+        print(f"# wrote {args.save}")
     return 0
 
 

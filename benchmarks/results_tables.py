@@ -125,6 +125,35 @@ def efficiency(rows: list[dict]) -> list[Table]:
     return [("efficiency cells (ternbench results records)", header, table)]
 
 
+def efficiency_stability(rows: list[dict]) -> list[Table]:
+    """benchmarks/efficiency_stability.py: per model, each paired speed-up and the peak memory
+    across every run and order (median, range, spread = (max - min) / median)."""
+    import statistics
+
+    ratios = [f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN")]
+    table = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = [r for r in rows if r["model"] == model and r["status"] == "ok"]
+        for metric in [*ratios, "peak_memory_bytes"]:
+            vals = [_number(r.get(metric)) for r in ok]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                continue
+            med = statistics.median(vals)
+            scale = 1e6 if metric == "peak_memory_bytes" else 1
+            sig = sum(not (r[f"{metric}_lo"] <= 1 <= r[f"{metric}_hi"]) for r in ok if r.get(f"{metric}_lo") is not None)
+            table.append([model, "yes" if ok[0]["simulated"] else "", ", ".join(sorted({str(r["speed_baseline"])
+                                                                                    for r in ok})),
+                          metric.replace("_bytes", " (MB)"), med / scale, min(vals) / scale, max(vals) / scale,
+                          f"{100 * (max(vals) - min(vals)) / med:.1f}%" if med else "",
+                          f"{sig}/{len(ok)}" if metric in ratios else "",
+                          max((r.get("busy_share") or 0) for r in ok)])
+    header = ("model", "simulated", "speed baseline", "figure", "median", "min", "max", "spread",
+              "significant", "busy share (max)")
+    runs = len({r["run"] for r in rows})
+    return [(f"every figure across {runs} runs (forward and reversed model order)", header, table)]
+
+
 def scalar_fields(rows: list[dict]) -> list[Table]:
     """Any other file: every scalar field of its rows (lists joined, nested objects as JSON)."""
     header = list(dict.fromkeys(k for r in rows for k in r))
@@ -138,6 +167,7 @@ RENDERERS: dict[str, Callable[[list[dict]], list[Table]]] = {
     "bench_kernels_": bench_kernels,
     "tune_cuda_tiles_": tune_cuda_tiles,
     "efficiency_": efficiency,
+    "efficiency_stability_": efficiency_stability,
 }
 
 

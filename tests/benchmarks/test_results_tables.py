@@ -28,3 +28,19 @@ def test_check_fails_until_the_tables_are_written_then_passes(script, tmp_path, 
     with open(tmp_path / "trials_cpu.jsonl", "a") as f:
         f.write(json.dumps({"trial": "B", "mean": 71.0}) + "\n")
     assert script.main(["--check", "--dir", str(tmp_path)]) == 1
+
+
+def test_efficiency_stability_rows_become_spreads_per_model(script, tmp_path):
+    def row(run, order, ratio, mem, busy=0.0):
+        return {"run": run, "order": order, "model": "tiny@q-all-a8", "status": "ok", "simulated": False,
+                "speed_baseline": "tiny@fp32", "busy_share": busy, "flags": 0,
+                "image_speedup_b1": ratio, "image_speedup_b1_lo": ratio * 0.9, "image_speedup_b1_hi": ratio * 1.1,
+                "peak_memory_bytes": mem}
+    rows = [row(1, "forward", 2.0, 10e6), row(2, "reversed", 2.2, 10.2e6, busy=0.3)]
+    (tmp_path / "efficiency_stability_cpu_test.json").write_text(json.dumps({"settings": {}, "rows": rows}))
+    assert script.main(["--dir", str(tmp_path)]) == 0
+    table = (tmp_path / "efficiency_stability_cpu_test.md").read_text()
+    assert "across 2 runs" in table
+    # median 2.1, range 2.0-2.2: spread 0.2 / 2.1; significant in both; busiest run 30%
+    assert "| tiny@q-all-a8 |  | tiny@fp32 | image_speedup_b1 | 2.1 | 2 | 2.2 | 9.5% | 2/2 | 0.3 |" in table
+    assert "| peak_memory (MB) | 10.1 | 10 | 10.2 | 2.0% |" in table

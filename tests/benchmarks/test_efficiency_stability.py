@@ -1,0 +1,31 @@
+"""benchmarks/efficiency_stability.py: its verdicts and rows on synthetic runs (no timing here)."""
+
+SCRIPT = "efficiency_stability"
+
+
+def _cell(ratio, mem, simulated=False, lo=None, hi=None, baseline="m@fp32"):
+    metrics = {"peak_memory_bytes": mem}
+    for r in ("image_speedup_b1", "image_speedup_bN", "text_speedup_b1", "text_speedup_bN"):
+        metrics |= {r: ratio, f"{r}_lo": lo if lo is not None else ratio * 0.95,
+                    f"{r}_hi": hi if hi is not None else ratio * 1.05}
+    return {"status": "ok", "error": None, "metrics": metrics, "simulated": simulated, "flags": [],
+            "speed_baseline": baseline, "busy_share": 0.0}
+
+
+def test_verdicts_on_synthetic_runs(script):
+    models = ("m@q-all", "m@q-all-a8")
+    runs = [{"order": list(models), "cells": {"m@q-all": _cell(1.3, 10e6, True, lo=0.9, hi=1.6),
+                                              "m@q-all-a8": _cell(2.0, 5e6)}},
+            {"order": list(models[::-1]), "cells": {"m@q-all": _cell(1.02, 10.1e6, True),
+                                                    "m@q-all-a8": _cell(2.5, 5e6, baseline="m@bf16")}}]
+    text = "\n".join(script.summarize(runs, models))
+    # simulated: 1.3x but not significant in run 1, inside the band in run 2 -> met
+    assert "ok   m@q-all image_speedup_b1: simulated within 0.9-1.1x or not significant" in text
+    # real kernels: 2.0 vs 2.5 is a 22% spread -> missed; and the baselines differed between runs
+    assert "MISS m@q-all-a8 image_speedup_b1: spread 22.2% <= 10%" in text
+    assert "the speed baseline differed between runs" in text
+    assert "ok   m@q-all-a8 peak memory: spread 0.0% <= 5%" in text
+    rows = script.result_rows(runs, models)
+    assert [(r["run"], r["order"], r["model"]) for r in rows] == [
+        (1, "forward", "m@q-all"), (1, "forward", "m@q-all-a8"), (2, "reversed", "m@q-all"), (2, "reversed", "m@q-all-a8")]
+    assert rows[3]["speed_baseline"] == "m@bf16" and rows[3]["image_speedup_b1"] == 2.5
