@@ -1,2 +1,3 @@
-"""Training wired to the bench: the ``ternbench train`` commands, the model loader that knows the
-bench's model specs, the embedded teacher and students with their recipes, and their variants."""
+"""Training wired to the bench: the ``ternbench train`` commands, the models built from the bench's
+model specs for quant.train to train and pack, the embedded teacher and students with their recipes,
+and their variants."""

@@ -150,13 +150,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(json.loads(cfg.to_json()), indent=2))
         return 0
-    from bench.train.models import load_clip
+    from bench.train.run import train
     from quant.fileio import check_output_path
-    from quant.train.loop import train
 
     check_output_path(args.out, "--out", kind="dir", hint="the run folder of config.json, log.jsonl and checkpoints")
     resume = args.resume if args.resume else (None if args.overwrite else "auto")
-    result = train(cfg, args.out, resume=resume, overwrite=args.overwrite, device=args.device, load=load_clip)
+    result = train(cfg, args.out, resume=resume, overwrite=args.overwrite, device=args.device)
     if result.records:
         last = result.records[-1]
         terms = ", ".join(f"{k} {last[k]:.4f}" for k in ("loss", "contrastive", "kl", "embed") if k in last)
@@ -171,14 +170,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from bench.train.models import load_clip
+    from bench.train.run import convert
     from quant import load_packed, stats
     from quant.fileio import check_output_path
-    from quant.train.convert import convert_run
 
     check_output_path(args.out, "--out")
-    path = convert_run(args.run, args.out, packing=args.packing, float_dtype=args.float_dtype, force=args.force,
-                       load=load_clip)
+    path = convert(args.run, args.out, packing=args.packing, float_dtype=args.float_dtype, force=args.force)
     total = stats(load_packed(path)).total
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {args.packing} packing); "
           f"ternary share {total.get('share_ternary', 0):.1%}, sparsity {total.get('sparsity', 0):.1%}")

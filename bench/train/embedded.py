@@ -214,15 +214,14 @@ def _teacher(root: Path, device: str | None, progress: bool, shipped: bool) -> t
     def make() -> None:
         from safetensors.torch import save_file
 
-        from bench.train.models import load_clip
+        from bench.train.run import train
         from quant.fileio import atomic_path
-        from quant.train.loop import train
 
         run_dir = models_dir() / "runs" / path.stem
         _say(f"training the embedded teacher {TEACHER_ARCH}:{TEACHER_TAG} on the mini suite (its recipe differs "
              f"from the shipped weights', or --retrain; minutes on a GPU, about {_cpu_minutes(cfg)} minutes on "
              f"2 CPU cores; interrupt and rerun to resume); run folder {run_dir}")
-        result = train(cfg, run_dir, resume="auto", device=_device(device), load=load_clip)
+        result = train(cfg, run_dir, resume="auto", device=_device(device))
         # Stored in fp16 (half the bytes, what is shipped); students distil from these very weights.
         state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in result.model.state_dict().items()}
@@ -251,17 +250,14 @@ def _student(variant: str, root: Path, device: str | None, progress: bool, shipp
     path = models_dir() / f"{TEACHER_ARCH}-{TEACHER_TAG}-{variant}-{key}.safetensors"
 
     def make() -> None:
-        from bench.train.models import load_clip
-        from quant.train.convert import convert_run
-        from quant.train.loop import train
+        from bench.train.run import convert, train
 
         run_dir = models_dir() / "runs" / path.stem
         _say(f"training the embedded student {variant} (QAT+KD from {TEACHER_ARCH}:{TEACHER_TAG}; its recipe differs "
              f"from the shipped weights', or --retrain; about {_cpu_minutes(cfg)} minutes on 2 CPU cores); "
              f"run folder {run_dir}")
-        train(cfg, run_dir, resume="auto", device=_device(device), load=load_clip)
-        convert_run(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}",
-                    load=load_clip)
+        train(cfg, run_dir, resume="auto", device=_device(device))
+        convert(run_dir, path, float_dtype="fp16", source_spec=f"{TEACHER_ARCH}:{TEACHER_TAG}@{variant}")
         _say(f"student cached at {path}")
 
     return _obtain(variant, key, path, shipped, make), key

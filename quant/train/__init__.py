@@ -2,6 +2,6 @@
 
 config (frozen TrainConfig / QATConfig / DistillConfig) -> data (webdataset pairs) -> losses ->
 distill (the frozen teacher) -> loop (the one training loop, DDP, checkpoints) -> convert (packed
-file). embedded trains and caches the embedded teacher ``ternbench-tiny:mini`` and its QAT+KD
-students; variants registers them with bench.models; cli is ``ternbench train``.
+file). It trains models the caller built (models.LoadedClip) and parses no model spec: ``ternbench
+train`` (bench.train) builds the student and the teacher from its specs.
 """

@@ -1,4 +1,4 @@
-"""The frozen teacher of a distillation run: loading, input adaptation, embedding-width check.
+"""The frozen teacher of a distillation run: freezing, input adaptation, embedding-width check.
 
 The teacher may have another architecture than the student (TernaryCLIP distils ViT-L-14 into
 ViT-B-16): it gets the student's images resized and re-normalized to its own preprocessing and
@@ -14,7 +14,7 @@ from torch import nn
 
 from quant.errors import TernbenchError
 from quant.train.config import DistillConfig
-from quant.train.models import LoadedClip, ModelLoader, embed_dim, load_clip
+from quant.train.models import LoadedClip, embed_dim
 
 
 class DistillError(TernbenchError, ValueError):
@@ -28,20 +28,20 @@ def _norm_cfg(model: nn.Module) -> dict:
 
 
 class Teacher:
-    """A frozen full-precision CLIP that returns normalized features for the student's batch."""
+    """The caller's teacher model, frozen (eval mode, no gradients) on ``device``: normalized features
+    for the student's batch."""
 
-    def __init__(self, cfg: DistillConfig, student: LoadedClip, device: str = "cpu", load: ModelLoader | None = None):
+    def __init__(self, cfg: DistillConfig, teacher: LoadedClip, student: LoadedClip, device: str = "cpu"):
         self.cfg = cfg
-        loaded = (load or load_clip)(cfg.teacher, device)
-        self.model = loaded.model.eval()
+        self.model = teacher.model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.tokenizer = loaded.tokenizer
+        self.tokenizer = teacher.tokenizer
         self.spec = cfg.teacher
         self.width, self.student_width = embed_dim(self.model), embed_dim(student.model)
         if self.width != self.student_width and not cfg.projection:
             raise DistillError(
-                f"teacher {cfg.teacher!r} ({loaded.arch}) embeds into {self.width} dimensions but the student "
+                f"teacher {cfg.teacher!r} ({teacher.arch}) embeds into {self.width} dimensions but the student "
                 f"{student.spec!r} ({student.arch}) into {self.student_width}: the embedding loss compares them "
                 f"directly. Set distill projection=true (--projection) to learn a {self.student_width}->"
                 f"{self.width} linear map, or use a teacher with embedding width {self.student_width}"

@@ -9,9 +9,12 @@ and the last good checkpoint. bf16/fp16 autocast on GPU. Under ``torchrun`` the 
 DDP (nccl on GPU, gloo on CPU): features are gathered over ranks before the losses, so every rank
 computes the loss of the global batch, exactly as one process would.
 
-QAT: the student is ``quant.prepare``-d (fake-quant weights, straight-through estimator); with
-``qat.int8_steps`` > 0 it trains 8-bit weights first and switches to ternary at that step
-(TerViT's progressive schedule). A frozen teacher (``distill``) adds the distillation losses.
+The caller builds the models: the student (a float open_clip model) and, with ``distill``, the
+teacher (see :mod:`quant.train.models`). QAT: the student is ``quant.prepare``-d (fake-quant
+weights, straight-through estimator); with ``qat.int8_steps`` > 0 it trains 8-bit weights first and
+switches to ternary at that step (TerViT's progressive schedule). The frozen teacher adds the
+distillation losses. Resuming loads the checkpoint into the student given, in the quantization
+phase of the checkpoint's step, after checking that the student has the checkpoint's tensors.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from quant.train import losses
 from quant.train.config import TrainConfig, config_diff
 from quant.train.data import PairBatches, resolve_sources
 from quant.train.distill import Teacher
-from quant.train.models import ModelLoader, load_clip
+from quant.train.models import LoadedClip
 from quant.train.runs import FINAL, checkpoint_path, latest_checkpoint
 
 KEEP_CHECKPOINTS = 2
@@ -170,11 +173,58 @@ def apply_phase(model: nn.Module, cfg: TrainConfig, phase: str) -> None:
         prepare(model, cfg.qat.ternary_config())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A training checkpoint's contents; ``mmap`` reads tensors only when touched (to look at its config)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated or foreign file: say which and why
         raise ResumeError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def _listed(names: list[str], limit: int = 4) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def check_matches(module: nn.Module, state: dict[str, torch.Tensor], path: Path, hint: str = "") -> None:
+    """Refuse (ResumeError) a checkpoint whose tensors are not the module's: names and shapes."""
+    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state.items()}
+    problems = []
+    missing = [k for k in saved if k not in have]
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) of the checkpoint are not in the model ({_listed(missing)})")
+    extra = [k for k in have if k not in saved]
+    if extra:
+        problems.append(f"{len(extra)} tensor(s) of the model are not in the checkpoint ({_listed(extra)})")
+    shapes = [f"{k}: checkpoint {list(saved[k])}, model {list(have[k])}" for k in saved
+              if k in have and saved[k] != have[k]]
+    if shapes:
+        problems.append(f"{len(shapes)} shape(s) differ ({_listed(shapes, 3)})")
+    if problems:
+        raise ResumeError(f"checkpoint {path} does not fit the model given: {'; '.join(problems)}. {hint}".rstrip())
+
+
+def load_student(model: nn.Module, ckpt: dict[str, Any], path: Path) -> nn.Module:
+    """The trained student of a checkpoint, loaded into ``model``: a float model of the checkpoint's
+    architecture (``ckpt["arch"]``) that the caller built. The checkpoint step's quantization phase is
+    applied, the weights loaded, and a QAT student converted (weights become exactly their quantized
+    values, as ``quant.convert`` makes them). A model of other tensors is refused (ResumeError)."""
+    from quant.apply import convert
+    from quant.state import recorded_origin, update_origin
+
+    if "config" not in ckpt or "model" not in ckpt:
+        raise ResumeError(f"{path} is not a ternbench training checkpoint (no config or model inside)")
+    cfg = TrainConfig.from_json(ckpt["config"])
+    apply_phase(model, cfg, quant_phase(cfg, int(ckpt["step"])))
+    state = {k[len("clip."):]: v for k, v in ckpt["model"].items() if k.startswith("clip.")}
+    check_matches(model, state, path, f"Build the architecture it was trained with ({ckpt.get('arch')!r}).")
+    model.load_state_dict(state)
+    if recorded_origin(model) is not None:
+        update_origin(model, random_weights=False)
+    if cfg.qat is not None:
+        convert(model)
+    return model
 
 
 def check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
@@ -273,12 +323,29 @@ def _checkpoint_to_resume(out_dir: Path, resume: str | Path | None, overwrite: b
     return path
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = "auto", overwrite: bool = False,
-          device: str | None = None, stop_at_step: int | None = None, load: ModelLoader | None = None) -> TrainResult:
-    """Run (or resume) one training run into ``out_dir``.
+def _check_models(cfg: TrainConfig, student: LoadedClip, teacher: LoadedClip | None) -> None:
+    for name, given in (("student", student), ("teacher", teacher)):
+        if given is not None and not isinstance(given, LoadedClip):
+            raise TypeError(f"the {name} must be a quant.train.models.LoadedClip (LoadedClip.of(model, arch)), "
+                            f"got {type(given).__name__}")
+    if cfg.distill is not None and teacher is None:
+        raise TernbenchError(f"the config distils from the teacher {cfg.distill.teacher!r}: pass the built "
+                             "teacher model (teacher=...)")
+    if cfg.distill is None and teacher is not None:
+        raise TernbenchError("a teacher was given but the config has no distill section: set cfg.distill "
+                             "(a DistillConfig) to distil from it, or pass no teacher")
 
-    ``load(spec, device)`` builds the student (``cfg.model``) and the teacher (``cfg.distill.teacher``);
-    default `quant.train.models.load_clip` (training checkpoints, ``ARCH``, ``ARCH:FILE``).
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, student: LoadedClip, teacher: LoadedClip | None = None,
+          resume: str | Path | None = "auto", overwrite: bool = False, device: str | None = None,
+          stop_at_step: int | None = None) -> TrainResult:
+    """Run (or resume) one training run of ``student`` into ``out_dir``.
+
+    ``student``: the model to train, built by the caller: a float model (the loop applies the config's
+    quantization), trained in place on the run's device and returned as ``result.model``. ``teacher``:
+    the frozen teacher, required exactly when ``cfg.distill`` is set. Resuming loads the checkpoint
+    (weights, optimizer, quantization phase, RNG, data position) into them, so pass the models the run
+    started from, built the same way; a student of other tensors is refused (ResumeError).
 
     resume: ``"auto"`` continues from the newest checkpoint in ``out_dir`` if there is one, a path
     resumes from that checkpoint, None starts afresh (refusing a folder that holds checkpoints
@@ -289,21 +356,27 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
     env = init_distributed(device)
     if cfg.precision == "fp16" and not env.device.startswith("cuda"):
         raise TernbenchError("fp16 autocast needs a GPU; on CPU use precision bf16 or fp32")
-    sources = resolve_sources(cfg.data)  # a pattern matching nothing fails here, before any model loads
+    _check_models(cfg, student, teacher)
+    sources = resolve_sources(cfg.data)  # a pattern matching nothing fails here, before any model is touched
 
     ckpt_path = _checkpoint_to_resume(out_dir, resume, overwrite, env)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt is not None:
         check_resumable(ckpt, cfg, ckpt_path)
+        saved_arch = ckpt.get("arch")
+        if saved_arch and student.arch and saved_arch != student.arch:
+            raise ResumeError(f"checkpoint {ckpt_path} trained the architecture {saved_arch!r}, the student given "
+                              f"is {student.arch!r}: pass the model the run started from (config model "
+                              f"{cfg.model!r})")
     start = int(ckpt["step"]) if ckpt else 0
 
+    # The projection's initialization (and anything random in a step) follows the seed; the models'
+    # own initialization is the caller's.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    load = load or load_clip
-    student = load(cfg.model, env.device)
-    teacher = Teacher(cfg.distill, student, env.device, load=load) if cfg.distill is not None else None
-    projection = teacher.projection() if teacher is not None and cfg.distill.embed_weight > 0 else None
-    module = Student(student.model, projection).to(env.device)
+    frozen = Teacher(cfg.distill, teacher, student, env.device) if teacher is not None else None
+    projection = frozen.projection() if frozen is not None and cfg.distill.embed_weight > 0 else None
+    module = Student(student.model, projection).to(env.device).train()
     phase = quant_phase(cfg, start)
     apply_phase(module.clip, cfg, phase)
 
@@ -312,6 +385,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     position = 0
     if ckpt is not None:
+        check_matches(module, ckpt["model"], ckpt_path,
+                      f"Pass the model the run started from (config model {cfg.model!r}).")
         module.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -364,7 +439,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = 
         tokens = student.tokenizer(texts).to(env.device)
         with _autocast(cfg, env.device):
             out = wrapped(images, tokens)
-            t_out = teacher.encode(images, texts) if teacher is not None else None
+            t_out = frozen.encode(images, texts) if frozen is not None else None
         out = tuple(_gather(t, env, with_grad=True) if t.ndim else t for t in out)
         if t_out is not None:
             t_out = tuple(_gather(t, env, with_grad=False) if t.ndim else t for t in t_out)

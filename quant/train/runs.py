@@ -1,7 +1,7 @@
 """The layout of a training run folder: step checkpoints ``checkpoint-NNNNNN.pt`` and ``final.pt``.
 
-Its own module because both the loop (which writes them) and the model loader (which reads a run
-folder back as a model spec) need the names, and the loop imports the loader.
+Its own module because the loop (which writes them), conversion and the callers that read a run
+folder back as a model all need the names.
 """
 
 from __future__ import annotations

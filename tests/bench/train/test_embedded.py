@@ -43,12 +43,12 @@ def _no_training(*args, **kwargs):
 
 
 def test_shipped_file_is_used_for_its_recipe_only(tmp_path, monkeypatch, capsys):
-    import quant.train.loop as loop
+    import bench.train.run as run
 
     root = _marked_root(tmp_path / "mini")
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(embedded, "shipped_dir", lambda: tmp_path / "shipped")
-    monkeypatch.setattr(loop, "train", _no_training)
+    monkeypatch.setattr(run, "train", _no_training)
     key = embedded._key(embedded.teacher_config(root), root)
     teacher = _ship(tmp_path / "shipped", "teacher", key, b"teacher weights")
     assert embedded.teacher_path(root) == teacher

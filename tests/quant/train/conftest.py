@@ -67,12 +67,25 @@ def caption_data(tmp_path_factory) -> Path:
 
 
 def tiny_cfg(data, **kw):
-    """A small, fast TrainConfig on the synthetic shards (no progress bar)."""
+    """A small, fast TrainConfig of the embedded tiny CLIP on the synthetic shards (no progress bar)."""
     from quant.train.config import TrainConfig
 
-    base = dict(data=tuple(str(d) for d in data), steps=3, batch_size=8, lr=1e-3, warmup_steps=1,
-                shuffle_buffer=16, progress=False)
+    base = dict(model="ternbench-tiny", data=tuple(str(d) for d in data), steps=3, batch_size=8, lr=1e-3,
+                warmup_steps=1, shuffle_buffer=16, progress=False)
     return TrainConfig(**{**base, **kw})
+
+
+def models(cfg) -> dict:
+    """``student=`` and ``teacher=`` of `quant.train.loop.train`: the models the config names, built
+    from its specs by ternbench's loader (quant.train takes built models), the student's random
+    initialization seeded by the config."""
+    import torch
+
+    from bench.train.models import load_clip
+
+    torch.manual_seed(cfg.seed)
+    return {"student": load_clip(cfg.model),
+            "teacher": load_clip(cfg.distill.teacher) if cfg.distill is not None else None}
 
 
 @pytest.fixture(scope="session")
@@ -81,5 +94,23 @@ def teacher_run(tmp_path_factory, color_data, caption_data) -> Path:
     from quant.train.loop import train
 
     out = tmp_path_factory.mktemp("teacher") / "run"
-    train(tiny_cfg([color_data, caption_data]), out)
+    cfg = tiny_cfg([color_data, caption_data])
+    train(cfg, out, **models(cfg))
     return out
+
+
+@pytest.fixture(scope="session")
+def e64_arch(tmp_path_factory) -> str:
+    """An open_clip architecture of the tiny CLIP with a 64-wide embedding (the teacher's is 128)."""
+    import json
+
+    import open_clip
+
+    from bench.embedded import EMBEDDED_DIR, resolved_config
+
+    cfg_json = resolved_config(EMBEDDED_DIR / "ternbench-tiny.json")
+    cfg_json["embed_dim"] = 64
+    path = tmp_path_factory.mktemp("arch") / "ternbench-tiny-e64.json"
+    path.write_text(json.dumps(cfg_json))
+    open_clip.add_model_config(path)
+    return "ternbench-tiny-e64"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from quant.train.config import DistillConfig, QATConfig
-from quant.train.convert import ConvertError, convert_run
+from quant.train.convert import ConvertError, convert_run, qat_checkpoint
 from quant.train.loop import train
 
-from .conftest import tiny_cfg, write_classification
+from .conftest import models, tiny_cfg, write_classification
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,16 @@ def qat_run(teacher_run, color_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("qat") / "run"
     cfg = tiny_cfg([color_data], model=str(teacher_run), steps=2, qat=QATConfig(preset="q-all"),
                    distill=DistillConfig(teacher=str(teacher_run)), contrastive_weight=0.0)
-    train(cfg, out)
+    train(cfg, out, **models(cfg))
     return out
+
+
+def _empty_arch(run):
+    """An empty model of the run's architecture, what `convert_run` loads the student into."""
+    from bench.train.models import build_arch
+
+    path, ckpt = qat_checkpoint(run)
+    return build_arch(ckpt["arch"], str(path), weights_follow=True).model
 
 
 def _zeroshot_acc(model, transform, tokenizer, folder):
@@ -31,11 +39,11 @@ def _zeroshot_acc(model, transform, tokenizer, folder):
 
 
 def test_convert_load_packed_evaluate_round_trip(qat_run, tmp_path):
+    from bench.train.models import load_clip
     from quant import load_packed, quant_info
-    from quant.train.models import load_clip
 
     write_classification(tmp_path / "colors", n_per_class=4, n_shards=1, split="test")
-    path = convert_run(qat_run, tmp_path / "student.safetensors")
+    path = convert_run(qat_run, tmp_path / "student.safetensors", _empty_arch(qat_run))
     packed = load_packed(path)
     student = load_clip(str(qat_run))  # the trained student, converted in memory
     assert quant_info(packed)["config"]["scope"] == "all"
@@ -55,11 +63,19 @@ def test_convert_load_packed_evaluate_round_trip(qat_run, tmp_path):
     assert acc_mem["mean_per_class_recall"] == acc_packed["mean_per_class_recall"]
 
 
-def test_convert_refuses_float_runs_and_missing_checkpoints(teacher_run, tmp_path):
+def test_convert_refuses_float_runs_missing_checkpoints_and_other_architectures(teacher_run, qat_run, tmp_path,
+                                                                                 e64_arch):
+    from bench.train.models import load_clip
+
+    model = load_clip("ternbench-tiny").model
     with pytest.raises(ConvertError, match="pretrain run: its weights are float"):
-        convert_run(teacher_run, tmp_path / "x.safetensors")
+        convert_run(teacher_run, tmp_path / "x.safetensors", model)
     with pytest.raises(ConvertError, match="no training checkpoint"):
-        convert_run(tmp_path / "empty", tmp_path / "x.safetensors")
+        convert_run(tmp_path / "empty", tmp_path / "x.safetensors", model)
+    with pytest.raises(ConvertError, match=r"does not fit the model given: 2 shape\(s\) differ.*"
+                                           r"Build the architecture it was trained with \('ternbench-tiny'\)"):
+        convert_run(qat_run, tmp_path / "x.safetensors", load_clip(e64_arch).model)
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_embedded_models_train_once_register_and_cache(tmp_path, monkeypatch):
@@ -100,7 +116,7 @@ def test_a_trained_student_loads_without_open_clips_random_init_warning(qat_run,
     "Model initialized randomly" would be false, so it is not shown; other warnings still are."""
     import logging
 
-    from quant.train.models import load_clip
+    from bench.train.models import load_clip
 
     with caplog.at_level(logging.WARNING):
         loaded = load_clip(str(qat_run))

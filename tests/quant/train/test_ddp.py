@@ -12,7 +12,7 @@ import pytest
 from quant.train.config import DistillConfig, QATConfig
 from quant.train.loop import read_log, train
 
-from .conftest import tiny_cfg
+from .conftest import models, tiny_cfg
 
 
 def _free_port() -> int:
@@ -37,7 +37,7 @@ def test_two_gloo_processes_match_one_process(teacher_run, color_data, caption_d
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    train(cfg, tmp_path / "single", device="cpu")
+    train(cfg, tmp_path / "single", device="cpu", **models(cfg))
     ddp, single = read_log(tmp_path / "ddp"), read_log(tmp_path / "single")
     assert [r["step"] for r in ddp] == [1, 2, 3]
     for a, b in zip(single, ddp):

@@ -4,7 +4,6 @@ progressive schedule switches at its step, NaN stops with the last checkpoint, b
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from quant import quant_info
 from quant.train.config import DistillConfig, QATConfig, TrainConfig, TrainConfigError, config_diff
 from quant.train.loop import ResumeError, TrainingDiverged, compute_losses, read_log, train
 
-from .conftest import tiny_cfg
+from .conftest import models, tiny_cfg
 
 
 def qat_cfg(data, teacher, **kw):
@@ -38,15 +37,15 @@ def test_config_json_round_trip_and_errors():
 
 
 def test_qat_steps_reduce_the_distillation_loss(teacher_run, color_data, caption_data, tmp_path):
+    from bench.train.models import load_clip
     from quant import prepare
     from quant.train.data import PairBatches, resolve_sources
     from quant.train.distill import Teacher
-    from quant.train.models import load_clip
 
     data = [color_data, caption_data]
     cfg = qat_cfg(data, teacher_run, steps=8, lr=5e-4, batch_size=16)
     student = load_clip(str(teacher_run))
-    teacher = Teacher(cfg.distill, student)
+    teacher = Teacher(cfg.distill, load_clip(str(teacher_run)), student)
     images, texts, groups = next(PairBatches(resolve_sources(cfg.data), student.transform, 16, seed=99))
 
     def distill_loss(model):
@@ -59,34 +58,71 @@ def test_qat_steps_reduce_the_distillation_loss(teacher_run, color_data, caption
     ptq = copy.deepcopy(student.model)
     prepare(ptq, cfg.qat.ternary_config())
     before = distill_loss(ptq)
-    result = train(cfg, tmp_path / "qat")
+    result = train(cfg, tmp_path / "qat", **models(cfg))
     after = distill_loss(result.model)
     assert before > 0.01
     assert after < 0.7 * before, (before, after)
 
 
-def test_resume_continues_the_same_run(teacher_run, color_data, caption_data, tmp_path):
-    cfg = qat_cfg([color_data, caption_data], teacher_run, steps=4, checkpoint_every=2, batch_size=6)
-    full = train(cfg, tmp_path / "full")
-    part = train(cfg, tmp_path / "part", stop_at_step=2)
-    assert part.final_checkpoint is None and (tmp_path / "part" / "checkpoint-000002.pt").is_file()
-    rest = train(cfg, tmp_path / "part")
-    assert rest.resumed_from == 2 and rest.steps_run == 2
+# (8-bit steps, step of the interruption): a ternary run, and a progressive one interrupted in its 8-bit phase.
+@pytest.mark.parametrize("int8_steps,stop", [(0, 2), (2, 1)])
+def test_resume_continues_the_same_run(teacher_run, color_data, caption_data, tmp_path, int8_steps, stop):
+    cfg = qat_cfg([color_data, caption_data], teacher_run, steps=4, checkpoint_every=2, batch_size=6,
+                  qat=QATConfig(preset="q-all", int8_steps=int8_steps))
+    full = train(cfg, tmp_path / "full", **models(cfg))
+    part = train(cfg, tmp_path / "part", stop_at_step=stop, **models(cfg))
+    assert part.final_checkpoint is None and (tmp_path / "part" / f"checkpoint-00000{stop}.pt").is_file()
+    # Fresh models, as a new process builds them: the checkpoint's weights, optimizer, phase and RNG go into them.
+    rest = train(cfg, tmp_path / "part", **models(cfg))
+    assert rest.resumed_from == stop and rest.steps_run == 4 - stop
     a, b = read_log(tmp_path / "full"), read_log(tmp_path / "part")
     assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["phase"] for r in b] == [r["phase"] for r in a] == ["int8"] * int8_steps + ["ternary"] * (4 - int8_steps)
     for ra, rb in zip(a, b):
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-6), (ra, rb)
     sa, sb = full.model.state_dict(), rest.model.state_dict()
     assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
 
 
+def test_resume_refuses_a_model_that_does_not_fit_the_checkpoint(teacher_run, color_data, tmp_path, e64_arch):
+    from bench.train.models import load_clip
+    from quant.train.loop import load_checkpoint, load_student
+
+    cfg = qat_cfg([color_data], teacher_run, steps=4)
+    train(cfg, tmp_path / "run", stop_at_step=2, **models(cfg))
+    other = load_clip(e64_arch)
+    with pytest.raises(ResumeError, match=r"trained the architecture 'ternbench-tiny', the student given is "
+                                          r"'ternbench-tiny-e64'"):
+        train(cfg, tmp_path / "run", student=other, teacher=models(cfg)["teacher"])
+    # The tensors are compared too, whatever the architecture is called.
+    ckpt_path = tmp_path / "run" / "checkpoint-000002.pt"
+    with pytest.raises(ResumeError, match=r"does not fit the model given: 2 shape\(s\) differ "
+                                          r"\(visual.parametrizations.proj.original: checkpoint \[128, 128\], model \[128, 64\]"):
+        load_student(other.model, load_checkpoint(ckpt_path), ckpt_path)
+    assert read_log(tmp_path / "run")[-1]["step"] == 2  # nothing trained on the wrong model
+
+
+def test_train_takes_the_teacher_exactly_when_the_config_distils(teacher_run, color_data, tmp_path):
+    from quant.errors import TernbenchError
+
+    qat = qat_cfg([color_data], teacher_run, steps=1)
+    with pytest.raises(TernbenchError, match="distils from the teacher .*pass the built teacher model"):
+        train(qat, tmp_path / "a", student=models(qat)["student"])
+    pre = tiny_cfg([color_data], steps=1)
+    with pytest.raises(TernbenchError, match="a teacher was given but the config has no distill section"):
+        train(pre, tmp_path / "b", **{**models(qat), "student": models(pre)["student"]})
+    with pytest.raises(TypeError, match="LoadedClip.of"):
+        train(pre, tmp_path / "c", student=models(pre)["student"].model)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_progressive_schedule_switches_at_the_configured_step(teacher_run, color_data, tmp_path):
     cfg = qat_cfg([color_data], teacher_run, steps=4, qat=QATConfig(preset="q-ffn", int8_steps=2))
-    mid = train(cfg, tmp_path / "run", stop_at_step=2)
+    mid = train(cfg, tmp_path / "run", stop_at_step=2, **models(cfg))
     assert quant_info(mid.model)["config"]["type"] == "int8"
     w = mid.model.visual.transformer.resblocks[0].mlp.c_fc.weight
     assert w.unique().numel() > 3  # 8-bit codes, not trits
-    end = train(cfg, tmp_path / "run")
+    end = train(cfg, tmp_path / "run", **models(cfg))
     assert [r["phase"] for r in read_log(tmp_path / "run")] == ["int8", "int8", "ternary", "ternary"]
     assert quant_info(end.model)["config"]["type"] == "ternary"
     with torch.no_grad():
@@ -108,57 +144,43 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(teacher_run, color_da
 
     monkeypatch.setattr(loop, "compute_losses", poisoned)
     with pytest.raises(TrainingDiverged, match=r"nan at step 3 .*checkpoint-000002\.pt"):
-        train(tiny_cfg([color_data], steps=4, checkpoint_every=2), tmp_path / "run")
+        cfg = tiny_cfg([color_data], steps=4, checkpoint_every=2)
+        train(cfg, tmp_path / "run", **models(cfg))
 
 
 def test_resume_refuses_another_config_and_existing_runs(teacher_run, color_data, tmp_path):
     cfg = tiny_cfg([color_data], steps=2)
-    train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run", **models(cfg))
     with pytest.raises(ResumeError, match=r"lr: checkpoint 0.001, now 0.002.*steps: checkpoint 2, now 3"):
-        train(cfg.replace(lr=2e-3, steps=3), tmp_path / "run")
+        train(cfg.replace(lr=2e-3, steps=3), tmp_path / "run", **models(cfg))
     with pytest.raises(ResumeError, match="already holds checkpoints"):
-        train(cfg, tmp_path / "run", resume=None)
+        train(cfg, tmp_path / "run", resume=None, **models(cfg))
     with pytest.raises(ResumeError, match="no checkpoint to resume"):
-        train(cfg, tmp_path / "other", resume=tmp_path / "nothing")
+        train(cfg, tmp_path / "other", resume=tmp_path / "nothing", **models(cfg))
 
 
-def test_teacher_of_another_width_needs_the_projection(teacher_run, color_data, tmp_path):
-    import open_clip
-
-    from bench.embedded import EMBEDDED_DIR, resolved_config
+def test_teacher_of_another_width_needs_the_projection(teacher_run, color_data, tmp_path, e64_arch):
     from quant.train.distill import DistillError
 
-    cfg_json = resolved_config(EMBEDDED_DIR / "ternbench-tiny.json")
-    cfg_json["embed_dim"] = 64
-    path = tmp_path / "ternbench-tiny-e64.json"
-    path.write_text(json.dumps(cfg_json))
-    open_clip.add_model_config(path)
     cfg = qat_cfg([color_data], str(teacher_run), steps=1)
-    cfg = cfg.replace(model="ternbench-tiny-e64")
+    cfg = cfg.replace(model=e64_arch)
     with pytest.raises(DistillError, match=r"into 128 dimensions.*into 64.*projection=true"):
-        train(cfg, tmp_path / "run")
+        train(cfg, tmp_path / "run", **models(cfg))
     cfg = cfg.replace(distill=cfg.distill.replace(projection=True))
-    result = train(cfg, tmp_path / "run2")
+    result = train(cfg, tmp_path / "run2", **models(cfg))
     state = torch.load(result.final_checkpoint, weights_only=True)["model"]
     assert state["proj.weight"].shape == (128, 64)
 
 
-def test_missing_data_fails_before_any_model_loads(tmp_path, monkeypatch):
-    import quant.train.loop as loop
-    from quant.train.data import DataError
-
-    monkeypatch.setattr(loop, "load_clip", lambda *a, **k: pytest.fail("model loaded before the data check"))
-    with pytest.raises(DataError, match="matches no shard"):
-        train(TrainConfig(data=(str(tmp_path / "x-{0..3}.tar"),), progress=False), tmp_path / "run")
-
-
 def test_bf16_autocast_trains_and_fp16_needs_a_gpu(color_data, tmp_path):
-    result = train(tiny_cfg([color_data], steps=1, precision="bf16"), tmp_path / "bf16", device="cpu")
+    cfg = tiny_cfg([color_data], steps=1, precision="bf16")
+    result = train(cfg, tmp_path / "bf16", device="cpu", **models(cfg))
     assert torch.isfinite(torch.tensor(result.records[0]["loss"]))
     from quant.errors import TernbenchError
 
     with pytest.raises(TernbenchError, match="fp16 autocast needs a GPU"):
-        train(tiny_cfg([color_data], steps=1, precision="fp16"), tmp_path / "fp16", device="cpu")
+        cfg = tiny_cfg([color_data], steps=1, precision="fp16")
+        train(cfg, tmp_path / "fp16", device="cpu", **models(cfg))
 
 
 @pytest.mark.gpu
@@ -166,6 +188,6 @@ def test_bf16_autocast_trains_and_fp16_needs_a_gpu(color_data, tmp_path):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_qat_on_gpu_with_autocast(teacher_run, color_data, tmp_path, precision):
     cfg = qat_cfg([color_data], teacher_run, steps=2, precision=precision)
-    result = train(cfg, tmp_path / precision, device="cuda")
+    result = train(cfg, tmp_path / precision, device="cuda", **models(cfg))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.records)
     assert next(result.model.parameters()).is_cuda
