@@ -115,6 +115,7 @@ def add_parser(subparsers) -> None:
 
 def build_config(args: argparse.Namespace):
     """The TrainConfig of a `train pretrain|qat` invocation: --config file, then explicit flags."""
+    from bench.embedded import TINY_MODEL
     from quant.train.config import TrainConfig
 
     base: dict[str, Any] = {}
@@ -137,8 +138,11 @@ def build_config(args: argparse.Namespace):
             raise TernbenchError("train qat needs a teacher: --teacher SPEC (e.g. ternbench-tiny:mini or a "
                                  "`train pretrain` run folder)")
         base["qat"], base["distill"] = qat, distill
-        base.setdefault("model", distill["teacher"])
         base.setdefault("contrastive_weight", 0.0)
+    if not base.get("model"):
+        # The student's start: the qat student starts from its teacher, pretraining from the embedded
+        # architecture (quant.train names no default model).
+        base["model"] = base["distill"]["teacher"] if args.kind == "qat" else TINY_MODEL
     if not base.get("data"):
         raise TernbenchError("no training data: pass --data PATTERN (webdataset shards or a clip_benchmark "
                              "dataset folder), or a --config whose data lists some")

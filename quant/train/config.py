@@ -141,8 +141,8 @@ class DistillConfig(_Json):
 
     def __post_init__(self) -> None:
         if not isinstance(self.teacher, str) or not self.teacher:
-            raise TrainConfigError("distill.teacher must name a model (a spec such as 'ternbench-tiny:mini' "
-                                   "or a checkpoint path)")
+            raise TrainConfigError("distill.teacher must name the teacher (the model spec or path it was built "
+                                   "from; recorded with the run)")
         _number("kl_weight", self.kl_weight)
         _number("embed_weight", self.embed_weight)
         _number("temperature", self.temperature, strict=True)
@@ -156,8 +156,9 @@ class DistillConfig(_Json):
 class TrainConfig(_Json):
     """One training run: the student, the data, the optimizer schedule, and optional QAT + distillation.
 
-    ``model`` is what the student starts from: an open_clip architecture name (random init from
-    ``seed``), ``ARCH:PRETRAINED``, or a checkpoint path (see :mod:`quant.train.models`).
+    ``model`` names what the student starts from, in the caller's terms (``ternbench train`` fills in
+    its model spec); quant.train reads no spec (it trains the model it is given), but the name is
+    recorded with the run and a resumed run must give the same. None: unnamed.
     ``data`` are webdataset shard patterns or clip_benchmark dataset folders (see
     :mod:`quant.train.data`). ``batch_size`` is the *global* batch, split across DDP ranks.
     ``label_positives``: pairs of the same class (label-only samples) are positives of each other
@@ -166,7 +167,7 @@ class TrainConfig(_Json):
 
     NESTED: ClassVar[dict[str, type]] = {"qat": QATConfig, "distill": DistillConfig}
 
-    model: str = "ternbench-tiny"
+    model: str | None = None
     data: tuple[str, ...] = field(default_factory=tuple)
     steps: int = 100
     batch_size: int = 64
@@ -187,8 +188,9 @@ class TrainConfig(_Json):
     distill: DistillConfig | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise TrainConfigError("model must name an open_clip architecture, ARCH:PRETRAINED or a checkpoint")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise TrainConfigError(f"model must name what the student starts from (a non-empty string) or be "
+                                   f"null, got {self.model!r}")
         data = (self.data,) if isinstance(self.data, str) else tuple(self.data)
         if not data or not all(isinstance(p, str) and p for p in data):
             raise TrainConfigError(

@@ -10,7 +10,7 @@ from bench.cli import main
 def test_print_config_merges_config_file_and_flags(tmp_path, capsys):
     from quant.train.config import TrainConfig
 
-    base = TrainConfig(data=("a/{0..3}.tar",), steps=50, lr=3e-4)
+    base = TrainConfig(model="ternbench-tiny", data=("a/{0..3}.tar",), steps=50, lr=3e-4)
     (tmp_path / "c.json").write_text(base.to_json())
     rc = main(["train", "qat", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o"),
                "--teacher", "ternbench-tiny:mini", "--preset", "q-ffn", "--int8-steps", "10", "--steps", "80",
@@ -24,6 +24,12 @@ def test_print_config_merges_config_file_and_flags(tmp_path, capsys):
     assert main(["train", "qat", "--data", "a.tar", "--out", "o", "--teacher", "T", "--print-config"]) == 0
     cfg = TrainConfig.from_dict(json.loads(capsys.readouterr().out))
     assert (cfg.model, cfg.contrastive_weight, cfg.qat.preset, cfg.distill.kl_weight) == ("T", 0.0, "q-all", 1.0)
+    # a file that names no model: the same defaults (quant.train has none of its own)
+    (tmp_path / "unnamed.json").write_text(base.replace(model=None).to_json())
+    for kind, extra, model in (("qat", ["--teacher", "T"], "T"), ("pretrain", [], "ternbench-tiny")):
+        argv = ["train", kind, "--config", str(tmp_path / "unnamed.json"), "--out", "o", *extra, "--print-config"]
+        assert main(argv) == 0
+        assert TrainConfig.from_dict(json.loads(capsys.readouterr().out)).model == model
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
