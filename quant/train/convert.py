@@ -52,14 +52,17 @@ def convert_run(run: str | Path, out: str | Path, model: nn.Module, *, packing: 
     """Pack the student of a QAT run folder (its ``final.pt``) or of one of its checkpoints.
 
     ``model``: a float model of the run's architecture (``qat_checkpoint(run)[1]["arch"]``) that the
-    caller built, with its origin recorded (``quant.origin.record_origin``: what the packed file needs
-    to rebuild it); the student's weights are loaded into it. ``source_spec`` replaces the spec the
-    origin names (the name the packed student is known by)."""
+    caller built; the student's weights are loaded into it. Its origin (what the packed file needs to
+    rebuild it) is the one recorded on it, else open_clip's config of that architecture.
+    ``source_spec`` replaces the spec the origin names (the name the packed student is known by)."""
     from quant import save_packed
-    from quant.state import quant_state, update_origin
+    from quant.origin import origin_of
+    from quant.state import quant_state, recorded_origin, update_origin
     from quant.train.loop import ResumeError, load_student
 
     path, ckpt = qat_checkpoint(run, mmap=False)
+    if recorded_origin(model) is None and ckpt.get("arch"):
+        origin_of(model, ckpt["arch"])
     try:
         load_student(model, ckpt, path)
     except ResumeError as e:

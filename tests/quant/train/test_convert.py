@@ -61,6 +61,12 @@ def test_convert_load_packed_evaluate_round_trip(qat_run, tmp_path):
     # acc5 is NaN with 4 classes; the scores that exist must be identical
     assert acc_mem["acc1"] == acc_packed["acc1"]
     assert acc_mem["mean_per_class_recall"] == acc_packed["mean_per_class_recall"]
+    # A plain open_clip model of the architecture does as well: its origin comes from the checkpoint's arch.
+    import open_clip
+
+    plain = load_packed(convert_run(qat_run, tmp_path / "plain.safetensors", open_clip.create_model("ternbench-tiny")))
+    with torch.no_grad():
+        assert torch.equal(plain.encode_image(images), b[0]) and torch.equal(plain.encode_text(tokens), b[1])
 
 
 def test_convert_refuses_float_runs_missing_checkpoints_and_other_architectures(teacher_run, qat_run, tmp_path,
