@@ -68,7 +68,8 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert details["threads"] == 1 and details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
     assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None
-    assert set(details["load"]) == {"start", "end", "cores"}
+    assert set(details["load"]) == {"start", "end", "during", "cores"}
+    assert set(details["load"]["during"]) == {"samples", "others_mean", "others_max", "busy_share"}
 
 
 def test_the_kernels_that_ran_are_recorded_and_shown_in_the_provenance(tiny_model, tok):
