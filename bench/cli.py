@@ -1,34 +1,51 @@
-"""The ``ternbench`` command line: one sub-command per module, registered from data.
+"""The ``ternbench`` command line: one sub-command per registry entry, declared as data.
 
-Each module in ``COMMAND_MODULES`` has ``add_parser(subparsers)``, which adds its
-sub-command and sets ``func(args) -> int``; another installed package adds commands with an
-entry point of the group ``ternbench.commands`` naming its ``add_parser``. Heavy imports (torch, open_clip) happen
-inside the handlers so ``ternbench --help`` stays fast. User errors
+``COMMANDS`` maps each command's name to the ``"module:attr"`` of its ``add_parser(subparsers)``,
+which adds that sub-command and sets ``func(args) -> int``; another installed package adds commands
+with entry points of the group ``ternbench.commands`` (``NAME = "pkg.module:add_parser"``). Both
+fill one registry, so a command name declared twice is an error. Heavy imports (torch, open_clip)
+happen inside the handlers so ``ternbench --help`` stays fast. User errors
 (``TernbenchError``, ``ReportsError``) print one clear message and exit 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from importlib.metadata import entry_points
 
 from quant.errors import TernbenchError
+from quant.registry import Registry, is_reference
 from reports.errors import ReportsError
 
 # User errors of each layer: printed as one line, exit status 2.
 USER_ERRORS: tuple[type[Exception], ...] = (TernbenchError, ReportsError)
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "bench.cli_report",
-    "bench.cli_quant",
-    "bench.cli_kernels",
-    "bench.cli_datasets",
-    "bench.cli_run",
-    "bench.train.cli",
-)
+# command -> its add_parser, imported when the parser is built.
+COMMANDS: dict[str, str] = {
+    "report": "bench.cli_report:add_report_parser",
+    "check": "bench.cli_report:add_check_parser",
+    "quantize": "bench.cli_quant:add_quantize_parser",
+    "inspect": "bench.cli_quant:add_inspect_parser",
+    "kernels": "bench.cli_kernels:add_parser",
+    "datasets": "bench.cli_datasets:add_parser",
+    "run": "bench.cli_run:add_parser",
+    "train": "bench.train.cli:add_parser",
+}
 COMMAND_GROUP = "ternbench.commands"
+
+
+def command_registry() -> Registry:
+    """The commands: ``COMMANDS`` and the installed packages' ``ternbench.commands`` entry points."""
+    commands: Registry = Registry("command", TernbenchError)
+    for name, add_parser in COMMANDS.items():
+        commands.register(name, add_parser)
+    for ep in entry_points(group=COMMAND_GROUP):
+        if not is_reference(ep.value):
+            raise TernbenchError(f"entry point {ep.name} = {ep.value!r} of the group {COMMAND_GROUP}: "
+                                 "expected 'package.module:add_parser'")
+        commands.register(ep.name, ep.value)  # lazy like the built-in ones
+    return commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate and benchmark ternary (1.58-bit) CLIP models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).add_parser(sub)
-    for ep in entry_points(group=COMMAND_GROUP):
-        ep.load()(sub)  # another package's add_parser(subparsers)
+    commands = command_registry()
+    for name in commands:
+        commands[name](sub)
+        if name not in sub.choices:
+            raise TernbenchError(f"command {name!r}: its add_parser added no sub-command of that name "
+                                 f"(there are: {', '.join(sub.choices)})")
     return parser
 
 

@@ -27,7 +27,7 @@ def _choice(kind: str, valid) -> Callable[[str], str]:
     return check
 
 
-def add_parser(subparsers) -> None:
+def add_quantize_parser(subparsers) -> None:
     q = subparsers.add_parser(
         "quantize", help="quantize an open_clip model to ternary and write a packed checkpoint",
         description="Quantize MODEL (ARCH[:PRETRAINED], ARCH:/path/to/checkpoint, hf-hub:ORG/REPO) to "
@@ -51,6 +51,8 @@ def add_parser(subparsers) -> None:
     q.add_argument("--json", action="store_true", help="print the statistics as JSON instead of a table")
     q.set_defaults(func=run_quantize)
 
+
+def add_inspect_parser(subparsers) -> None:
     i = subparsers.add_parser(
         "inspect", help="print the statistics and metadata of a packed ternary checkpoint",
         description="Validate and load a packed .safetensors file (no network) and print what it holds.")

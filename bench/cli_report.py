@@ -11,7 +11,7 @@ import argparse
 import sys
 
 
-def add_parser(sub) -> None:
+def add_report_parser(sub) -> None:
     from reports import FORMATS
 
     p = sub.add_parser("report", help="render the HTML leaderboard (or md / csv) of a results directory",
@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--format", "-f", default="html", choices=FORMATS, help="output format (default: html)")
     p.set_defaults(func=_report)
 
+
+def add_check_parser(sub) -> None:
     c = sub.add_parser("check", help="regression gate for CI: compare results with a baseline",
                        description="Compare RESULTS with BASELINE (a results directory or an expected-figures "
                                    "JSON). Exit 0: no violation; 1: violations (listed); 2: unusable or "

@@ -9,10 +9,13 @@ Spec grammar (``@VARIANT`` is optional everywhere, default ``fp32``):
 - ``hf-hub:ORG/REPO[@VARIANT]``: open_clip's own Hugging Face code path.
 - ``PATH.safetensors[@VARIANT]``: a packed ternary checkpoint written by ``quant.save_packed``.
 
-Variants are a registry (:func:`register_variant`): ``fp32``, ``fp16``, ``bf16`` and every
-quant preset (post-training ternary) are built in; plugin modules in ``VARIANT_PLUGINS``
-register more when they exist (the W1.58A8 kernels, the QAT students, ONNX Runtime), and so do other
-packages' ``ternbench.variants`` entry points.
+Variants are a registry (:func:`register_variant`) of light descriptors (name, description,
+precision) whose builder may be a ``"module:attr"`` imported only when the variant is built:
+``fp32``, ``fp16``, ``bf16``, every quant preset (post-training ternary), the presets on the fast
+kernels (``bench.kernel_variants``) and ONNX Runtime (``bench.ort``) are declared here as data.
+Providers register the rest the first time a name is not found or the variants are listed: the
+embedded QAT students, named by their recipes (``bench.train.variants``), and other packages'
+``ternbench.variants`` entry points.
 
 Offline: an unknown tag is an error listing the valid ones before any download; a
 known tag whose weights are not cached fails at once when the hub is unreachable or
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import os
 import re
 from collections.abc import Callable
@@ -32,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from quant.errors import ModelSpecError, did_you_mean
-from quant.registry import Registry
+from quant.registry import Registry, is_reference, load_reference
 
-VARIANT_PLUGINS: tuple[str, ...] = ("bench.kernel_variants", "bench.train.variants", "bench.ort")
-PLUGIN_GROUP = "ternbench.variants"  # entry points of other packages that register variants
+PLUGIN_GROUP = "ternbench.variants"  # entry points of other packages: modules that register variants
 # A variant that runs the model some other way records how (JSON-able) under this attribute of the
 # model it returns; build_model copies it into ``BuiltModel.info["variant_info"]``.
 VARIANT_INFO_ATTR = "ternbench_variant_info"
@@ -74,12 +75,22 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Variant:
-    """A named transformation of a built float model (``builder(model, ctx) -> model | None``)."""
+    """A named transformation of a built float model: ``builder(model, ctx, **options) -> model | None``.
+
+    ``builder`` is a callable or its ``"module:attr"``, imported when the variant is first built, so
+    declaring, listing and checking variants imports none of their code; ``options`` (JSON-able
+    name-value pairs) let one builder serve a family of variants.
+    """
 
     name: str
-    builder: Callable[[Any, BuildContext], Any]
+    builder: Callable[..., Any] | str
     description: str
     precision: str = "fp32"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, model: Any, ctx: BuildContext) -> Any:
+        builder = load_reference(self.builder) if isinstance(self.builder, str) else self.builder
+        return builder(model, ctx, **dict(self.options))
 
 
 @dataclass(frozen=True)
@@ -107,18 +118,21 @@ class BuiltModel:
 VARIANTS: Registry[Variant] = Registry("variant", ModelSpecError, describe=lambda v: v.description)
 # (arch, tag) -> resolver() returning the checkpoint path
 _PRETRAINED: Registry[Callable[[], str | os.PathLike]] = Registry("pretrained tag", ModelSpecError)
-_plugins_loaded = False
 
 
-def register_variant(name: str, builder: Callable, description: str, *, precision: str = "fp32",
-                     replace: bool = False) -> Variant:
-    """Add a variant. ``builder(model, ctx)`` gets the float model (eval, on ``ctx.device``)
-    and returns the variant model (or None when it changed ``model`` in place).
+def register_variant(name: str, builder: Callable | str, description: str, *, precision: str = "fp32",
+                     options: dict[str, Any] | None = None, replace: bool = False) -> Variant:
+    """Add a variant. ``builder(model, ctx, **options)`` (a callable, or its ``"module:attr"``,
+    imported when the variant is first built) gets the float model (eval, on ``ctx.device``) and
+    returns the variant model (or None when it changed ``model`` in place).
     ``precision``: the dtype inputs must be cast to (``fp32`` | ``fp16`` | ``bf16``)."""
     if precision not in PRECISIONS:
         raise ModelSpecError(f"variant {name!r}: unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    VARIANTS.register(name, Variant(name, builder, description, precision), replace=replace)
-    return VARIANTS[name]
+    if isinstance(builder, str) and not is_reference(builder):
+        raise ModelSpecError(f"variant {name!r}: builder {builder!r} is neither a callable nor 'package.module:attr'")
+    variant = Variant(name, builder, description, precision, tuple(sorted((options or {}).items())))
+    VARIANTS.register(name, variant, replace=replace)
+    return variant
 
 
 def register_pretrained(arch: str, tag: str, resolver: Callable[[], str | os.PathLike] | str) -> None:
@@ -129,28 +143,21 @@ def register_pretrained(arch: str, tag: str, resolver: Callable[[], str | os.Pat
 
 
 def load_plugins() -> None:
-    """Import the modules that register more variants: the bench's own (``VARIANT_PLUGINS``; absent
-    ones are skipped) and those other installed packages declare as entry points of the group
-    ``ternbench.variants`` (``[project.entry-points."ternbench.variants"] NAME = "pkg.module"``)."""
+    """Run the variant providers not run yet (they may register pretrained tags too): the embedded
+    students and the modules other installed packages declare as entry points of the group
+    ``ternbench.variants`` (``[project.entry-points."ternbench.variants"] NAME = "pkg.module"``).
+    A lookup of a name not registered yet, or a listing, runs them anyway."""
+    VARIANTS.load_providers()
+
+
+def _entry_point_plugins() -> None:
     from importlib.metadata import entry_points
 
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for mod in VARIANT_PLUGINS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            # Only a missing plugin module is skipped; a plugin that fails inside is a real bug.
-            if e.name is None or not mod.startswith(e.name):
-                raise
     for ep in entry_points(group=PLUGIN_GROUP):
-        ep.load()
+        ep.load()  # the module registers its variants (and tags) on import
 
 
 def list_variants() -> dict[str, str]:
-    load_plugins()
     return {name: v.description for name, v in VARIANTS.items()}
 
 
@@ -186,6 +193,18 @@ def _preset_builder(preset_name: str) -> Callable:
     return build
 
 
+# The presets run on the fast kernels (built by bench.kernel_variants:build):
+# suffix -> (activations, backend, what it is).
+KERNEL_PRESETS = ("q-ffn", "q-attn", "q-all")
+KERNEL_FORMS = {
+    "a8": ("int8", "auto", "ternary weights with per-token int8 activations (W1.58A8) on the device's fast kernel"),
+    "a8-2bit": ("int8", "packed", "W1.58A8 with the weights held 2-bit packed (4 trits a byte)"),
+    "2bit": ("float", "packed", "W1.58A16 (the fake-quant numerics) with the weights held 2-bit packed"),
+}
+# The model exported to ONNX and run by ONNX Runtime (built by bench.ort:build_variant): form -> what.
+ORT_FORMS = {"fp32": "fp32 graphs", "int8": "int8 dynamic quantization (per-channel QInt8 weights)"}
+
+
 def _register_builtins() -> None:
     from quant.config import PRESETS
 
@@ -195,6 +214,19 @@ def _register_builtins() -> None:
     for name, cfg in PRESETS.items():
         register_variant(name, _preset_builder(name),
                          f"post-training ternary {cfg.scope} weights ({cfg.towers} towers), {cfg.method}")
+    for name in KERNEL_PRESETS:
+        for suffix, (_, _, what) in KERNEL_FORMS.items():
+            for half, around, precision in ((False, "fp32 around it", "fp32"), (True, "pure fp16 around it (GPU)", "fp16")):
+                register_variant(f"{name}-{suffix}" + ("-fp16" if half else ""), "bench.kernel_variants:build",
+                                 f"{name}: {what}, {around}", precision=precision,
+                                 options={"preset_name": name, "form": suffix, "half": half})
+    for form, what in ORT_FORMS.items():
+        register_variant(f"ort-{form}", "bench.ort:build_variant",
+                         f"both towers exported to ONNX and run by ONNX Runtime: {what}", options={"form": form})
+    # Variants named by data of their own, registered when a name is not found or all are listed.
+    VARIANTS.add_provider("bench.train.variants:register_students")  # the students' recipes
+    VARIANTS.add_provider(_entry_point_plugins)
+    _PRETRAINED.add_provider(load_plugins)  # the variant providers register tags too
 
 
 _register_builtins()
@@ -217,7 +249,7 @@ def _looks_like_path(s: str) -> bool:
 
 
 def valid_tags(arch: str) -> list[str]:
-    oc, _ = _open_clip(), load_plugins()  # plugins register tags (e.g. ternbench-tiny:mini)
+    oc = _open_clip()
     return [t for (a, t) in _PRETRAINED if a == arch] + list(oc.list_pretrained_tags_by_model(arch))
 
 
@@ -228,7 +260,6 @@ def parse_spec(s: str) -> ModelSpec:
                              "hf-hub:ORG/REPO, or a packed .safetensors file")
     raw = s = s.strip()
     variant = DEFAULT_VARIANT
-    load_plugins()  # plugins register variants and pretrained tags (e.g. ternbench-tiny:mini)
     # An existing path may itself contain '@'; otherwise the last '@' starts the variant.
     if "@" in s and not os.path.exists(s):
         s, variant = s.rsplit("@", 1)
@@ -456,14 +487,13 @@ def build_model(spec: str | ModelSpec, device: str = "cpu") -> BuiltModel:
     import torch
 
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    load_plugins()
     variant = VARIANTS[spec.variant]
     model, checkpoint, tokenizer_name = SOURCE_BUILDERS[spec.source](spec)
     from quant.state import quant_state, recorded_origin, set_origin
 
     origin = recorded_origin(model)
     model = model.to(device).eval()
-    built = variant.builder(model, BuildContext(spec, str(device)))
+    built = variant.build(model, BuildContext(spec, str(device)))
     model = (model if built is None else built).to(device).eval()
     if recorded_origin(model) is None:  # a variant that built a new model object
         set_origin(model, origin)

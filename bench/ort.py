@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.models import VARIANT_INFO_ATTR, ModelSpecError, register_variant
+from bench.models import VARIANT_INFO_ATTR, ModelSpecError
 from quant.errors import TernbenchError, did_you_mean
 from quant.fileio import atomic_write_json, cache_dir
 from quant.state import recorded_origin, set_origin
@@ -398,15 +398,9 @@ def build(model: nn.Module, device: str, cfg: OrtConfig, root: Path | None = Non
     return ort_model
 
 
-def _builder(form: str) -> Callable[[nn.Module, Any], OrtCLIP]:
-    def build_variant(model: nn.Module, ctx: Any) -> OrtCLIP:
-        try:
-            return build(model, ctx.device, OrtConfig(form=form))
-        except OrtError as e:
-            raise ModelSpecError(f"{ctx.spec.raw}: {e}") from e
-    return build_variant
-
-
-for _form, _what in (("fp32", "fp32 graphs"), ("int8", "int8 dynamic quantization (per-channel QInt8 weights)")):
-    register_variant(f"ort-{_form}", _builder(_form),
-                     f"both towers exported to ONNX and run by ONNX Runtime: {_what}", replace=True)
+def build_variant(model: nn.Module, ctx: Any, *, form: str) -> OrtCLIP:
+    """The variant ``ort-FORM`` (declared in ``bench.models``): ``model`` exported and run by ONNX Runtime."""
+    try:
+        return build(model, ctx.device, OrtConfig(form=form))
+    except OrtError as e:
+        raise ModelSpecError(f"{ctx.spec.raw}: {e}") from e

@@ -1,4 +1,7 @@
-"""bench.models plugin: the trained embedded teacher tag and its QAT+KD student variants.
+"""The trained embedded teacher tag and its QAT+KD student variants, named by the students' recipes.
+
+``bench.models`` runs :func:`register_students` (a provider of its variant registry) the first
+time a variant name is not found among the declared ones, or the variants are listed.
 
 - pretrained tag ``ternbench-tiny:mini``: the contrastively trained embedded teacher;
 - variants ``qat-q-ffn`` / ``qat-q-all``: its QAT+KD students, loaded from their packed files;
@@ -17,33 +20,32 @@ from bench.models import ModelSpecError, register_pretrained, register_variant
 from bench.train import embedded
 
 
-def _student_builder(variant: str, backend: str | None = None):
-    """The packed student ``variant``; with ``backend``, on that kernel with int8 activations."""
+def build_student(model, ctx, *, student: str, backend: str | None = None):
+    """The packed student ``student``; with ``backend``, on that kernel with int8 activations."""
+    spec = ctx.spec
+    if (spec.source, spec.arch, spec.pretrained) != ("openclip", embedded.TEACHER_ARCH, embedded.TEACHER_TAG):
+        raise ModelSpecError(
+            f"{spec.raw}: variant {spec.variant!r} is the QAT+KD student of {embedded.TEACHER_ARCH}:"
+            f"{embedded.TEACHER_TAG} only (use {embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}@{spec.variant}); "
+            "for another model run `ternbench train qat` and `ternbench train convert`, then pass the "
+            "packed .safetensors file"
+        )
+    from quant import load_packed
+    from quant.state import update_origin
 
-    def build(model, ctx):
-        spec = ctx.spec
-        if (spec.source, spec.arch, spec.pretrained) != ("openclip", embedded.TEACHER_ARCH, embedded.TEACHER_TAG):
-            raise ModelSpecError(
-                f"{spec.raw}: variant {variant!r} is the QAT+KD student of {embedded.TEACHER_ARCH}:"
-                f"{embedded.TEACHER_TAG} only (use {embedded.TEACHER_ARCH}:{embedded.TEACHER_TAG}@{variant}); "
-                "for another model run `ternbench train qat` and `ternbench train convert`, then pass the "
-                "packed .safetensors file"
-            )
-        from quant import load_packed
-        from quant.state import update_origin
-
-        path = embedded.student_path(variant, device=None)
-        student = load_packed(path, device=ctx.device, backend=backend, activations="int8")
-        # The spec names the teacher; record what the model really is: the packed student's file
-        # (bench.models reports its path and sha256, and the efficiency task its size).
-        update_origin(student, spec=spec.raw, checkpoint=str(path))
-        return student
-
-    return build
+    path = embedded.student_path(student, device=None)
+    loaded = load_packed(path, device=ctx.device, backend=backend, activations="int8")
+    # The spec names the teacher; record what the model really is: the packed student's file
+    # (bench.models reports its path and sha256, and the efficiency task its size).
+    update_origin(loaded, spec=spec.raw, checkpoint=str(path))
+    return loaded
 
 
-register_pretrained(embedded.TEACHER_ARCH, embedded.TEACHER_TAG, lambda: embedded.teacher_path())
-for _name, _student in embedded.STUDENTS.items():
-    register_variant(_name, _student_builder(_name), _student.description)
-    register_variant(f"{_name}-a8", _student_builder(_name, backend="auto"),
-                     f"{_student.description}, on the device's fast kernel with per-token int8 activations (W1.58A8)")
+def register_students() -> None:
+    """Register the teacher's tag and, for each student recipe, its variant and its ``-a8`` form."""
+    register_pretrained(embedded.TEACHER_ARCH, embedded.TEACHER_TAG, "bench.train.embedded:teacher_path")
+    for name, student in embedded.STUDENTS.items():
+        register_variant(name, "bench.train.variants:build_student", student.description, options={"student": name})
+        register_variant(f"{name}-a8", "bench.train.variants:build_student",
+                         f"{student.description}, on the device's fast kernel with per-token int8 activations (W1.58A8)",
+                         options={"student": name, "backend": "auto"})

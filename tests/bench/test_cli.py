@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.reports.conftest import write_cell
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +67,15 @@ def test_another_package_adds_a_command_and_a_variant_by_entry_points(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "hello from a plugin" in r.stdout
     assert "VARIANT a variant from a plugin plugin-fp32" in r.stdout
+
+
+def test_a_command_name_declared_twice_is_an_error(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import bench.cli
+    from quant.errors import TernbenchError
+
+    plugin_run = EntryPoint(name="run", value="tb_plugin:add_parser", group=bench.cli.COMMAND_GROUP)
+    monkeypatch.setattr(bench.cli, "entry_points", lambda group: [plugin_run] if group == plugin_run.group else [])
+    with pytest.raises(TernbenchError, match="command 'run' is already registered"):
+        bench.cli.build_parser()

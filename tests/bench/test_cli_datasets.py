@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,13 @@ TINY = mini.MiniSizes(train=4, test=6, retrieval_test=5, shard_size=4)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``ternbench ARGV`` with bench.cli's main() (its TernbenchError handling), only our command."""
-    parser = argparse.ArgumentParser(prog="ternbench")
-    cli_datasets.add_parser(parser.add_subparsers(dest="command"))
-    original = cli.build_parser
-    cli.build_parser = lambda: parser  # other engineers' command modules may not exist yet
+    """Run ``ternbench ARGV`` with bench.cli's main() (its TernbenchError handling), only this command."""
+    original = cli.COMMANDS
+    cli.COMMANDS = {"datasets": original["datasets"]}
     try:
         code = cli.main(argv)
     finally:
-        cli.build_parser = original
+        cli.COMMANDS = original
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -36,7 +33,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_registered_in_the_cli():
-    assert "bench.cli_datasets" in cli.COMMAND_MODULES
+    assert "datasets" in cli.sub_commands(cli.build_parser())
 
 
 def test_prepare_then_list_shows_availability(cache, tmp_path, capsys):

@@ -182,10 +182,34 @@ def test_register_variant_registry():
         register_variant("x", builder, "d", precision="int3")
 
 
-def test_missing_plugins_are_skipped(monkeypatch):
-    monkeypatch.setattr(models, "_plugins_loaded", False)
-    monkeypatch.setattr(models, "VARIANT_PLUGINS", ("ternbench_no_such_plugin.variants",))
-    models.load_plugins()  # no error: a plugin that does not exist yet is skipped
+def test_declared_variants_import_their_code_only_when_built():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom bench import models as m\n"
+            "print('KNOWN', 'ort-int8' in m.VARIANTS, 'q-all-a8-fp16' in m.VARIANTS, m.VARIANTS['ort-int8'].precision)\n"
+            "listed = m.list_variants()\n"
+            "print('LISTED', listed['q-ffn-2bit'], '|', listed['qat-q-all-a8'].startswith('QAT+KD'))\n"
+            "print('IMPORTED', *sorted(n for n in ('bench.ort', 'bench.kernel_variants', 'torch') if n in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "KNOWN True True fp32" in out
+    assert ("LISTED q-ffn: W1.58A16 (the fake-quant numerics) with the weights held 2-bit packed, fp32 around it"
+            " | True") in out
+    assert "IMPORTED\n" in out, out  # names, descriptions and precisions came from the declarations
+
+
+def test_every_declared_builder_takes_its_options():
+    import inspect
+
+    from bench import ort
+    from quant.registry import load_reference
+
+    lazy = {name: v for name, v in models.VARIANTS.items() if isinstance(v.builder, str)}
+    assert {"q-all-a8", "q-attn-a8-2bit-fp16", "ort-fp32", "qat-q-ffn", "qat-q-all-a8"} <= set(lazy)
+    for v in lazy.values():
+        builder = load_reference(v.builder)
+        inspect.signature(builder).bind(None, None, **dict(v.options))  # TypeError: table and code disagree
+    assert {v.options[0][1] for n, v in lazy.items() if n.startswith("ort-")} == set(ort.FORMS)
 
 
 @pytest.fixture

@@ -42,6 +42,24 @@ def test_unknown_name_lists_valid_names_and_the_closest():
     assert reg.get("efficency") is None and "efficency" not in reg
 
 
+def test_a_provider_runs_once_on_the_first_miss_or_listing():
+    reg: Registry = Registry("converter")
+    calls = []
+
+    def provide():
+        calls.append(1)
+        reg.register("hsv", "colorsys:rgb_to_hsv")
+        reg.register("hls", "colorsys:rgb_to_hls")  # a name declared already: refused
+
+    reg.register("hls", "colorsys:rgb_to_hls")
+    reg.add_provider(provide)
+    assert "hls" in reg and reg["hls"](1.0, 0.0, 0.0) == (0.0, 0.5, 1.0) and calls == []  # declared
+    with pytest.raises(QuantConfigError, match="converter 'hls' is already registered"):
+        "yiq" in reg  # noqa: B015 (the membership test is what runs the provider)
+    assert calls == [1] and list(reg) == ["hls", "hsv"]  # what it registered before failing stays
+    assert "yiq" not in reg and calls == [1]  # run once, even after failing
+
+
 def test_reference_syntax():
     assert is_reference("quant.kernels.cpu:FbgemmKernel") and is_reference("a.b:C.method")
     assert not is_reference("ternbench-tiny") and not is_reference("C:/path/file") and not is_reference(3)
