@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from bench import timing
 from bench.tasks.efficiency import graph_replay
+from quant.kernels.base import auto_backend
 
 # (M, K, N): ViT-B-32 MLP layers; image batch 1 (50 tokens) and 8 (400) on a CPU, batch 32 (1600)
 # and ViT-L-14's batch 32 (8224 tokens, width 1024) on a GPU.
@@ -54,12 +55,15 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 5,
     ``repeats`` interleaved rounds."""
     shapes = shapes or SHAPES[device]
     kernels, backends = {}, {}
+    own = auto_backend(device)
     for row in rows:
         cls = row["_cls"]
         if row["device"] == device and row["activations"] == "int8" and cls is not None and cls.name != "reference":
             kernels.setdefault(cls.name, cls)
-            if row["backend"] != "auto":
-                backends.setdefault(cls.name, row["backend"])
+            # The backend to pass to get this kernel: the one naming it alone (cpu-quads) rather than
+            # the device's own (cpu), which is what auto picks anyway.
+            if row["backend"] != "auto" and backends.get(cls.name, own) == own:
+                backends[cls.name] = row["backend"]
     auto = next((r["kernel"] for r in rows if (r["device"], r["backend"], r["activations"]) == (device, "auto", "int8")),
                 None)
     g = torch.Generator().manual_seed(0)

@@ -9,13 +9,15 @@ Backends: ``reference`` (any device, slow, the ground truth), ``packed`` (any de
 2-bit weights unpacked per call: smallest memory), ``cpu`` (the quad-table kernel of
 ``cpu_quads.py``, else FBGEMM of ``cpu.py``; ``cpu-quads`` / ``cpu-pairs`` / ``fbgemm`` name one
 of the CPU kernels) and
-``cuda`` (``cuda.py``). ``select_kernel`` picks by device for
-``auto`` and falls back to the reference, with a warning, where a kernel is unavailable.
+``cuda`` (``cuda.py``). Each declares the devices it runs on, and whether it is what ``auto``
+picks there (``cpu`` on CPUs, ``cuda`` on GPUs). ``select_kernel`` falls back to the reference,
+with a warning, where a kernel is unavailable.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -109,7 +111,7 @@ def kernel_choice(backend: str, device: torch.device | str,
     check_choice("backend", backend, backend_choices())
     check_choice("activations", activations, ACTIVATIONS)
     device = torch.device(device)
-    name = device.type if backend == "auto" else backend
+    name = auto_backend(device.type) if backend == "auto" else backend
     reasons = []
     for cls in kernel_classes(name, activations):
         reason = cls.unavailable_reason(device, activations)
@@ -127,7 +129,7 @@ def select_kernel(backend: str, device: torch.device | str, activations: str) ->
     cls, reasons = kernel_choice(backend, device, activations)
     if cls is not None:
         return cls
-    name = torch.device(device).type if backend == "auto" else backend
+    name = auto_backend(torch.device(device).type) if backend == "auto" else backend
     warnings.warn(f"ternary kernel {name!r} ({activations} activations) unavailable on {device}: "
                   f"{'; '.join(reasons)}; using the slow reference kernel", KernelUnavailableWarning, stacklevel=3)
     return kernel_classes("reference", activations)[0]
@@ -186,23 +188,34 @@ class Packed2bitKernel(Kernel):
         return self._packed.nbytes + self._w_scale.nbytes
 
 
-# backend -> activations -> kernel classes, the first usable one on the device wins. Entries are
-# "module:Class" until first used, so choosing a backend imports only its own kernel modules.
-BACKENDS: Registry[dict[str, list[type[Kernel] | str]]] = Registry("backend")
-for _name, _table in {
-    "cpu": {"int8": ["quant.kernels.cpu_quads:QuadTableKernel", "quant.kernels.cpu:FbgemmKernel"],
-            "float": [DequantKernel]},
-    "cpu-quads": {"int8": ["quant.kernels.cpu_quads:QuadTableKernel"]},
-    "cpu-quads-portable": {"int8": ["quant.kernels.cpu_quads:PortableQuadTableKernel"]},
-    "cpu-pairs": {"int8": ["quant.kernels.cpu_pairs:PairTableKernel"]},
-    "fbgemm": {"int8": ["quant.kernels.cpu:FbgemmKernel"]},
+@dataclass
+class Backend:
+    """One backend: the device types its kernels run on (``ternbench kernels`` lists it there);
+    ``auto``: what ``backend="auto"`` picks on them; per activation mode the kernel classes, the
+    first usable one on the device wins. Entries are ``"module:Class"`` until first used, so
+    choosing a backend imports only its own kernel modules."""
+
+    devices: tuple[str, ...]
+    kernels: dict[str, list[type[Kernel] | str]] = field(default_factory=dict)
+    auto: bool = False
+
+
+BACKENDS: Registry[Backend] = Registry("backend")
+for _name, _backend in {
+    "cpu": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:QuadTableKernel", "quant.kernels.cpu:FbgemmKernel"],
+                              "float": [DequantKernel]}, auto=True),
+    "cpu-quads": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:QuadTableKernel"]}),
+    "cpu-quads-portable": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:PortableQuadTableKernel"]}),
+    "cpu-pairs": Backend(("cpu",), {"int8": ["quant.kernels.cpu_pairs:PairTableKernel"]}),
+    "fbgemm": Backend(("cpu",), {"int8": ["quant.kernels.cpu:FbgemmKernel"]}),
     # Triton's GEMM, else cuBLASLt's int8 GEMM (without Triton, and on GPUs before Ampere).
-    "cuda": {"int8": ["quant.kernels.cuda:TritonInt8Kernel", "quant.kernels.cuda:IntMMKernel"],
-             "float": [DequantKernel]},
-    "packed": {a: ["quant.kernels.cuda:TritonPacked2bitKernel", Packed2bitKernel] for a in ACTIVATIONS},
-    "reference": {a: [Kernel] for a in ACTIVATIONS},
+    "cuda": Backend(("cuda",), {"int8": ["quant.kernels.cuda:TritonInt8Kernel", "quant.kernels.cuda:IntMMKernel"],
+                                "float": [DequantKernel]}, auto=True),
+    "packed": Backend(("cpu", "cuda"),
+                      {a: ["quant.kernels.cuda:TritonPacked2bitKernel", Packed2bitKernel] for a in ACTIVATIONS}),
+    "reference": Backend(("cpu", "cuda"), {a: [Kernel] for a in ACTIVATIONS}),
 }.items():
-    BACKENDS.register(_name, _table)
+    BACKENDS.register(_name, _backend)
 
 
 def backend_choices() -> tuple[str, ...]:
@@ -210,22 +223,41 @@ def backend_choices() -> tuple[str, ...]:
     return ("auto", *BACKENDS)
 
 
+def auto_backend(device_type: str) -> str:
+    """The backend ``auto`` means on ``device_type`` (the device type itself where none is declared:
+    no kernel is registered under that name, so the reference runs, saying so)."""
+    return next((name for name, b in BACKENDS.items() if b.auto and device_type in b.devices), device_type)
+
+
+def device_backends() -> dict[str, tuple[str, ...]]:
+    """Per device type, the backends that run there: ``auto`` first, then each in table order."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, b in BACKENDS.items():
+        for device in b.devices:
+            out[device] = out.get(device, ("auto",)) + (name,)
+    return out
+
+
 
 def kernel_classes(backend: str, activations: str) -> list[type[Kernel]]:
     """Backend ``backend``'s kernel classes for ``activations``, in the order they are tried."""
-    kernels = BACKENDS[backend].get(activations, []) if backend in BACKENDS else []
+    kernels = BACKENDS[backend].kernels.get(activations, []) if backend in BACKENDS else []
     for i, entry in enumerate(kernels):
         if is_reference(entry):
             kernels[i] = load_reference(entry)  # type: ignore[arg-type]
     return kernels  # type: ignore[return-value]
 
 
-def register_backend(name: str, activations: str, cls: type[Kernel] | str, first: bool = False) -> None:
+def register_backend(name: str, activations: str, cls: type[Kernel] | str, first: bool = False,
+                     devices: tuple[str, ...] | None = None) -> None:
     """Add ``cls`` (or its ``"module:Class"``) to backend ``name``'s kernels for ``activations``
-    (``first``: tried before the others). Adding the same kernel twice is an error."""
+    (``first``: tried before the others); a new backend needs the ``devices`` it runs on. Adding
+    the same kernel twice is an error."""
     if name not in BACKENDS:
-        BACKENDS.register(name, {})
-    kernels = BACKENDS[name].setdefault(activations, [])
+        if not devices:
+            raise QuantConfigError(f"backend {name!r} is new: say which devices it runs on (devices=('cpu',), ...)")
+        BACKENDS.register(name, Backend(tuple(devices)))
+    kernels = BACKENDS[name].kernels.setdefault(activations, [])
     if cls in kernels:
         raise QuantConfigError(f"kernel {cls!r} is already registered for backend {name!r} ({activations})")
     kernels.insert(0 if first else len(kernels), cls)

@@ -13,14 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from quant.kernels.base import ACTIVATIONS, BACKENDS, Kernel, kernel_choice
+from quant.kernels.base import ACTIVATIONS, BACKENDS, Kernel, auto_backend, device_backends, kernel_choice
 from quant.kernels.reference import quantize_per_token, ternary_linear_reference
 
-# The backends worth listing per device (the CPU kernels cannot run on CUDA and the reverse).
-DEVICE_BACKENDS = {
-    "cpu": ("auto", "cpu-quads", "cpu-quads-portable", "cpu-pairs", "fbgemm", "packed", "reference"),
-    "cuda": ("auto", "cuda", "packed", "reference"),
-}
 # (M, K, N) of the self-check: one token, odd sizes, a text-tower block at batch 1.
 CHECK_SHAPES = ((1, 64, 32), (17, 132, 70), (77, 512, 200))
 
@@ -48,11 +43,11 @@ def kernel_table() -> list[dict[str, Any]]:
     """One row per (device, backend, activations): the kernel picked, or ``None`` (the reference
     would run, with a warning) and the reasons of every kernel passed over."""
     rows = []
-    for device, backends in DEVICE_BACKENDS.items():
+    for device, backends in device_backends().items():  # the CPU kernels cannot run on CUDA and the reverse
         for backend in backends:
             for activations in ACTIVATIONS:
                 cls, reasons = kernel_choice(backend, device, activations)
-                if not BACKENDS.get(device if backend == "auto" else backend, {}).get(activations):
+                if not BACKENDS[auto_backend(device) if backend == "auto" else backend].kernels.get(activations):
                     continue  # e.g. the CPU's int8-only kernels with float activations
                 if device == "cuda" and not torch.cuda.is_available():
                     cls, reasons = None, ["no CUDA device (torch.cuda.is_available() is False)"]

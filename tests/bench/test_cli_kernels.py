@@ -28,7 +28,7 @@ def test_cli_exits_1_when_a_kernel_is_wrong(monkeypatch, capsys):
         def linear(self, x2d, bias):
             return super().linear(x2d, bias) * 1.001
 
-    monkeypatch.setitem(BACKENDS["cpu"], "int8", [Broken])
+    monkeypatch.setitem(BACKENDS["cpu"].kernels, "int8", [Broken])
     assert main(["kernels", "--check"]) == 1
     assert "FAILED: broken" in capsys.readouterr().out
 

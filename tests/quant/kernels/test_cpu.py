@@ -144,7 +144,7 @@ def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "fbgemm_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no FBGEMM engine"):
         cls = select_kernel("fbgemm", "cpu", "int8")
-    assert cls is BACKENDS["reference"]["int8"][0]
+    assert cls is BACKENDS["reference"].kernels["int8"][0]
 
 
 @pytest.mark.parametrize("kernel_cls", KERNELS)

@@ -23,6 +23,35 @@ def test_the_table_names_what_select_kernel_picks():
         assert cuda_rows and all(r["kernel"] is None and "no CUDA device" in r["passed_over"][0] for r in cuda_rows)
 
 
+def test_every_backend_is_listed_on_each_of_its_devices():
+    from quant.errors import QuantConfigError
+    from quant.kernels.base import BACKENDS, backend_choices, register_backend
+
+    def listed(rows):
+        return {(r["device"], r["backend"]) for r in rows}
+
+    declared = {(d, name) for name, b in BACKENDS.items() for d in b.devices}
+    rows = kernel_table()
+    assert declared | {(d, "auto") for d, _ in declared} == listed(rows)
+    assert {("cpu", "cpu-quads"), ("cuda", "cuda"), ("cpu", "packed"), ("cuda", "packed")} <= listed(rows)
+    for device, own in (("cpu", "cpu"), ("cuda", "cuda")):  # auto is the backend declared as the device's own
+        assert BACKENDS[own].auto and device in BACKENDS[own].devices
+        auto, picked = _row(rows, device, "auto", "int8"), _row(rows, device, own, "int8")
+        assert (auto["kernel"], auto["passed_over"]) == (picked["kernel"], picked["passed_over"])
+
+    # a backend added in one place is a valid backend value and is listed where it runs, only there
+    register_backend("cpu-test", "int8", "quant.kernels.cpu:FbgemmKernel", devices=("cpu",))
+    try:
+        assert "cpu-test" in backend_choices()
+        rows = kernel_table()
+        assert _row(rows, "cpu", "cpu-test", "int8")["kernel"] == _row(rows, "cpu", "fbgemm", "int8")["kernel"]
+        assert ("cuda", "cpu-test") not in listed(rows)
+    finally:
+        BACKENDS.pop("cpu-test")
+    with pytest.raises(QuantConfigError, match="backend 'gpu-test' is new: say which devices"):
+        register_backend("gpu-test", "int8", "quant.kernels.cuda:TritonInt8Kernel")
+
+
 def test_every_usable_kernel_passes_its_check():
     results = check_all(kernel_table())
     names = {r["kernel"] for r in results}
