@@ -64,9 +64,9 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed calls of each function before timing (default: 1)")
-    g.add_argument("--repeats", type=int, default=5, metavar="N",
+    g.add_argument("--repeats", type=int, default=15, metavar="N",
                    help="interleaved timing rounds (speed baseline, model) per latency; each round is one "
-                        "torch.utils.benchmark blocked_autorange per model (default: 5)")
+                        "torch.utils.benchmark blocked_autorange per model (default: 15)")
     g.add_argument("--min-run-time", type=float, default=0.05, metavar="S",
                    help="seconds of calls per model and round (blocked_autorange's min_run_time; default: 0.05)")
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs in each order (default: 3, so 6 runs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--throughput-batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds per latency")
+    p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds per latency (default: 15, as ternbench run)")
     p.add_argument("--min-run-time", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
