@@ -134,31 +134,55 @@ def rss_bytes() -> int | None:
         return None
 
 
-class RssSampler:
-    """Samples RSS in a background thread; ``growth`` is the peak above the level at entry.
+class _PeriodicSampler:
+    """Calls ``_sample`` every ``interval_s`` in a background daemon thread, from ``_start`` to ``_join``.
 
-    torch releases the GIL inside its kernels, so a 1 ms sampling thread sees the peaks of
-    the activations and workspaces allocated during a forward pass.
+    torch releases the GIL inside its kernels, so such a thread samples while a forward pass runs.
     """
 
-    def __init__(self, interval_s: float = 0.001):
+    def __init__(self, interval_s: float):
         self.interval_s = interval_s
-        self.baseline = 0
-        self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.available = rss_bytes() is not None
+
+    def _sample(self) -> None:
+        raise NotImplementedError
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes() or 0)
+            self._sample()
             self._stop.wait(self.interval_s)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _join(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class RssSampler(_PeriodicSampler):
+    """Samples RSS in a background thread; ``growth`` is the peak above the level at entry.
+
+    A 1 ms sampling thread sees the peaks of the activations and workspaces allocated during a
+    forward pass.
+    """
+
+    def __init__(self, interval_s: float = 0.001):
+        super().__init__(interval_s)
+        self.baseline = 0
+        self.peak = 0
+        self.available = rss_bytes() is not None
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, rss_bytes() or 0)
 
     def __enter__(self) -> RssSampler:
         if self.available:
             self.baseline = self.peak = rss_bytes() or 0
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
+            self._start()
         else:
             # Fallback without /proc: ru_maxrss (KiB on Linux) only ever grows, so growth is a lower bound.
             self.baseline = self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -166,8 +190,7 @@ class RssSampler:
 
     def __exit__(self, *exc: Any) -> None:
         if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
+            self._join()
             self.peak = max(self.peak, rss_bytes() or 0)
         else:
             self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -346,15 +369,23 @@ def is_simulated(model: torch.nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_snapshot() -> dict[str, Any]:
-    """Load average (1 min) and tasks runnable now besides this one (Linux /proc/loadavg)."""
+def _loadavg() -> tuple[float, int] | None:
+    """(1-minute load average, tasks runnable now) from /proc/loadavg (Linux); None elsewhere."""
     try:
         parts = Path("/proc/loadavg").read_text().split()
-        running = int(parts[3].split("/")[0]) - 1  # the reading process itself is running
-        return {"load1": float(parts[0]), "running_others": max(0, running)}
+        return float(parts[0]), int(parts[3].split("/")[0])
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def load_snapshot() -> dict[str, Any]:
+    """Load average (1 min) and tasks runnable now besides this one (Linux /proc/loadavg)."""
+    now = _loadavg()
+    if now is None:
         load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         return {"load1": load1, "running_others": None}
+    load1, running = now
+    return {"load1": load1, "running_others": max(0, running - 1)}  # the reading process itself runs
 
 
 def _own_running() -> int | None:
@@ -373,41 +404,27 @@ def _own_running() -> int | None:
     return n
 
 
-class LoadSampler:
+class LoadSampler(_PeriodicSampler):
     """How many tasks of *other* processes were runnable while the latencies were timed: every
     ``interval_s`` a background thread reads the machine's runnable count (/proc/loadavg) and
     subtracts this process's own running threads (the timed kernels' and its own). A snapshot
     at the start and end misses a job that ran only in between; this does not."""
 
     def __init__(self, interval_s: float = 0.05):
-        self.interval_s = interval_s
+        super().__init__(interval_s)
         self.others: list[int] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        try:
-            with open("/proc/loadavg") as f:
-                running = int(f.read().split()[3].split("/")[0])
-        except (OSError, ValueError, IndexError):
-            return
-        own = _own_running()
-        if own is not None:
-            self.others.append(max(0, running - own))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
+        now, own = _loadavg(), _own_running()
+        if now is not None and own is not None:
+            self.others.append(max(0, now[1] - own))
 
     def __enter__(self) -> LoadSampler:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._join()
 
     def summary(self, cores: int, threads: int) -> dict[str, Any]:
         """Samples, mean and largest count of other runnable tasks, and the share of samples in
@@ -735,16 +752,16 @@ def run(ctx) -> Any:
         torch.manual_seed(ctx.seed)  # random-weight models: the same weights as the candidate
         return build_model(baseline_spec(spec, v), device=ctx.device)
 
-    base: Baseline | None = None
+    own_precision = False
     if variant is not None and cfg.speed_baseline == AUTO_BASELINE and is_simulated(ctx.model):
         # Fake quantization runs the float kernels of the model's own precision: paired with that
         # precision, its ratio shows the fake-quant overhead (about 1x), never a speed-up that is
         # really the gap between two float precisions (fp32 vs bf16).
         own = OWN_PRECISION.get(ctx.dtype)
         if own is not None and baseline_spec(spec, own) is not None:
-            base = Baseline(baseline_spec(spec, own), f"{own}: {SIMULATED_PAIRING}", lambda: build(own),
-                            own_precision=True)
-    if base is None and variant == PROBE:
+            variant, policy, own_precision = own, f"{own}: {SIMULATED_PAIRING}", True
+    base = None
+    if variant == PROBE:
         if ctx.model_info.get("variant") in ("fp32", "bf16") or baseline_spec(spec, "fp32") is None:
             variant, policy = "fp32", "fp32 (bf16 is compared with it as a model of its own)"
         else:
@@ -753,10 +770,10 @@ def run(ctx) -> Any:
                 base.policy_text.append(why)
                 return chosen
             base = Baseline("", policy, probe)
-    if base is None and variant != PROBE:
+    if base is None:
         other = baseline_spec(spec, variant) if variant else None
         if other is not None:
-            base = Baseline(other, policy, lambda: build(variant))
+            base = Baseline(other, policy, lambda: build(variant), own_precision=own_precision)
     metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info, base)
     if base is None:
         details["speed_baseline"] = {"spec": None, "policy": policy if variant is None else (
