@@ -80,7 +80,7 @@ def main_view(data: ReportData) -> dict:
                "speedup": "" if h.simulated else _raw(h.speedup), "memory": _raw(h.memory_bytes)}
         text = {"name": h.name, "avg": h.mean_text, "delta_pts": h.delta_text, "size": h.size_text,
                 "speedup": h.speedup_text, "memory": h.memory_text}
-        title = {"speedup": "flags: " + "; ".join(h.flags)} if h.flags else {}
+        title = {"speedup": f"flags: {h.flags}"} if h.flags else {}
         rows.append({"model_id": h.model_id, "name": h.name, "pinned": h.is_baseline, "best": h.model_id == best,
                      "random": h.random_weights, "simulated": bool(h.simulated),
                      "cells": [{"key": k, "text": text[k], "value": raw[k], "numeric": k != "name",

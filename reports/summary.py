@@ -39,7 +39,7 @@ class Headline:
     speedup_lo: float
     speedup_hi: float
     memory_bytes: float
-    flags: tuple[str, ...] = ()  # sanity flags of the efficiency cell
+    flags: str = ""  # sanity flags of the efficiency cell, "; "-joined as the results table holds them
 
     @property
     def flag_mark(self) -> str:
@@ -123,7 +123,7 @@ def headlines(lb: Leaderboard) -> list[Headline]:
             size_bytes=size, smaller=base_size / size if C.finite(base_size) and size > 0 else math.nan,
             speedup=_num(r, "speedup"), speedup_lo=_num(r, "speedup_lo"), speedup_hi=_num(r, "speedup_hi"),
             memory_bytes=_num(r, "peak_memory_bytes"),
-            flags=tuple(f for f in str(r.get("efficiency_flags") or "").split("; ") if f),
+            flags=str(r.get("efficiency_flags") or ""),
         ))
     order = {b: i for i, b in enumerate(dict.fromkeys(h.baseline or h.model_id for h in out))}
     return sorted(out, key=lambda h: (order[h.baseline or h.model_id], not h.is_baseline,
