@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +73,7 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             lines.append(f"{spec}: no ok run ({'; '.join(e for e in errors if e) or 'not run'})")
             continue
         sim = ok[0]["simulated"]
-        bases = {}
-        for c in ok:
-            bases[c["speed_baseline"] or "-"] = bases.get(c["speed_baseline"] or "-", 0) + 1
+        bases = Counter(c["speed_baseline"] or "-" for c in ok)
         vs = ", ".join(f"{b} ({n} runs)" for b, n in bases.items()) if len(bases) > 1 else next(iter(bases))
         busy = [c["busy_share"] for c in ok if c.get("busy_share") is not None]
         lines.append(f"{spec}{'  [simulated: float kernels]' if sim else ''}  vs {vs}  ({len(ok)} ok runs"
