@@ -1,7 +1,8 @@
 """quant: turn open_clip CLIP models into ternary (1.58-bit) variants.
 
 Math (primitives) -> parameter selection (targets) -> applying configs (apply) ->
-packing formats (packing) -> checkpoints (checkpoint) -> statistics (stats) -> kernels.
+packing formats (packing) and the trit codes a frozen model carries (codes) ->
+checkpoints (checkpoint) -> statistics (stats) -> kernels.
 
 The names below load on first use, so importing a light submodule (``quant.errors``,
 ``quant.config``) does not import torch.

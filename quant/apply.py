@@ -8,7 +8,8 @@ an ordinary open_clip model.
 
 What was quantized is recorded on the model as a typed ``quant.state.QuantState`` (config,
 stage, quantized parameters), read with ``quant.state.quant_state(model)``; ``quant_info`` gives
-its JSON form.
+its JSON form. Freezing ternary weights (``convert``) also records each one's trits and scales
+beside it (``quant.codes``), what ``quant.save_packed`` and ``quant.kernels.accelerate_`` read.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from quant.codes import drop_ternary_codes, record_ternary_codes
 from quant.config import Int8Config, QuantConfig, TernaryConfig
-from quant.primitives import fake_quantize, ste
+from quant.primitives import dequantize, fake_quantize, quantize_codes, ste
 from quant.state import ParamInfo, QuantState, quant_state, set_quant_state
 from quant.targets import Target, select_targets
 
@@ -70,6 +72,8 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
     state = quant_state(model)
     if state is not None and state.stage == "prepared":
         remove_fake_quant(model, keep_quantized=False)
+    elif state is not None:  # frozen weights quantized again: their recorded codes would go stale
+        drop_ternary_codes(model, state.params)
     targets = select_targets(model, cfg)
     for t in targets:
         owner, attr = _split(t.name)
@@ -80,7 +84,8 @@ def prepare(model: nn.Module, cfg: QuantConfig) -> list[Target]:
 
 
 def remove_fake_quant(model: nn.Module, keep_quantized: bool) -> None:
-    """Drop the parametrizations; ``keep_quantized`` stores the quantized values as plain weights."""
+    """Drop the parametrizations; ``keep_quantized`` stores the quantized values as plain weights
+    (and records the trits and scales of ternary ones: ``quant.codes``)."""
     state = quant_state(model)
     if state is None:
         return
@@ -89,13 +94,19 @@ def remove_fake_quant(model: nn.Module, keep_quantized: bool) -> None:
         mod = model.get_submodule(owner) if owner else model
         if not parametrize.is_parametrized(mod, attr):
             continue
-        with torch.no_grad():
-            # Computed outside autograd so the stored values are exactly scale * code.
-            value = getattr(mod, attr).detach().clone() if keep_quantized else None
+        codes = None
+        if keep_quantized:
+            fq, latent = mod.parametrizations[attr][0], mod.parametrizations[attr].original
+            with torch.no_grad():
+                # The codes FakeQuant.forward dequantizes, kept: the weight is then exactly scale * code.
+                codes = quantize_codes(latent, fq.cfg, fq.out_axis, name)
+                value = dequantize(*codes, fq.cfg.granularity, fq.cfg.group_size, fq.out_axis, latent.dtype)
         parametrize.remove_parametrizations(mod, attr, leave_parametrized=False)
-        if value is not None:
+        if codes is not None:
             with torch.no_grad():
                 getattr(mod, attr).copy_(value)
+            if state.ternary:
+                record_ternary_codes(model, name, *codes)
     if not keep_quantized:
         set_quant_state(model, None)
 

@@ -140,8 +140,10 @@ def _packable_state(model):
 
 def _model_tensors(model, state):
     """``(float tensors by name, {ternary name: (trits, scale)})``: an accelerated model's kernels give
-    their trits and scales; every other ternary weight is read back from its ``scale * trits`` floats."""
-    from quant.primitives import scale_shape, ternary_codes, to_out_first
+    their trits and scales; every other ternary weight's are the codes the model carries
+    (``quant.codes``), checked against the weight."""
+    from quant.codes import ternary_codes_of
+    from quant.primitives import scale_shape, to_out_first
 
     if state.accelerated is not None:
         from quant.kernels.swap import unaccelerated_state
@@ -158,7 +160,7 @@ def _model_tensors(model, state):
             # kernels keep one scale a row; a per-tensor scale is the same number on every row
             codes[name] = (trits.cpu(), row_scale.float().reshape(-1)[: math.prod(shape)].reshape(shape).cpu())
         else:
-            codes[name] = ternary_codes(floats[name], cfg.granularity, cfg.group_size, meta.out_axis, name)
+            codes[name] = ternary_codes_of(model, name)
     floats = {k: v for k, v in floats.items() if k not in state.params}
     return floats, codes
 
@@ -387,14 +389,17 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
     ``quant.kernels.base.backend_choices()`` (``"cpu"``, ``"cpu-quads"``, ``"cpu-pairs"``, ``"fbgemm"``, ``"cuda"``,
     ``"packed"``, ``"reference"``) also swaps its ternary weights onto that kernel with
     ``activations`` ``"int8"`` (W1.58A8) or ``"float"`` (W1.58A16): ``quant.kernels.accelerate_``.
+
+    The model carries the file's trits and scales (``quant.codes``), as a converted one does.
     """
     import open_clip
     import torch
     from safetensors import safe_open
 
+    from quant.codes import CODES_PACKING, record_packed_codes
     from quant.config import config_from_dict
     from quant.origin import record_origin
-    from quant.packing import PackingError, unpack
+    from quant.packing import PackingError, pack, unpack
     from quant.primitives import dequantize, scale_shape
     from quant.state import ParamInfo, QuantState, set_quant_state
 
@@ -423,6 +428,7 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
         raise CheckpointError(f"{path}: content hash mismatch (corrupted metadata)")
 
     state: dict[str, Any] = {}
+    codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (trits packed in CODES_PACKING, scale)
     for name, e in entries.items():
         q, s = tensors.pop(f"{name}.qdata"), tensors.pop(f"{name}.scale")
         shape = torch.Size(e["shape"])
@@ -437,6 +443,9 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
         except PackingError as err:
             raise CheckpointError(f"{path}: {err}") from None
         state[name] = dequantize(trits, s, qcfg["granularity"], qcfg["group_size"], e["out_axis"], torch.float32)
+        # The file's bytes when they are already in the codes' packing (unpack validated them; padding
+        # past the last trit is never read back), so recording costs no second pass.
+        codes[name] = (q if meta["packing"] == CODES_PACKING else pack(trits, CODES_PACKING, name=name), s)
     state.update(tensors)
 
     name = _arch_name(meta)
@@ -470,6 +479,8 @@ def load_packed(path: str | os.PathLike, device: str = "cpu", backend: str | Non
     set_quant_state(model, QuantState(
         config=config_from_dict(qcfg), stage="converted",
         params={n: ParamInfo(kind=e["kind"], tower=e["tower"], out_axis=e["out_axis"]) for n, e in entries.items()}))
+    for n, (qdata, scale) in codes.items():
+        record_packed_codes(model, n, qdata, scale)
     record_origin(model, meta["arch"], meta["model_cfg"], preprocess_cfg=meta["preprocess_cfg"],
                   spec=meta["source_spec"], random_weights=meta["random_weights"], tokenizer=name)
     model = model.to(device).eval()

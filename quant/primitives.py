@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from quant.config import Int8Config, TernaryConfig
-from quant.errors import CheckpointError, QuantConfigError
+from quant.errors import QuantConfigError
 
 
 def to_out_first(w: torch.Tensor, out_axis: int = 0) -> torch.Tensor:
@@ -80,29 +80,6 @@ def ternary_quantize(
     return trits, scale
 
 
-def ternary_codes(weight: torch.Tensor, granularity: str, group_size: int, out_axis: int = 0,
-                  name: str = "weight") -> tuple[torch.Tensor, torch.Tensor]:
-    """Recover ``(trits int8, scale fp32)`` from a weight that holds exactly ``scale * trits``.
-
-    Inside one granule every non-zero has the same magnitude ``s``; anything else means
-    the weight was changed after quantization (a packed file or a kernel built from it would be
-    silently wrong), so it is a ``CheckpointError``.
-    """
-    w2d = to_out_first(weight.detach(), out_axis).float()
-    g = granules(w2d, granularity, group_size, name)
-    s = g.abs().amax(dim=1, keepdim=True)
-    t = torch.sign(g)
-    if not torch.equal(t * s, g):
-        mags = g.abs()
-        n_bad = int(((mags != 0) & (mags != s)).any(dim=1).sum())
-        raise CheckpointError(
-            f"{name}: not ternary ({n_bad} of {g.shape[0]} {granularity} granule(s) hold more than one "
-            "non-zero magnitude); was the weight changed after quant.quantize_ / quant.convert?"
-        )
-    trits = from_out_first(t.to(torch.int8).reshape(w2d.shape), weight.shape, out_axis)
-    return trits, s.reshape(scale_shape(tuple(w2d.shape), granularity, group_size))
-
-
 def int8_quantize(
     w: torch.Tensor, cfg: Int8Config, out_axis: int = 0, name: str = "weight"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,11 +106,17 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, granularity: str, group
     return from_out_first(w2d, codes.shape, out_axis).to(dtype)
 
 
+def quantize_codes(w: torch.Tensor, cfg: TernaryConfig | Int8Config, out_axis: int = 0,
+                   name: str = "weight") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, scale)`` of ``w`` under ``cfg``: trits for a ternary config, int8 codes for an int8 one."""
+    quantize = ternary_quantize if isinstance(cfg, TernaryConfig) else int8_quantize
+    return quantize(w, cfg, out_axis, name)
+
+
 def fake_quantize(w: torch.Tensor, cfg: TernaryConfig | Int8Config, out_axis: int = 0,
                   name: str = "weight") -> torch.Tensor:
     """Quantize then dequantize, in ``w``'s dtype (no gradient; see :func:`ste`)."""
-    quantize = ternary_quantize if isinstance(cfg, TernaryConfig) else int8_quantize
-    codes, scale = quantize(w, cfg, out_axis, name)
+    codes, scale = quantize_codes(w, cfg, out_axis, name)
     return dequantize(codes, scale, cfg.granularity, cfg.group_size, out_axis, w.dtype)
 
 

@@ -13,6 +13,10 @@ Both sit on the model object rather than in its ``state_dict`` (they describe th
 not tensors), survive ``copy.deepcopy``, and round-trip through ``save_packed`` / ``load_packed``.
 The objects are frozen: a change is a new object (``dataclasses.replace``) set again, so a state
 read once cannot change under its reader.
+
+The tensors a converted ternary model is made of, each weight's trits and scales, are state too:
+``quant.codes`` records them as buffers on the modules that own the weights
+(``ternary_codes_of(model, name)`` reads them), so they follow ``model.to(...)``.
 """
 
 from __future__ import annotations

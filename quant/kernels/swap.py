@@ -1,7 +1,8 @@
 """``accelerate_``: swap the ternary weights of a quantized open_clip model onto fast kernels.
 
 Input: a model quantized by ``quant.quantize_`` / ``quant.convert`` or loaded by
-``quant.load_packed`` (its ternary weights hold exactly ``scale * trits``). Output: the
+``quant.load_packed``: the trits and scales it carries (``quant.codes``, checked against its
+weights) go to the kernels, and the swapped modules take their recorded codes with them. Output: the
 same model with ternary ``nn.Linear`` -> :class:`TernaryLinear`, ``nn.MultiheadAttention``
 -> :class:`TernaryMultiheadAttention`, the patch-embedding conv -> :class:`TernaryPatchEmbed`
 and the token embedding -> :class:`TernaryEmbedding`. The bare projections
@@ -25,13 +26,14 @@ its modules); the reference computes the same ops one by one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
-from quant.config import QuantConfig
+from quant.codes import ternary_codes_of
 from quant.errors import QuantConfigError, check_choice
 from quant.kernels.base import ACTIVATIONS, KernelUnavailableWarning, backend_choices
 from quant.kernels.modules import (
@@ -40,7 +42,7 @@ from quant.kernels.modules import (
     TernaryMultiheadAttention,
     TernaryPatchEmbed,
 )
-from quant.primitives import ternary_codes, to_out_first
+from quant.primitives import to_out_first
 from quant.state import Accelerated, quant_state, set_quant_state
 
 KERNEL_GRANULARITIES = ("tensor", "channel")
@@ -53,14 +55,14 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def _codes(weight: torch.Tensor, cfg: QuantConfig, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(trits (N, K) int8, w_scale (N,) or (1,))`` of an exactly ternary weight."""
-    trits, scale = ternary_codes(weight, cfg.granularity, cfg.group_size, 0, name)
+def _kernel_codes(model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(trits (N, K) int8, w_scale (N,) or (1,))``: the recorded codes of ``name`` as kernels take them."""
+    trits, scale = ternary_codes_of(model, name)
     return to_out_first(trits), scale.reshape(-1)
 
 
-def _linear(weight, bias, cfg, name, backend, activations, dtype) -> TernaryLinear:
-    trits, scale = _codes(weight, cfg, name)
+def _linear(codes, name, bias, backend, activations, dtype) -> TernaryLinear:
+    trits, scale = codes(name)
     return TernaryLinear(trits, scale, bias, backend, activations, dtype)
 
 
@@ -128,27 +130,27 @@ def _block_fusers() -> dict[type, Any]:
     return {ResidualAttentionBlock: _fuse_residual_block}
 
 
-def _swap_attention(mod: nn.MultiheadAttention, prefix: str, names: set, cfg, backend, activations, dtype):
+def _swap_attention(mod: nn.MultiheadAttention, prefix: str, names: set, codes, backend, activations, dtype):
     in_name, out_name = f"{prefix}.in_proj_weight", f"{prefix}.out_proj.weight"
     if in_name not in names and out_name not in names:
         return None
     if not mod._qkv_same_embed_dim:
         raise QuantConfigError(f"{prefix}: MultiheadAttention with separate q/k/v weights (kdim/vdim) "
                                "has no ternary kernel; exclude it from the config")
-    in_proj = (_linear(mod.in_proj_weight, mod.in_proj_bias, cfg, in_name, backend, activations, dtype)
+    in_proj = (_linear(codes, in_name, mod.in_proj_bias, backend, activations, dtype)
                if in_name in names else _float_linear(mod.in_proj_weight, mod.in_proj_bias))
-    out_proj = (_linear(mod.out_proj.weight, mod.out_proj.bias, cfg, out_name, backend, activations, dtype)
+    out_proj = (_linear(codes, out_name, mod.out_proj.bias, backend, activations, dtype)
                 if out_name in names else _float_linear(mod.out_proj.weight, mod.out_proj.bias))
     return TernaryMultiheadAttention(in_proj, out_proj, mod.num_heads, mod.batch_first)
 
 
-def _swap_linear(mod: nn.Linear, prefix, names, cfg, backend, activations, dtype):
+def _swap_linear(mod: nn.Linear, prefix, names, codes, backend, activations, dtype):
     if f"{prefix}.weight" not in names:
         return None
-    return _linear(mod.weight, mod.bias, cfg, f"{prefix}.weight", backend, activations, dtype)
+    return _linear(codes, f"{prefix}.weight", mod.bias, backend, activations, dtype)
 
 
-def _swap_conv(mod: nn.Conv2d, prefix, names, cfg, backend, activations, dtype):
+def _swap_conv(mod: nn.Conv2d, prefix, names, codes, backend, activations, dtype):
     name = f"{prefix}.weight"
     if name not in names:
         return None
@@ -156,19 +158,20 @@ def _swap_conv(mod: nn.Conv2d, prefix, names, cfg, backend, activations, dtype):
         warnings.warn(f"{prefix}: Conv2d with kernel {mod.kernel_size} != stride {mod.stride} (or padding) "
                       "has no ternary kernel; it stays fake-quant float", KernelUnavailableWarning, stacklevel=4)
         return None
-    w2d = mod.weight.reshape(mod.out_channels, -1)
-    return TernaryPatchEmbed(mod, _linear(w2d, mod.bias, cfg, name, backend, activations, dtype))
+    # (out, in, kh, kw) trits flatten to (out, in * kh * kw), the patches' order
+    return TernaryPatchEmbed(mod, _linear(codes, name, mod.bias, backend, activations, dtype))
 
 
-def _swap_embedding(mod: nn.Embedding, prefix, names, cfg, backend, activations, dtype):
+def _swap_embedding(mod: nn.Embedding, prefix, names, codes, backend, activations, dtype):
     name = f"{prefix}.weight"
     if name not in names:
         return None
-    trits, scale = _codes(mod.weight, cfg, name)
+    trits, scale = codes(name)
     return TernaryEmbedding(trits, scale, dtype)
 
 
-# Module type -> swapper(module, prefix, ternary param names, config, backend, activations, dtype).
+# Module type -> swapper(module, prefix, ternary param names, codes(name) -> (trits, scale) as kernels
+# take them, backend, activations, dtype). A replaced module leaves the model with its recorded codes.
 SWAPPERS = {
     nn.MultiheadAttention: _swap_attention,
     nn.Linear: _swap_linear,
@@ -204,6 +207,7 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
                                "call quant.convert(model) first")
     names = set(state.params)
     _, dtype = _model_device_dtype(model)
+    codes = functools.partial(_kernel_codes, model)
     swapped: dict[str, str] = {}
     if cfg.granularity not in KERNEL_GRANULARITIES:
         warnings.warn(f"granularity {cfg.granularity!r} has no ternary kernel (kernels take "
@@ -214,7 +218,7 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
         swapper = SWAPPERS.get(type(mod))
         if swapper is None or not prefix:
             continue
-        new = swapper(mod, prefix, names, cfg, backend, activations, dtype)
+        new = swapper(mod, prefix, names, codes, backend, activations, dtype)
         if new is None:
             continue
         parent, _, attr = prefix.rpartition(".")
@@ -234,7 +238,10 @@ def accelerate_(model: nn.Module, backend: str = "auto", activations: str = "int
 
 
 def resident_weight_bytes(model: nn.Module) -> int:
-    """Bytes of weights in memory: parameters and buffers (shared storage once) plus what kernels hold."""
+    """Bytes of weights in memory: parameters and buffers (shared storage once) plus what kernels hold.
+
+    The buffers include the trit codes a ternary model carries for the weights it keeps float
+    (``quant.codes``: 1/20 of their fp32 bytes): they are resident too."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for t in list(model.parameters()) + list(model.buffers()):
@@ -253,7 +260,8 @@ def unaccelerated_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict
     (shaped like the weight it replaced) and per-output-row scales as the kernel keeps them.
     ``quant.save_packed`` reads these, so an accelerated model saves the same file as before
     ``accelerate_``. Weights no kernel holds (the bare projections, a layer left fake-quant)
-    are among the floats, holding ``scale * trits``.
+    are among the floats, holding ``scale * trits``; their codes are the ones the model carries
+    (``quant.codes``).
     """
     from open_clip.transformer import ResidualAttentionBlock
 

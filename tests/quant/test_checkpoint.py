@@ -146,6 +146,56 @@ def test_refuses_unquantized_and_changed_models(tiny_model, qtiny, tmp_path):
     assert os.listdir(tmp_path) == []  # no partial output, no temp file left behind
 
 
+def _codes_from_floats(w, cfg, out_axis, name):
+    """The trits and scales a weight holding exactly ``scale * trits`` is made of, read back from its
+    floats: an independent reference for what the file must hold."""
+    from quant.primitives import from_out_first, granules, scale_shape, to_out_first
+
+    w2d = to_out_first(w.detach(), out_axis).float()
+    g = granules(w2d, cfg.granularity, cfg.group_size, name)
+    s = g.abs().amax(dim=1, keepdim=True)
+    t = torch.sign(g)
+    assert torch.equal(t * s, g), name
+    trits = from_out_first(t.to(torch.int8).reshape(w2d.shape), w.shape, out_axis)
+    return trits, s.reshape(scale_shape(tuple(w2d.shape), cfg.granularity, cfg.group_size))
+
+
+@pytest.mark.parametrize("cast", [None, "half"])
+@pytest.mark.parametrize("packing", ["base3", "2bit"])
+@pytest.mark.parametrize("cfg", [quant.preset("q-all"), quant.TernaryConfig(scope="ffn", granularity="channel")],
+                         ids=["q-all", "ffn-channel"])
+def test_the_file_holds_exactly_the_codes_the_weights_are_made_of(tiny_model, tmp_path, cfg, packing, cast):
+    # save_packed reads the codes the model carries; the file's content is the one the floats give
+    from quant.packing import pack
+
+    quant.quantize_(tiny_model, cfg)
+    if cast:
+        tiny_model.half()  # fp16 weights hold fp16(scale) * trits: that scale is the one saved
+    path = save_packed(tiny_model, tmp_path / "f.safetensors", packing, arch="ternbench-tiny")
+    state = quant_state(tiny_model)
+    want = {k: v.float() if v.is_floating_point() else v
+            for k, v in tiny_model.state_dict().items() if k not in state.params}
+    for name, p in state.params.items():
+        trits, scale = _codes_from_floats(tiny_model.get_parameter(name), cfg, p.out_axis, name)
+        want[f"{name}.qdata"], want[f"{name}.scale"] = pack(trits, packing), scale
+    hashes = {k: _tensor_sha256(v) for k, v in want.items()}
+    meta = read_metadata(path)
+    assert meta["tensor_sha256"] == hashes and meta["content_sha256"] == _content_hash(hashes)
+
+
+@pytest.mark.parametrize("packing", ["base3", "2bit"])
+def test_a_loaded_model_carries_the_saved_codes_and_saves_the_same_file(qtiny, tmp_path, packing):
+    from quant.codes import ternary_codes_of
+
+    path = save_packed(qtiny, tmp_path / "r.safetensors", packing)
+    loaded = quant.load_packed(path)
+    for name in quant_state(qtiny).params:
+        for got, want in zip(ternary_codes_of(loaded, name), ternary_codes_of(qtiny, name)):
+            assert torch.equal(got, want), name
+    again = read_metadata(save_packed(loaded, tmp_path / "again.safetensors", packing))
+    assert again["content_sha256"] == read_metadata(path)["content_sha256"]
+
+
 _CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -17,6 +17,7 @@ from quant.kernels import (
     resident_weight_bytes,
     select_kernel,
 )
+from quant.packing import packed_nbytes
 
 
 def _cpu_int8_kernel() -> str:
@@ -118,6 +119,29 @@ def test_resident_weights_shrink(tiny_model, q_all):
     # int8 kernels + 2-bit embedding vs 4 bytes a weight; the tiny model keeps proportionally
     # more float tensors (norms, positions) than a ViT-B, so the bound is looser than 4x.
     assert resident_weight_bytes(q_all) < fp32 / 3
+
+
+def _codes_bytes(model):
+    return sum(b.nbytes for n, b in model.named_buffers() if n.endswith(("_ternary_qdata", "_ternary_scale")))
+
+
+def test_swapped_weights_take_their_recorded_codes_with_them(tiny_model, q_all):
+    from quant.codes import has_ternary_codes
+    from quant.kernels.swap import unaccelerated_state
+    from quant.state import quant_state
+
+    names = set(quant_state(q_all).params)
+    assert all(has_ternary_codes(q_all, n) for n in names)
+    # the fake-quant model holds the float weights and their codes: both resident, both counted
+    ternary_fp32 = sum(4 * q_all.get_parameter(n).numel() for n in names)
+    assert resident_weight_bytes(q_all) == resident_weight_bytes(tiny_model) + _codes_bytes(q_all)
+    assert 0 < _codes_bytes(q_all) < 0.06 * ternary_fp32
+    accelerate_(q_all)
+    _, held = unaccelerated_state(q_all)
+    kept = {n for n in names if has_ternary_codes(q_all, n)}
+    # the kernels hold the trits of what they run; the float projections keep their codes; none both
+    assert held and kept and kept == names - set(held)
+    assert _codes_bytes(q_all) == sum(packed_nbytes(q_all.get_parameter(n).numel(), "base3") + 4 for n in kept)
 
 
 def test_errors_say_what_to_do(tiny_model, q_all):
