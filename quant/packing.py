@@ -110,14 +110,14 @@ def unpack(data: torch.Tensor, n: int, fmt: str = "base3", *, name: str = "tenso
     if n < 0 or f.nbytes(n) != data.numel():
         raise PackingError(f"{name}: {n} trits in {fmt} take {f.nbytes(max(n, 0))} bytes, "
                            f"but the data has {data.numel()} (truncated or wrong shape)")
-    idx_all = data.long()
-    bad = ~f.valid.to(data.device)[idx_all]
-    if bad.any():
-        idx = int(bad.nonzero()[0])
+    invalid = ~f.valid.to(data.device)
+    # A histogram of the byte values is one cheap pass; the search for the first bad byte runs only on bad input.
+    if torch.bincount(data, minlength=256)[invalid].any():
+        idx = int(invalid[data.long()].nonzero()[0])
         byte = int(data[idx])
         codes = f.table[byte].tolist()
         what = (f"{fmt} code 3 at trit {idx * f.trits_per_byte + codes.index(3)} (byte {idx})"
                 if 3 in codes else f"byte {byte} at offset {idx} is not valid {fmt} (max 242)")
         raise PackingError(f"{name}: {what}: trit code outside {{-1, 0, 1}}")
-    trits = torch.index_select(f.table.to(data.device) - 1, 0, idx_all).reshape(-1)
+    trits = torch.index_select(f.table.to(data.device) - 1, 0, data.int()).reshape(-1)
     return trits[:n] if trits.numel() != n else trits
