@@ -72,6 +72,9 @@ def add_parser(sub) -> None:
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",
                    help="per latency: rounds after the first 3 start only while it has taken less than S seconds "
                         "(slow models get fewer rounds); 0: always --repeats rounds (default: 20)")
+    g.add_argument("--settle", type=float, default=0.02, metavar="S",
+                   help="idle seconds before each timed round, so threads the other model left spinning "
+                        "(OpenMP, onnxruntime) do not run into it (default: 0.02)")
     g.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch threads of the measurement (default 0: torch's default here; recorded)")
     g.add_argument("--speed-baseline", default="auto", metavar="VARIANT",
@@ -113,7 +116,7 @@ def _config(args: argparse.Namespace):
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
         efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats,
                                     min_run_time_s=args.min_run_time, time_budget_s=args.time_budget,
-                                    threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
+                                    settle_s=args.settle, threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
                                     speed_baseline=args.speed_baseline, timeout_s=args.worker_timeout),
         progress=not args.no_progress, command=args.invocation,
     )

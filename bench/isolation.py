@@ -198,14 +198,15 @@ def _signal_text(rc: int) -> str:
     return f"{name}{hint}"
 
 
-def run_in_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run ``request`` (see ``_work``) in a fresh Python process; its result, or ``WorkerError``."""
+def run_in_worker(request: dict[str, Any], timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``request`` (see ``_work``) in a fresh Python process, with ``env`` added to this one's
+    environment; its result, or ``WorkerError``."""
     from bench.paths import REPO_ROOT
 
     with tempfile.TemporaryDirectory(prefix="ternbench-worker-") as tmp:
         req, res, log = Path(tmp) / "request.json", Path(tmp) / "result.json", Path(tmp) / "output.txt"
         req.write_text(json.dumps(request))
-        env = dict(os.environ)
+        env = dict(os.environ) | (env or {})
         # The worker imports exactly the code this process runs (a checkout, a test's plugin folder).
         paths = [str(REPO_ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -372,7 +372,7 @@ class _Runner:
                    "speed_baseline": self.chosen_baselines.get(family)}
         try:
             with isolation.host_lock(self.echo):
-                out = isolation.run_in_worker(request, eff.timeout_s)
+                out = isolation.run_in_worker(request, eff.timeout_s, env=dict(get_task(cell.task).worker_env))
         except TernbenchError as e:
             return self.record_error(cell, self.model_stub(cell.model_id), str(e), t0)
         if out["info"].get("random_weights"):

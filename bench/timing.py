@@ -7,7 +7,8 @@ slow model costs one call per round instead of an estimate plus a block.
 
 A speed-up is *paired*: the baseline and the candidate are timed in interleaved rounds
 (baseline, candidate, then candidate, baseline, ...) in one process, so a burst of machine noise
-lands on both. Each round gives one ratio (baseline median / candidate median); the speed-up is
+lands on both; the rounds of a model's several latencies are taken in turn, so a slow spell
+lands on all of them rather than on one. Each round gives one ratio (baseline median / candidate median); the speed-up is
 the median of the per-round ratios and its interval a percentile bootstrap over rounds. An
 interval that contains 1 is "not significant": the two cannot be told apart on this machine.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,37 +85,64 @@ def time_round(fn: Callable[[], Any], threads: int, min_run_time: float, slow: b
 
 
 def interleaved(fns: Sequence[Callable[[], Any]], *, threads: int, rounds: int, min_run_time: float,
-                budget_s: float = 0.0, warmup: int = 1, sync: Callable[[], Any] = lambda: None,
+                budget_s: float = 0.0, warmup: int = 1, settle_s: float = 0.0, sync: Callable[[], Any] = lambda: None,
                 clock: Callable[[], float] = time.perf_counter) -> list[Latency]:
     """Time each of ``fns`` in ``rounds`` interleaved rounds, the order reversed every other round
-    (fns[0], fns[1], then fns[1], fns[0], ...).
+    (fns[0], fns[1], then fns[1], fns[0], ...): ``interleaved_groups`` with one group."""
+    return interleaved_groups({"": fns}, threads=threads, rounds=rounds, min_run_time=min_run_time,
+                              budget_s=budget_s, warmup=warmup, settle_s=settle_s, sync=sync, clock=clock)[""]
 
-    ``warmup`` untimed calls of each first; the slowest warm-up decides whether a function is
-    "slow" (one call per block). ``budget_s`` > 0: rounds after ``MIN_ROUNDS`` start only while
-    the measurement has taken less than ``budget_s``.
+
+def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, threads: int, rounds: int,
+                       min_run_time: float, budget_s: float = 0.0, warmup: int = 1, settle_s: float = 0.0,
+                       sync: Callable[[], Any] = lambda: None, sleep: Callable[[float], Any] = time.sleep,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[Latency]]:
+    """Time every group's functions in ``rounds`` rounds; each round visits every group in turn
+    and, inside a group, its functions in an order reversed every other round (fns[0], fns[1],
+    then fns[1], fns[0], ...).
+
+    A group is what is compared (a baseline and a candidate); taking the groups round-robin
+    spreads each group's rounds over the whole measurement, so a slow spell of the machine (on a
+    shared host it lasts seconds) lands on every group's rounds alike instead of on one group.
+
+    ``warmup`` untimed calls of each function first; the slowest warm-up decides whether a
+    function is "slow" (one call per block). ``budget_s`` > 0: a group's rounds after
+    ``MIN_ROUNDS`` start only while that group's own timing has taken less than ``budget_s``.
+    ``settle_s``: the machine idles this long before each timed round, so worker threads the
+    previous function left spinning (OpenMP's, onnxruntime's pool) have gone to sleep and do not
+    compete with the next one for the cores; not counted against the budget.
     """
-    slow = []
-    for fn in fns:
-        longest = 0.0
-        for _ in range(max(1, warmup)):
-            sync()
-            t0 = clock()
-            fn()
-            sync()
-            longest = max(longest, clock() - t0)
-        slow.append(longest >= min_run_time)
-    out = [Latency() for _ in fns]
-    start = clock()
+    slow: dict[str, list[bool]] = {}
+    for name, fns in groups.items():
+        slow[name] = []
+        for fn in fns:
+            longest = 0.0
+            for _ in range(max(1, warmup)):
+                sync()
+                t0 = clock()
+                fn()
+                sync()
+                longest = max(longest, clock() - t0)
+            slow[name].append(longest >= min_run_time)
+    out = {name: [Latency() for _ in fns] for name, fns in groups.items()}
+    spent = dict.fromkeys(groups, 0.0)
     for r in range(rounds):
-        if budget_s and r >= MIN_ROUNDS and clock() - start >= budget_s:
-            break
-        # Alternate who goes first (b, c, c, b, b, c, ...): whatever the first or second slot of
-        # a round carries (cache and frequency state left by the other) falls on both alike.
-        order = list(zip(fns, out, slow))
-        for fn, lat, is_slow in (order if r % 2 == 0 else order[::-1]):
-            times, number = time_round(fn, threads, min_run_time, is_slow)
-            lat.rounds.append(times)
-            lat.number_per_run = number
+        for name, fns in groups.items():
+            if budget_s and r >= MIN_ROUNDS and spent[name] >= budget_s:
+                continue
+            start = clock()
+            # Alternate who goes first (b, c, c, b, b, c, ...): whatever the first or second slot of
+            # a round carries (cache and frequency state left by the other) falls on both alike.
+            order = list(zip(fns, out[name], slow[name]))
+            for fn, lat, is_slow in (order if r % 2 == 0 else order[::-1]):
+                if settle_s:
+                    t_sleep = clock()
+                    sleep(settle_s)
+                    start += clock() - t_sleep
+                times, number = time_round(fn, threads, min_run_time, is_slow)
+                lat.rounds.append(times)
+                lat.number_per_run = number
+            spent[name] += clock() - start
     return out
 
 

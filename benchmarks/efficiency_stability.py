@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--throughput-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds per latency (default: 15, as ternbench run)")
     p.add_argument("--min-run-time", type=float, default=0.05)
+    p.add_argument("--settle", type=float, default=0.02, help="idle seconds before each timed round (as ternbench run)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
 
     models = tuple(args.models or default_grid().models)
     eff = EfficiencyConfig(batch=args.throughput_batch, repeats=args.repeats, min_run_time_s=args.min_run_time,
-                           threads=args.threads, speed_baseline=args.speed_baseline)
+                           settle_s=args.settle, threads=args.threads, speed_baseline=args.speed_baseline)
     orders = [models, models[::-1]] * args.runs
     orders = orders[0::2] + orders[1::2]  # every forward run, then every reversed one
     runs = []

@@ -61,6 +61,8 @@ class Task:
     # Run in a fresh worker process (``bench.isolation``) that builds the model from its spec:
     # measurements that earlier models in the same process would disturb (speed, memory).
     isolated: bool = False
+    # Environment variables the isolated worker starts with (read by libraries at their start).
+    worker_env: tuple[tuple[str, str], ...] = ()
 
     def load(self) -> Callable[[TaskContext], TaskResult]:
         return load_reference(self.function)
@@ -68,6 +70,8 @@ class Task:
     def run(self, ctx: TaskContext) -> TaskResult:
         return self.load()(ctx)
 
+
+MEMORY_MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's default starting threshold, kept fixed while memory is measured
 
 TASKS: Registry[Task] = Registry("task", UnknownTaskError, describe=lambda t: t.description)
 
@@ -84,7 +88,9 @@ for _t in (
     Task("zeroshot_retrieval", "bench.tasks.zeroshot:run_retrieval", True,
          "zero-shot image/text retrieval with clip_benchmark's metrics (recall@1/5/10)"),
     Task("efficiency", "bench.tasks.efficiency:run", False,
-         "latency, throughput, memory, size and sparsity of the model on the device", isolated=True),
+         "latency, throughput, memory, size and sparsity of the model on the device", isolated=True,
+         # glibc's mmap threshold fixed from the worker's start (bench.tasks.efficiency.PeakRss)
+         worker_env=(("MALLOC_MMAP_THRESHOLD_", str(MEMORY_MMAP_THRESHOLD)),)),
 ):
     register_task(_t)
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from bench import timing
+from bench.tasks import MEMORY_MMAP_THRESHOLD
 from quant.errors import TernbenchError
 from quant.kernels.swap import resident_weight_bytes
 from quant.state import quant_state
@@ -67,7 +68,9 @@ class EfficiencyConfig:
     ``Timer.blocked_autorange(min_run_time_s)`` per model. ``time_budget_s``: rounds after the
     first ``bench.timing.MIN_ROUNDS`` start only while the latency has taken less than this
     (0: none), so a slow model (bf16 on a CPU without bf16 hardware takes ~35 s an image batch
-    of 32) gets 3 rounds of single calls. ``threads``: torch intra-op threads (0: torch's
+    of 32) gets 3 rounds of single calls. ``settle_s``: idle time before each timed round, so
+    threads the other model left spinning (OpenMP, onnxruntime) are asleep when it starts.
+    ``threads``: torch intra-op threads (0: torch's
     default, recorded). ``speed_baseline``: the variant speed-ups are relative to (``auto``:
     fp16 on CUDA; fp32 on a CPU, bf16 where the CPU runs it faster); ``none``: no paired
     baseline. ``timeout_s``: a worker that takes longer is killed and its cell fails.
@@ -79,6 +82,7 @@ class EfficiencyConfig:
     repeats: int = 15
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
+    settle_s: float = 0.02
     threads: int = 0
     # CUDA: time replays of a captured CUDA graph of each call (what a deployment with
     # captured graphs sees: no Python or launch overhead), for every model alike.
@@ -96,6 +100,9 @@ class EfficiencyConfig:
         b = self.time_budget_s
         if not isinstance(b, (int, float)) or isinstance(b, bool) or not b >= 0 or b == float("inf"):
             raise TernbenchError(f"efficiency time budget must be a number of seconds >= 0 (0: none), got {b!r}")
+        s = self.settle_s
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 <= s < 10:
+            raise TernbenchError(f"efficiency settle time must be a number of seconds in [0, 10), got {s!r}")
         for name in ("min_run_time_s", "timeout_s"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < float("inf"):
@@ -283,16 +290,49 @@ def _trim_heap() -> bool:
     return True
 
 
+# glibc mallopt parameters (malloc.h) and the ceiling of its dynamic mmap threshold on 64-bit.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+
+
+def _mallopt(param: int, value: int) -> bool:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(param, value))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def fix_mmap_threshold(threshold: int) -> bool:
+    """Fix glibc's mmap threshold (and the trim threshold at twice it); False where unavailable.
+
+    By default glibc raises the threshold to the size of each mapped block freed, so which
+    tensors come from fresh pages and which reuse the heap's free ones depends on what was freed
+    before; a fixed threshold makes the allocator behave the same whatever ran before."""
+    return _mallopt(_M_MMAP_THRESHOLD, threshold) and _mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+
+
 class PeakRss:
     """Peak RSS growth of this process inside the block, above the level at entry.
 
     Exact where the kernel's high-water mark can be reset; otherwise ``RssSampler``. The C heap's
     free pages go back to the OS first (``_trim_heap``), so the growth does not depend on what
-    the build happened to free.
+    the build happened to free. Up to the block's end every allocation of
+    ``MEMORY_MMAP_THRESHOLD`` (128 KiB) or more is a mapping of its own, returned when freed
+    (``fix_mmap_threshold``): the peak is that of the memory live at once, not of how the heap
+    happened to be fragmented. The efficiency worker starts with that threshold
+    (``MALLOC_MMAP_THRESHOLD_``, ``Task.worker_env``), so the build leaves no heap holes either;
+    fixing it only here is not enough (the same model's anonymous growth read 7.0-10.9 MB from
+    one process to the next, 5.6-5.9 MB with the threshold fixed from the start). On exit the
+    threshold is fixed at the ceiling of glibc's dynamic rule (32 MiB), where a warm process has
+    it, for the timing that follows.
     """
 
     def __enter__(self) -> PeakRss:
         gc.collect()
+        self.fixed = fix_mmap_threshold(MEMORY_MMAP_THRESHOLD)
         self.trimmed = _trim_heap()
         self.exact = _reset_hwm()
         self.baseline = rss_bytes() or 0
@@ -305,6 +345,8 @@ class PeakRss:
         else:
             self._sampler.__exit__(*exc)
             self.baseline, self.peak = self._sampler.baseline, self._sampler.peak
+        if self.fixed:
+            fix_mmap_threshold(_MMAP_THRESHOLD_MAX)
 
     @property
     def growth(self) -> int:
@@ -313,6 +355,7 @@ class PeakRss:
     @property
     def how(self) -> str:
         trim = ", after malloc_trim returned the heap's free pages" if self.trimmed else ""
+        trim += ", blocks of 128 KiB or more each mapped on its own" if self.fixed else ""
         if self.exact:
             return f"the RSS high-water mark (reset through /proc/self/clear_refs{trim})"
         return (f"sampled RSS (1 ms{trim})" if rss_bytes() is not None else "ru_maxrss, a lower bound")
@@ -499,7 +542,8 @@ def choose_cpu_baseline(fp32: Any, bf16: Any, cfg: EfficiencyConfig, device: str
     bf16 only when it is significantly faster in interleaved rounds."""
     subjects = [_subject(m.model, m.tokenizer, m.precision, device, cfg) for m in (fp32, bf16)]
     a, b = timing.interleaved([s.fns["image_bN"] for s in subjects], threads=cfg.threads, rounds=3,
-                              min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s, warmup=1)
+                              min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s, warmup=1,
+                              settle_s=cfg.settle_s)
     r = timing.paired_ratio(a.round_medians, b.round_medians)
     if r.significant and r.value > 1:
         return bf16, f"bf16: faster than fp32 for this architecture on this CPU (image batch {cfg.batch}: {r.text()})"
@@ -651,11 +695,12 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     base_lat: dict[str, dict[str, Any]] = {}
     speedups: dict[str, dict[str, Any]] = {}
     flags: list[str] = []
+    groups = {key: [base.fns[key], fn] if base else [fn] for key, fn in cand.fns.items()}
     with LoadSampler() as sampler:  # other processes' runnable tasks while timing
-        for key in cand.fns:
-            fns = [base.fns[key], cand.fns[key]] if base else [cand.fns[key]]
-            measured = timing.interleaved(fns, threads=cfg.threads, rounds=cfg.repeats, min_run_time=cfg.min_run_time_s,
-                                          budget_s=cfg.time_budget_s, warmup=cfg.warmup, sync=lambda: _sync(device))
+        timed = timing.interleaved_groups(groups, threads=cfg.threads, rounds=cfg.repeats,
+                                          min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s,
+                                          warmup=cfg.warmup, settle_s=cfg.settle_s, sync=lambda: _sync(device))
+        for key, measured in timed.items():
             c = measured[-1]
             kind, b = key.split("_")
             name = f"{kind}_latency_{b}_ms"

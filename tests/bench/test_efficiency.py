@@ -198,6 +198,8 @@ def test_heap_pages_freed_before_the_block_do_not_hide_its_growth():
     (dict(time_budget_s=float("nan")), "time budget must be a number of seconds >= 0"),
     (dict(time_budget_s="20"), "time budget must be a number of seconds >= 0"),
     (dict(batch=2.5), "batch must be an integer"),
+    (dict(settle_s=-0.01), "settle time must be a number of seconds"),
+    (dict(settle_s=float("nan")), "settle time must be a number of seconds"),
 ])
 def test_bad_config(kw, match):
     with pytest.raises(TernbenchError, match=match):

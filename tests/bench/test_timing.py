@@ -79,6 +79,58 @@ def test_the_budget_ends_rounds_after_the_minimum(monkeypatch):
     assert len(lat[0].rounds) == 4  # no budget: every round
 
 
+def test_groups_take_turns_within_each_round(monkeypatch):
+    order = []
+
+    def fake_round(fn, threads, min_run_time, slow):
+        order.append(fn.__name__)
+        return [0.001], 1
+
+    monkeypatch.setattr(timing, "time_round", fake_round)
+
+    def a_base():
+        pass
+
+    def a_cand():
+        pass
+
+    def b_base():
+        pass
+
+    def b_cand():
+        pass
+
+    out = timing.interleaved_groups({"a": [a_base, a_cand], "b": [b_base, b_cand]}, threads=1, rounds=3,
+                                    min_run_time=0.01)
+    # every round visits both groups, so each group's rounds spread over the whole measurement
+    assert order == ["a_base", "a_cand", "b_base", "b_cand",
+                     "a_cand", "a_base", "b_cand", "b_base",
+                     "a_base", "a_cand", "b_base", "b_cand"]
+    assert [len(lat.rounds) for g in ("a", "b") for lat in out[g]] == [3, 3, 3, 3]
+
+
+def test_the_budget_is_each_groups_own(monkeypatch):
+    now = [0.0]
+    cost = {"slow": 10.0, "fast": 1.0}
+
+    def fake_round(fn, threads, min_run_time, slow):
+        now[0] += cost[fn.__name__]
+        return [cost[fn.__name__]], 1
+
+    monkeypatch.setattr(timing, "time_round", fake_round)
+
+    def slow():
+        pass
+
+    def fast():
+        pass
+
+    out = timing.interleaved_groups({"s": [slow], "f": [fast]}, threads=1, rounds=8, min_run_time=0.01,
+                                    budget_s=25.0, clock=lambda: now[0])
+    assert len(out["s"][0].rounds) == timing.MIN_ROUNDS  # 30 s of its own after 3 rounds
+    assert len(out["f"][0].rounds) == 8  # the slow group's time does not count against it
+
+
 def test_real_timer_records_blocks():
     (lat,) = interleaved([lambda: sum(range(100))], threads=1, rounds=2, min_run_time=0.002)
     s = lat.summary()
@@ -94,3 +146,24 @@ def test_real_timer_records_blocks():
 def test_spread_flags(times, want):
     flag = spread_flag(Latency(rounds=[times]))
     assert (flag is None) if want is None else flag.startswith(want)
+
+
+def test_settle_idles_before_every_timed_round_outside_the_budget(monkeypatch):
+    now = [0.0]
+    events = []
+
+    def fake_round(fn, threads, min_run_time, slow):
+        events.append("time")
+        now[0] += 10.0
+        return [10.0], 1
+
+    def fake_sleep(s):
+        events.append(f"sleep {s}")
+        now[0] += 100.0  # far more than the budget: it must not count
+
+    monkeypatch.setattr(timing, "time_round", fake_round)
+    out = timing.interleaved_groups({"g": [lambda: None, lambda: None]}, threads=1, rounds=6, min_run_time=0.01,
+                                    budget_s=70.0, settle_s=0.5, sleep=fake_sleep, clock=lambda: now[0])
+    assert events == ["sleep 0.5", "time"] * 8
+    # 20 s of timing a round: after 3 rounds 60 s < 70 s, so a 4th starts; the idle time does not count
+    assert [len(lat.rounds) for lat in out["g"]] == [4, 4]
