@@ -72,9 +72,9 @@ def add_parser(sub) -> None:
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",
                    help="per latency: rounds after the first 3 start only while it has taken less than S seconds "
                         "(slow models get fewer rounds); 0: always --repeats rounds (default: 20)")
-    g.add_argument("--settle", type=float, default=0.02, metavar="S",
+    g.add_argument("--settle", type=float, default=0.1, metavar="S",
                    help="idle seconds before each timed round, so threads the other model left spinning "
-                        "(OpenMP, onnxruntime) do not run into it (default: 0.02)")
+                        "(OpenMP, onnxruntime) do not run into it (default: 0.1)")
     g.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch threads of the measurement (default 0: torch's default here; recorded)")
     g.add_argument("--speed-baseline", default="auto", metavar="VARIANT",

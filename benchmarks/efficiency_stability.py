@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--throughput-batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds per latency (default: 15, as ternbench run)")
     p.add_argument("--min-run-time", type=float, default=0.05)
-    p.add_argument("--settle", type=float, default=0.02, help="idle seconds before each timed round (as ternbench run)")
+    p.add_argument("--settle", type=float, default=0.1, help="idle seconds before each timed round (as ternbench run)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))

@@ -69,7 +69,9 @@ class EfficiencyConfig:
     first ``bench.timing.MIN_ROUNDS`` start only while the latency has taken less than this
     (0: none), so a slow model (bf16 on a CPU without bf16 hardware takes ~35 s an image batch
     of 32) gets 3 rounds of single calls. ``settle_s``: idle time before each timed round, so
-    threads the other model left spinning (OpenMP, onnxruntime) are asleep when it starts.
+    threads the other model left spinning (OpenMP, onnxruntime) are asleep when it starts:
+    onnxruntime's pool spins for 2^20 pauses after each run, and a bf16 call of the tiny model
+    right after one took 17 ms instead of 9 ms, after a 20 ms pause still 17 ms, after 100 ms 9.6 ms.
     ``threads``: torch intra-op threads (0: torch's
     default, recorded). ``speed_baseline``: the variant speed-ups are relative to (``auto``:
     fp16 on CUDA; fp32 on a CPU, bf16 where the CPU runs it faster); ``none``: no paired
@@ -82,7 +84,7 @@ class EfficiencyConfig:
     repeats: int = 15
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
-    settle_s: float = 0.02
+    settle_s: float = 0.1
     threads: int = 0
     # CUDA: time replays of a captured CUDA graph of each call (what a deployment with
     # captured graphs sees: no Python or launch overhead), for every model alike.

@@ -20,7 +20,7 @@ from bench.tasks.efficiency import (
 from bench.timing import percentile
 from quant.errors import TernbenchError
 
-TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, threads=1)
+TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

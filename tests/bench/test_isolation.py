@@ -16,7 +16,7 @@ from bench import isolation, results
 from bench.runner import SweepConfig, run_sweep
 from bench.tasks.efficiency import EfficiencyConfig
 
-FAST = EfficiencyConfig(batch=2, warmup=1, repeats=2, min_run_time_s=0.005, time_budget_s=1.0, threads=1,
+FAST = EfficiencyConfig(batch=2, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, time_budget_s=1.0, threads=1,
                         speed_baseline="none", timeout_s=120.0)
 
 PLUGIN = '''
