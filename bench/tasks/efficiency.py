@@ -70,8 +70,8 @@ class EfficiencyConfig:
     (0: none), so a slow model (bf16 on a CPU without bf16 hardware takes ~35 s an image batch
     of 32) gets 3 rounds of single calls. ``settle_s``: idle time before each timed round, so
     threads the other model left spinning (OpenMP, onnxruntime) are asleep when it starts:
-    onnxruntime's pool spins for 2^20 pauses after each run, and a bf16 call of the tiny model
-    right after one took 17 ms instead of 9 ms, after a 20 ms pause still 17 ms, after 100 ms 9.6 ms.
+    onnxruntime's pool spins for tens of milliseconds after each run and slows a model timed
+    right after it.
     ``threads``: torch intra-op threads (0: torch's
     default, recorded). ``speed_baseline``: the variant speed-ups are relative to (``auto``:
     fp16 on CUDA; fp32 on a CPU, bf16 where the CPU runs it faster); ``none``: no paired
@@ -326,8 +326,7 @@ class PeakRss:
     (``fix_mmap_threshold``): the peak is that of the memory live at once, not of how the heap
     happened to be fragmented. The efficiency worker starts with that threshold
     (``MALLOC_MMAP_THRESHOLD_``, ``Task.worker_env``), so the build leaves no heap holes either;
-    fixing it only here is not enough (the same model's anonymous growth read 7.0-10.9 MB from
-    one process to the next, 5.6-5.9 MB with the threshold fixed from the start). On exit the
+    fixing it only here would leave those the build made. On exit the
     threshold is fixed at the ceiling of glibc's dynamic rule (32 MiB), where a warm process has
     it, for the timing that follows.
     """
