@@ -64,14 +64,18 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed calls of each function before timing (default: 1)")
-    g.add_argument("--repeats", type=int, default=15, metavar="N",
-                   help="interleaved timing rounds (speed baseline, model) per latency; each round is one "
-                        "torch.utils.benchmark blocked_autorange per model (default: 15)")
+    g.add_argument("--repeats", type=int, default=8, metavar="N",
+                   help="interleaved timing rounds (speed baseline, model) per latency in each worker process; "
+                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 8)")
+    g.add_argument("--processes", type=int, default=2, metavar="N",
+                   help="fresh worker processes each efficiency cell is measured in, one after the other; their "
+                        "rounds are pooled, so intervals cover the process-to-process variation too (default: 2)")
     g.add_argument("--min-run-time", type=float, default=0.05, metavar="S",
                    help="seconds of calls per model and round (blocked_autorange's min_run_time; default: 0.05)")
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",
-                   help="per latency: rounds after the first 3 start only while it has taken less than S seconds "
-                        "(slow models get fewer rounds); 0: always --repeats rounds (default: 20)")
+                   help="per latency and cell: rounds after the first 3 start only while it has taken less than S "
+                        "seconds (slow models get fewer rounds), shared out among the --processes; 0: always "
+                        "--repeats rounds (default: 20)")
     g.add_argument("--settle", type=float, default=0.1, metavar="S",
                    help="idle seconds before each timed round, so threads the other model left spinning "
                         "(OpenMP, onnxruntime) do not run into it (default: 0.1)")
@@ -115,6 +119,7 @@ def _config(args: argparse.Namespace):
         data_root=args.data_root, cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size,
         num_workers=args.num_workers, overwrite=args.overwrite, shard=Shard.parse(args.shard), seed=args.seed,
         efficiency=EfficiencyConfig(batch=args.throughput_batch, warmup=args.warmup, repeats=args.repeats,
+                                    processes=args.processes,
                                     min_run_time_s=args.min_run_time, time_budget_s=args.time_budget,
                                     settle_s=args.settle, threads=args.threads, cuda_graphs=not args.no_cuda_graphs,
                                     speed_baseline=args.speed_baseline, timeout_s=args.worker_timeout),

@@ -91,7 +91,7 @@ def format_table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], device:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     timing = sorted({t for _, _, d in rows for t in (d.get("timing") or {}).values()})
     lines = [f"efficiency on {device}: median ms ±IQR/2; speed-up = the speed baseline's time / this time, paired "
-             f"in one process, [95% interval], {NOT_SIGNIFICANT} = not significant; sim = simulated (float "
+             f"in each worker process, [95% interval], {NOT_SIGNIFICANT} = not significant; sim = simulated (float "
              "kernels: no speed-up shown); bytes: times smaller than the baseline's own cell"
              + (f"; timed as {', '.join(timing)}" if timing else "")]
     for spec, policy in baselines.items():

@@ -370,11 +370,18 @@ class _Runner:
         request = {"spec": spec.raw, "task": cell.task, "device": self.p.device, "seed": self.cfg.seed,
                    "config": asdict(eff), "imports": isolation.registering_modules(spec, cell.task),
                    "speed_baseline": self.chosen_baselines.get(family)}
+        task = get_task(cell.task)
+        outs = []
         try:
             with isolation.host_lock(self.echo):
-                out = isolation.run_in_worker(request, eff.timeout_s, env=dict(get_task(cell.task).worker_env))
+                for _ in range(eff.processes if task.merge else 1):
+                    outs.append(isolation.run_in_worker(request, eff.timeout_s, env=dict(task.worker_env)))
+                    # later workers pair with the baseline the first one chose (no second probe)
+                    request["speed_baseline"] = request["speed_baseline"] or policy_baseline(outs[0].get("details") or {})
         except TernbenchError as e:
-            return self.record_error(cell, self.model_stub(cell.model_id), str(e), t0)
+            which = f"worker {len(outs) + 1} of {eff.processes}: " if task.merge and eff.processes > 1 else ""
+            return self.record_error(cell, self.model_stub(cell.model_id), f"{which}{e}", t0)
+        out = task.merge_results(outs)
         if out["info"].get("random_weights"):
             self.note_random(out["info"].get("spec") or spec.raw)
         chosen = policy_baseline(out.get("details") or {})

@@ -8,9 +8,11 @@ slow model costs one call per round instead of an estimate plus a block.
 A speed-up is *paired*: the baseline and the candidate are timed in interleaved rounds
 (baseline, candidate, then candidate, baseline, ...) in one process, so a burst of machine noise
 lands on both; the rounds of a model's several latencies are taken in turn, so a slow spell
-lands on all of them rather than on one. Each round gives one ratio (baseline median / candidate median); the speed-up is
-the median of the per-round ratios and its interval a percentile bootstrap over rounds. An
-interval that contains 1 is "not significant": the two cannot be told apart on this machine.
+lands on all of them rather than on one. Each round gives one ratio (baseline median / candidate
+median); the speed-up is the median of the per-round ratios and its interval a percentile
+bootstrap over rounds, or, with rounds pooled from several processes, over processes and then
+rounds within each. An interval that contains 1 is "not significant": the two cannot be told
+apart on this machine.
 """
 
 from __future__ import annotations
@@ -64,10 +66,21 @@ class Latency:
         return percentile(t, 75) - percentile(t, 25)
 
     def summary(self) -> dict[str, Any]:
-        """What a record keeps of it (milliseconds)."""
+        """What a record keeps of it (milliseconds); ``from_summary`` gives it back."""
         return {"median_ms": self.median * 1e3, "iqr_ms": self.iqr * 1e3, "runs": len(self.times),
                 "rounds": len(self.rounds), "number_per_run": self.number_per_run,
-                "round_medians_ms": [m * 1e3 for m in self.round_medians], "timer": TIMER}
+                "round_medians_ms": [m * 1e3 for m in self.round_medians],
+                "rounds_ms": [[t * 1e3 for t in r] for r in self.rounds], "timer": TIMER}
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> Latency:
+        """The timed blocks ``summary`` recorded (``rounds_ms``)."""
+        return cls([[t / 1e3 for t in r] for r in summary["rounds_ms"]], int(summary.get("number_per_run", 1)))
+
+    @classmethod
+    def pooled(cls, parts: Sequence[Latency]) -> Latency:
+        """The rounds of several measurements (one per worker process) as one."""
+        return cls([r for p in parts for r in p.rounds], parts[-1].number_per_run if parts else 1)
 
 
 def _timer(fn: Callable[[], Any], threads: int):
@@ -94,7 +107,8 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, threads: int, rounds: int, 
 
 
 def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, threads: int, rounds: int,
-                       min_run_time: float, budget_s: float = 0.0, warmup: int = 1, settle_s: float = 0.0,
+                       min_run_time: float, budget_s: float = 0.0, min_rounds: int = MIN_ROUNDS,
+                       warmup: int = 1, settle_s: float = 0.0,
                        sync: Callable[[], Any] = lambda: None, sleep: Callable[[float], Any] = time.sleep,
                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[Latency]]:
     """Time every group's functions in ``rounds`` rounds; each round visits every group in turn
@@ -107,7 +121,7 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
 
     ``warmup`` untimed calls of each function first; the slowest warm-up decides whether a
     function is "slow" (one call per block). ``budget_s`` > 0: a group's rounds after
-    ``MIN_ROUNDS`` start only while that group's own timing has taken less than ``budget_s``.
+    ``min_rounds`` start only while that group's own timing has taken less than ``budget_s``.
     ``settle_s``: the machine idles this long before each timed round, so worker threads the
     previous function left spinning (OpenMP's, onnxruntime's pool) have gone to sleep and do not
     compete with the next one for the cores; not counted against the budget.
@@ -128,7 +142,7 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
     spent = dict.fromkeys(groups, 0.0)
     for r in range(rounds):
         for name, fns in groups.items():
-            if budget_s and r >= MIN_ROUNDS and spent[name] >= budget_s:
+            if budget_s and r >= min_rounds and spent[name] >= budget_s:
                 continue
             start = clock()
             # Alternate who goes first (b, c, c, b, b, c, ...): whatever the first or second slot of
@@ -165,22 +179,37 @@ class Ratio:
         return f"{self.value:.2f}x [{self.low:.2f}-{self.high:.2f}{sig}]"
 
 
-def paired_ratio(baseline: Sequence[float], candidate: Sequence[float], *, n_boot: int = 2000,
-                 level: float = 0.95, seed: int = 0) -> Ratio:
+def paired_ratio(baseline: Sequence[float], candidate: Sequence[float], *, groups: Sequence[Any] | None = None,
+                 n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Ratio:
     """Speed-up of ``candidate`` over ``baseline`` from per-round times of both (same rounds).
 
     Point estimate: median of the per-round ratios. Interval: percentile bootstrap of that
-    median, resampling rounds (pairs stay together). Deterministic for a given ``seed``.
+    median, resampling rounds (pairs stay together). ``groups``: the process each round was
+    timed in; with rounds from several processes the bootstrap is two-stage (processes, then
+    rounds within each), so the interval also covers how much the ratio moves from one process
+    to the next. Deterministic for a given ``seed``.
     """
     if len(baseline) != len(candidate) or not baseline:
         raise ValueError(f"paired rounds needed: {len(baseline)} baseline vs {len(candidate)} candidate")
+    if groups is not None and len(groups) != len(baseline):
+        raise ValueError(f"one group per round needed: {len(groups)} groups for {len(baseline)} rounds")
     ratios = [b / c for b, c in zip(baseline, candidate)]
     point = statistics.median(ratios)
     if len(ratios) == 1:
         return Ratio(point, point, point, 1, level)
     rng = random.Random(seed)
     n = len(ratios)
-    boot = sorted(statistics.median(rng.choices(ratios, k=n)) for _ in range(n_boot))
+    by_group: dict[Any, list[float]] = {}
+    for g, r in zip(groups if groups is not None else [0] * n, ratios):
+        by_group.setdefault(g, []).append(r)
+    parts = list(by_group.values())
+
+    def resample() -> list[float]:
+        if len(parts) == 1:
+            return rng.choices(ratios, k=n)
+        return [x for part in rng.choices(parts, k=len(parts)) for x in rng.choices(part, k=len(part))]
+
+    boot = sorted(statistics.median(resample()) for _ in range(n_boot))
     alpha = (1.0 - level) / 2
     return Ratio(point, percentile(boot, 100 * alpha), percentile(boot, 100 * (1 - alpha)), n, level)
 

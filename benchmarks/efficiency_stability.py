@@ -143,7 +143,10 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs in each order (default: 3, so 6 runs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--throughput-batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds per latency (default: 15, as ternbench run)")
+    p.add_argument("--repeats", type=int, default=EfficiencyConfig.repeats,
+                   help=f"interleaved timing rounds per latency and worker (default: {EfficiencyConfig.repeats}, as ternbench run)")
+    p.add_argument("--processes", type=int, default=EfficiencyConfig.processes,
+                   help=f"worker processes per cell (default: {EfficiencyConfig.processes}, as ternbench run)")
     p.add_argument("--min-run-time", type=float, default=0.05)
     p.add_argument("--settle", type=float, default=0.1, help="idle seconds before each timed round (as ternbench run)")
     p.add_argument("--threads", type=int, default=0)
@@ -155,7 +158,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     models = tuple(args.models or default_grid().models)
-    eff = EfficiencyConfig(batch=args.throughput_batch, repeats=args.repeats, min_run_time_s=args.min_run_time,
+    eff = EfficiencyConfig(batch=args.throughput_batch, repeats=args.repeats, processes=args.processes,
+                           min_run_time_s=args.min_run_time,
                            settle_s=args.settle, threads=args.threads, speed_baseline=args.speed_baseline)
     orders = [models, models[::-1]] * args.runs
     orders = orders[0::2] + orders[1::2]  # every forward run, then every reversed one

@@ -80,8 +80,8 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
         Column("text_latency_b1_ms", "Text latency b1 (ms)", "ms", "lower",
                title="median encode_text latency at batch 1"),
         Column("speedup", "Speed-up", "x", "higher", sig_key="speedup_significant",
-               title="image encoder at batch 1: the speed baseline's time / this time, paired in one process "
-                     "(interleaved rounds), with its 95% interval; * = significant (the interval excludes 1); "
+               title="image encoder at batch 1: the speed baseline's time / this time, paired in each worker "
+                     "process (interleaved rounds), with its 95% interval; * = significant (the interval excludes 1); "
                      "none for a simulated variant"),
         Column("speed_baseline", "Speed baseline", "text", title="the model the speed-up is paired against"),
         Column("peak_memory_bytes", "Peak memory", "bytes", "lower"),

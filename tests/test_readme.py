@@ -21,7 +21,7 @@ from bench.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TEXT = README.read_text(encoding="utf-8")
-FAST = ["--no-progress", "--settle", "0", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--time-budget", "0",
+FAST = ["--no-progress", "--settle", "0", "--processes", "1", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--time-budget", "0",
         "--batch-size", "16"]
 
 # What cannot run here, as written, and what runs instead: weights of ViT-B-32:openai and the

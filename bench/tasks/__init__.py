@@ -63,12 +63,19 @@ class Task:
     isolated: bool = False
     # Environment variables the isolated worker starts with (read by libraries at their start).
     worker_env: tuple[tuple[str, str], ...] = ()
+    # "module:attr" of a function making one result of several workers' (a list of ``bench.isolation``
+    # results): an isolated task with one runs in ``EfficiencyConfig.processes`` workers in turn.
+    merge: str | None = None
 
     def load(self) -> Callable[[TaskContext], TaskResult]:
         return load_reference(self.function)
 
     def run(self, ctx: TaskContext) -> TaskResult:
         return self.load()(ctx)
+
+    def merge_results(self, outs: list[dict[str, Any]]) -> dict[str, Any]:
+        """One result from its workers' (``merge``; a single worker's as it is)."""
+        return load_reference(self.merge)(outs) if self.merge else outs[0]
 
 
 MEMORY_MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's default starting threshold, kept fixed while memory is measured
@@ -90,7 +97,8 @@ for _t in (
     Task("efficiency", "bench.tasks.efficiency:run", False,
          "latency, throughput, memory, size and sparsity of the model on the device", isolated=True,
          # glibc's mmap threshold fixed from the worker's start (bench.tasks.efficiency.PeakRss)
-         worker_env=(("MALLOC_MMAP_THRESHOLD_", str(MEMORY_MMAP_THRESHOLD)),)),
+         worker_env=(("MALLOC_MMAP_THRESHOLD_", str(MEMORY_MMAP_THRESHOLD)),),
+         merge="bench.tasks.efficiency:merge_processes"),
 ):
     register_task(_t)
 

@@ -1,7 +1,8 @@
 """The ``efficiency`` task: speed, memory and size of one built model on one device.
 
-Runs in a fresh worker process per model (``bench.isolation``), so the allocator pages, thread
-pools and compiled kernels of earlier models cannot leak into its figures.
+Runs in fresh worker processes (``bench.isolation``; ``EfficiencyConfig.processes`` of them, one
+after the other, their rounds pooled by ``merge_processes``), so the allocator pages, thread pools
+and compiled kernels of earlier models cannot leak into its figures.
 
 - **Latency** of ``encode_image`` / ``encode_text`` at batch 1 and at the throughput batch, timed
   by ``torch.utils.benchmark.Timer`` (``bench.timing``) in interleaved rounds with the *speed
@@ -64,24 +65,29 @@ class EfficiencyConfig:
     """How the efficiency task measures (everything but ``timeout_s`` is part of a cell's identity).
 
     ``batch``: the throughput batch. ``warmup``: untimed calls of each function before timing.
-    ``repeats``: interleaved timing rounds (baseline, candidate) per latency; each round is one
-    ``Timer.blocked_autorange(min_run_time_s)`` per model. ``time_budget_s``: rounds after the
-    first ``bench.timing.MIN_ROUNDS`` start only while the latency has taken less than this
-    (0: none), so a slow model (bf16 on a CPU without bf16 hardware takes ~35 s an image batch
-    of 32) gets 3 rounds of single calls. ``settle_s``: idle time before each timed round, so
-    threads the other model left spinning (OpenMP, onnxruntime) are asleep when it starts:
-    onnxruntime's pool spins for tens of milliseconds after each run and slows a model timed
-    right after it.
-    ``threads``: torch intra-op threads (0: torch's
-    default, recorded). ``speed_baseline``: the variant speed-ups are relative to (``auto``:
-    fp16 on CUDA; fp32 on a CPU, bf16 where the CPU runs it faster); ``none``: no paired
-    baseline. ``timeout_s``: a worker that takes longer is killed and its cell fails.
+    ``repeats``: interleaved timing rounds (baseline, candidate) per latency in each worker
+    process; each round is one ``Timer.blocked_autorange(min_run_time_s)`` per model.
+    ``processes``: fresh worker processes the cell is measured in, one after the other; their
+    rounds are pooled (``merge_processes``), so a figure's interval covers how much it moves from
+    one process to the next (memory layout, thread placement), not only from round to round.
+    ``time_budget_s``: rounds after the first ``bench.timing.MIN_ROUNDS`` start only while the
+    latency has taken less than this (0: none), so a slow model (bf16 on a CPU without bf16
+    hardware takes ~35 s an image batch of 32) gets 3 rounds of single calls; budget and minimum
+    are the cell's, shared out among its processes (with 2: half the budget and two rounds at
+    least each).
+    ``settle_s``: idle time before each timed round, so threads the other model left spinning
+    (OpenMP, onnxruntime) are asleep when it starts: onnxruntime's pool spins for tens of
+    milliseconds after each run and slows a model timed right after it.
+    ``threads``: torch intra-op threads (0: torch's default, recorded). ``speed_baseline``: the
+    variant speed-ups are relative to (``auto``: fp16 on CUDA; fp32 on a CPU, bf16 where the
+    CPU runs it faster); ``none``: no paired baseline. ``timeout_s``: a worker that takes longer
+    is killed and its cell fails.
     """
 
     batch: int = 32
     warmup: int = 1
-    # 15 rounds: with 5, the ratio of two millisecond calls moved by 10-20% from one process to the next
-    repeats: int = 15
+    repeats: int = 8
+    processes: int = 2
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
     settle_s: float = 0.1
@@ -95,7 +101,7 @@ class EfficiencyConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.cuda_graphs, bool):
             raise TernbenchError(f"efficiency cuda_graphs must be true or false, got {self.cuda_graphs!r}")
-        for name, low in (("batch", 1), ("warmup", 0), ("repeats", 1), ("threads", 0)):
+        for name, low in (("batch", 1), ("warmup", 0), ("repeats", 1), ("processes", 1), ("threads", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise TernbenchError(f"efficiency {name} must be an integer >= {low}, got {v!r}")
@@ -651,6 +657,51 @@ class Baseline:
     own_precision: bool = False  # a simulated variant's own float form, not the sweep's policy baseline
 
 
+def paired_how(processes: int) -> str:
+    """How a paired speed-up was timed and estimated (the record's ``baselines`` text)."""
+    where = ("in the same process" if processes == 1
+             else f"in each of {processes} fresh worker processes")
+    interval = ("95% bootstrap interval over rounds" if processes == 1
+                else "95% two-stage bootstrap interval (processes, then rounds within each)")
+    return f"timed {where} in interleaved rounds; median of per-round ratios, {interval}"
+
+
+def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: dict[str, list[int]] | None = None
+                    ) -> tuple[dict[str, float], dict[str, Any], dict[str, Any], dict[str, Any], list[str]]:
+    """Metrics, latency summaries (model's, baseline's), paired speed-ups and spread flags from
+    the timed latencies (``key -> [baseline, model]`` or ``[model]``); ``groups``: per key, the
+    worker process each round came from (rounds pooled from several)."""
+    metrics: dict[str, float] = {}
+    lat: dict[str, Any] = {}
+    base_lat: dict[str, Any] = {}
+    speedups: dict[str, Any] = {}
+    flags: list[str] = []
+    for key, measured in timed.items():
+        c = measured[-1]
+        kind, b = key.split("_")
+        name = f"{kind}_latency_{b}_ms"
+        lat[key] = c.summary()
+        metrics[name] = c.median * 1e3
+        metrics[f"{name}_iqr"] = c.iqr * 1e3
+        metrics[f"{name}_runs"] = len(c.times)
+        if (flag := timing.spread_flag(c)) is not None:
+            flags.append(f"{key}: {flag}")
+        if len(measured) == 2:
+            base_lat[key] = measured[0].summary()
+            r = timing.paired_ratio(measured[0].round_medians, c.round_medians,
+                                    groups=(groups or {}).get(key))
+            speedups[key] = {"value": r.value, "low": r.low, "high": r.high, "significant": r.significant,
+                             "rounds": r.rounds, "level": r.level}
+            metrics[f"{kind}_speedup_{b}"] = r.value
+            metrics[f"{kind}_speedup_{b}_lo"] = r.low
+            metrics[f"{kind}_speedup_{b}_hi"] = r.high
+    for kind in ("image", "text"):
+        metrics[f"{kind}s_per_s"] = batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
+        if batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
+            flags.append(f"{kind}: batch-1 latency above batch-{batch} latency (timing is suspect)")
+    return metrics, lat, base_lat, speedups, flags
+
+
 @torch.no_grad()
 def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
             cfg: EfficiencyConfig = EfficiencyConfig(), info: dict[str, Any] | None = None,
@@ -692,41 +743,20 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         gc.collect()
         base = _subject(base_built.model, base_built.tokenizer, base_built.precision, device, cfg)
 
-    lat: dict[str, dict[str, Any]] = {}
-    base_lat: dict[str, dict[str, Any]] = {}
-    speedups: dict[str, dict[str, Any]] = {}
-    flags: list[str] = []
     groups = {key: [base.fns[key], fn] if base else [fn] for key, fn in cand.fns.items()}
     with LoadSampler() as sampler:  # other processes' runnable tasks while timing
+        # the budget and the minimum rounds are the cell's, shared by its processes
         timed = timing.interleaved_groups(groups, threads=cfg.threads, rounds=cfg.repeats,
-                                          min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s,
+                                          min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s / cfg.processes,
+                                          min_rounds=-(-timing.MIN_ROUNDS // cfg.processes),
                                           warmup=cfg.warmup, settle_s=cfg.settle_s, sync=lambda: _sync(device))
-        for key, measured in timed.items():
-            c = measured[-1]
-            kind, b = key.split("_")
-            name = f"{kind}_latency_{b}_ms"
-            lat[key] = c.summary()
-            metrics[name] = c.median * 1e3
-            metrics[f"{name}_iqr"] = c.iqr * 1e3
-            metrics[f"{name}_runs"] = len(c.times)
-            if (flag := timing.spread_flag(c)) is not None:
-                flags.append(f"{key}: {flag}")
-            if base:
-                base_lat[key] = measured[0].summary()
-                r = timing.paired_ratio(measured[0].round_medians, c.round_medians)
-                speedups[key] = {"value": r.value, "low": r.low, "high": r.high, "significant": r.significant,
-                                 "rounds": r.rounds, "level": r.level}
-                metrics[f"{kind}_speedup_{b}"] = r.value
-                metrics[f"{kind}_speedup_{b}_lo"] = r.low
-                metrics[f"{kind}_speedup_{b}_hi"] = r.high
-    for kind in ("image", "text"):
-        metrics[f"{kind}s_per_s"] = cfg.batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
-        if cfg.batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
-            flags.append(f"{kind}: batch-1 latency above batch-{cfg.batch} latency (timing is suspect)")
+    lat_metrics, lat, base_lat, speedups, flags = latency_figures(timed, cfg.batch)
+    metrics |= lat_metrics
     load_end = load_snapshot()
     cores = os.cpu_count() or 1
     during = sampler.summary(cores, cfg.threads)
-    flags += load_flags(load_start, load_end, cfg.threads, cores, during)
+    machine_flags = load_flags(load_start, load_end, cfg.threads, cores, during)
+    flags += machine_flags
 
     sizes, storage = storage_stats(model, dtype)
     for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
@@ -751,8 +781,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "texts_per_s": f"throughput batch {cfg.batch}, median latency",
     }
     if baseline is not None:
-        paired = (f"{baseline.spec} (speed baseline: {baseline.policy}), timed in the same process in "
-                  f"interleaved rounds; median of per-round ratios, 95% bootstrap interval over rounds")
+        paired = f"{baseline.spec} (speed baseline: {baseline.policy}), {paired_how(cfg.processes)}"
         for kind, b in LATENCIES:
             baselines[f"{kind}_speedup_{b}"] = paired
         baselines["weight_bytes_ratio"] = f"weight bytes of {baseline.spec} / these weight bytes"
@@ -768,7 +797,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
         "flags": flags,
-        "load": {"start": load_start, "end": load_end, "during": during, "cores": cores},
+        "load": {"start": load_start, "end": load_end, "during": during, "cores": cores, "flags": machine_flags},
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": list(_accelerated_kernels(model)),
         "dtype": str(dtype).replace("torch.", ""),
@@ -780,6 +809,59 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "layers": [{k: row.get(k) for k in _LAYER_KEYS} for row in sizes.layers if row.get("ternary")],
     }
     return metrics, baselines, details
+
+
+def _pooled_load(loads: list[dict[str, Any]]) -> dict[str, Any]:
+    """The machine's load over several workers: first start, last end, samples pooled."""
+    during = [ld.get("during") or {} for ld in loads]
+    n = sum(d.get("samples") or 0 for d in during)
+
+    def weighted(k: str) -> float | None:
+        vals = [(d.get(k), d.get("samples") or 0) for d in during if d.get(k) is not None]
+        return sum(v * w for v, w in vals) / n if vals and n else None
+
+    maxes = [d["others_max"] for d in during if d.get("others_max") is not None]
+    return {"start": loads[0].get("start"), "end": loads[-1].get("end"), "cores": loads[0].get("cores"),
+            "during": {"samples": n, "others_mean": weighted("others_mean"),
+                       "others_max": max(maxes) if maxes else None, "busy_share": weighted("busy_share")},
+            "flags": list(dict.fromkeys(f for ld in loads for f in ld.get("flags") or []))}
+
+
+def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from the results of several worker processes (``EfficiencyConfig.processes``):
+    every latency's rounds pooled, speed-ups and their intervals recomputed over all rounds
+    (two-stage bootstrap: processes, then rounds), peak memory the median of the processes'
+    peaks; each process's own figures kept under ``details.processes``."""
+    import statistics
+
+    if len(outs) == 1:
+        return outs[0]
+    first = outs[0]
+    details = [o["details"] for o in outs]
+    timed: dict[str, list[timing.Latency]] = {}
+    groups: dict[str, list[int]] = {}
+    for key in details[0]["latency"]:
+        parts = [[(d.get("speed_baseline") or {}).get("latency", {}).get(key), d["latency"][key]] for d in details]
+        parts = [[x for x in p if x is not None] for p in parts]
+        timed[key] = [timing.Latency.pooled([timing.Latency.from_summary(p[i]) for p in parts])
+                      for i in range(len(parts[0]))]
+        groups[key] = [i for i, d in enumerate(details) for _ in d["latency"][key]["rounds_ms"]]
+    lat_metrics, lat, base_lat, speedups, flags = latency_figures(timed, int(first["metrics"]["throughput_batch"]), groups)
+    peaks = [o["metrics"]["peak_memory_bytes"] for o in outs]
+    metrics = dict(first["metrics"]) | lat_metrics | {"peak_memory_bytes": statistics.median(peaks)}
+    load = _pooled_load([d["load"] for d in details])
+    merged = dict(details[0]) | {"latency": lat, "flags": flags + load["flags"], "load": load}
+    if details[0].get("speed_baseline") and details[0]["speed_baseline"].get("latency") is not None:
+        merged["speed_baseline"] = dict(details[0]["speed_baseline"]) | {"latency": base_lat, "speedups": speedups}
+    if details[0].get("rss_growth_bytes") is not None:
+        merged["rss_growth_bytes"] = statistics.median(d["rss_growth_bytes"] for d in details)
+    merged["processes"] = [
+        {"peak_memory_bytes": o["metrics"]["peak_memory_bytes"], "rss_growth_bytes": d.get("rss_growth_bytes"),
+         "speedups": {k: v["value"] for k, v in ((d.get("speed_baseline") or {}).get("speedups") or {}).items()},
+         "latency_ms": {k: v["median_ms"] for k, v in d["latency"].items()}, "load": d["load"],
+         "timings": o.get("timings")} for o, d in zip(outs, details)]
+    timings = {k: sum((o.get("timings") or {}).get(k, 0.0) for o in outs) for k in first.get("timings") or {}}
+    return dict(first) | {"metrics": metrics, "details": merged, "timings": timings}
 
 
 def run(ctx) -> Any:

@@ -134,7 +134,7 @@ def test_renamed_packed_file_works_in_inspect_and_run(packed, tmp_path, capsys):
     out_dir = tmp_path / "res"
     code, out, err = run(capsys, "run", "-m", str(renamed), "-t", "efficiency", "--out", str(out_dir),
                          "--no-report", "--no-progress", "--throughput-batch", "2", "--warmup", "0",
-                         "--repeats", "1", "--time-budget", "0")
+                         "--repeats", "1", "--processes", "1", "--time-budget", "0")
     assert code == 0, err
     (cell,) = results.iter_result_files(out_dir)
     record = results.read(cell)

@@ -15,7 +15,7 @@ from bench import results
 from bench.cli import main
 
 SIZES = dict(train=4, test=10, retrieval_test=10, shard_size=5)
-FAST = ["--no-progress", "--settle", "0", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--min-run-time", "0.005",
+FAST = ["--no-progress", "--settle", "0", "--processes", "1", "--throughput-batch", "2", "--warmup", "0", "--repeats", "1", "--min-run-time", "0.005",
         "--threads", "1", "--speed-baseline", "none", "--batch-size", "5"]
 
 

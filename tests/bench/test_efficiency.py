@@ -20,7 +20,7 @@ from bench.tasks.efficiency import (
 from bench.timing import percentile
 from quant.errors import TernbenchError
 
-TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, threads=1)
+TINY = EfficiencyConfig(batch=3, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, processes=1, threads=1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,7 +68,7 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert details["threads"] == 1 and details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
     assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None
-    assert set(details["load"]) == {"start", "end", "during", "cores"}
+    assert set(details["load"]) == {"start", "end", "during", "cores", "flags"}
     assert set(details["load"]["during"]) == {"samples", "others_mean", "others_max", "busy_share"}
 
 
@@ -290,6 +290,50 @@ def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simu
     assert sb["own_precision"] is simulated
     assert ("simulated variant" in sb["policy"]) is simulated
     assert res.metrics["image_speedup_b1"] > 0
+
+
+def test_merging_processes_pools_rounds_and_recomputes_every_figure(tok):
+    # Two measurements of one cell, as two worker processes return them (JSON), made into one.
+    import json
+    import statistics
+
+    from bench.models import build_model
+    from bench.tasks import TaskContext
+    from bench.tasks.efficiency import merge_processes, run
+    from bench.timing import paired_ratio
+
+    torch.manual_seed(0)
+    built = build_model("ternbench-tiny@q-all-a8")
+    ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
+                      model_info=built.info, efficiency=TINY, seed=0, speed_baseline=("fp32", "chosen earlier"))
+    outs = []
+    for i in range(2):
+        res = run(ctx)
+        outs.append(json.loads(json.dumps(
+            {"metrics": res.metrics, "main_metric": res.main_metric, "baselines": res.baselines,
+             "details": res.details, "info": built.info, "timings": {"build_model_s": 1.0, "task_s": 2.0 + i}})))
+    outs[1]["metrics"]["peak_memory_bytes"] = outs[0]["metrics"]["peak_memory_bytes"] + 1000
+    assert merge_processes(outs[:1]) == outs[0]
+    merged = merge_processes(outs)
+    m, d = merged["metrics"], merged["details"]
+    for key in ("image_b1", "image_bN", "text_b1", "text_bN"):
+        kind, b = key.split("_")
+        cand = [r for o in outs for r in o["details"]["latency"][key]["round_medians_ms"]]
+        base = [r for o in outs for r in o["details"]["speed_baseline"]["latency"][key]["round_medians_ms"]]
+        times = [t for o in outs for r in o["details"]["latency"][key]["rounds_ms"] for t in r]
+        assert d["latency"][key]["rounds"] == 2 * TINY.repeats
+        assert m[f"{kind}_latency_{b}_ms"] == pytest.approx(statistics.median(times))
+        want = paired_ratio(base, cand, groups=[0] * TINY.repeats + [1] * TINY.repeats)
+        got = d["speed_baseline"]["speedups"][key]
+        assert (got["value"], got["low"], got["high"]) == pytest.approx((want.value, want.low, want.high))
+        assert m[f"{kind}_speedup_{b}"] == got["value"]
+        assert [p["speedups"][key] for p in d["processes"]] == [
+            o["details"]["speed_baseline"]["speedups"][key]["value"] for o in outs]
+    assert m["peak_memory_bytes"] == outs[0]["metrics"]["peak_memory_bytes"] + 500  # the median of two
+    assert m["weight_bytes"] == outs[0]["metrics"]["weight_bytes"]
+    assert merged["timings"] == {"build_model_s": 2.0, "task_s": 5.0}
+    assert d["load"]["during"]["samples"] == sum(o["details"]["load"]["during"]["samples"] for o in outs)
+    assert len(d["flags"]) == len(set(d["flags"]))
 
 
 def test_load_sampler_sees_other_processes_that_want_the_cores():

@@ -45,7 +45,7 @@ def test_paired_ratios_with_intervals_against_the_named_baseline():
 def test_run_prints_the_table_for_its_efficiency_cells(tmp_path, capsys):
     out = tmp_path / "res"
     args = ["run", "--models", "ternbench-tiny", "ternbench-tiny@q-all", "--tasks", "efficiency", "--out", str(out),
-            "--no-report", "--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "2",
+            "--no-report", "--no-progress", "--throughput-batch", "2", "--warmup", "0", "--repeats", "2", "--processes", "1",
             "--min-run-time", "0.005", "--threads", "1", "--speed-baseline", "fp32"]
     assert main(args) == 0
     printed = capsys.readouterr().out

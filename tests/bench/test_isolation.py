@@ -16,7 +16,7 @@ from bench import isolation, results
 from bench.runner import SweepConfig, run_sweep
 from bench.tasks.efficiency import EfficiencyConfig
 
-FAST = EfficiencyConfig(batch=2, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, time_budget_s=1.0, threads=1,
+FAST = EfficiencyConfig(batch=2, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, processes=1, time_budget_s=1.0, threads=1,
                         speed_baseline="none", timeout_s=120.0)
 
 PLUGIN = '''
@@ -29,8 +29,16 @@ def _crash(model, ctx):
 def _hang(model, ctx):
     time.sleep(600)
 
+def _second(model, ctx):  # builds in the first worker of a cell, aborts in the next one
+    marker = os.environ["TERNBENCH_TEST_MARKER"]
+    if os.path.exists(marker):
+        os.abort()
+    open(marker, "w").close()
+    return model
+
 register_variant("crash-test", _crash, "aborts the process while building", replace=True)
 register_variant("hang-test", _hang, "never finishes building", replace=True)
+register_variant("second-crash-test", _second, "aborts when built a second time", replace=True)
 '''
 
 
@@ -64,6 +72,36 @@ def test_a_worker_that_crashes_or_hangs_fails_only_its_cell(tmp_path, crash_plug
     assert sorted(summary.failed) == ["ternbench-tiny@crash-test/efficiency-cpu__efficiency",
                                       "ternbench-tiny@hang-test/efficiency-cpu__efficiency"]
     assert not list(out.rglob(".*.claim"))  # every claim released
+
+
+def test_a_cell_in_several_processes_pools_their_rounds(tmp_path):
+    from dataclasses import replace
+
+    out = tmp_path / "res"
+    eff = replace(FAST, processes=2, speed_baseline="fp32")
+    summary = run_sweep(_cfg(out, ("ternbench-tiny@fp16",), eff=eff), echo=lambda s: None)
+    assert summary.ok
+    rec = results.read(out / "ternbench-tiny@fp16" / "efficiency-cpu__efficiency.json")
+    d, m = rec["details"], rec["metrics"]
+    assert len(d["processes"]) == 2 and d["settings"]["processes"] == 2
+    for key in ("image_b1", "text_bN"):
+        assert d["latency"][key]["rounds"] == 2 * FAST.repeats  # both workers' rounds
+        assert d["speed_baseline"]["speedups"][key]["rounds"] == 2 * FAST.repeats
+    per_process = sorted(p["peak_memory_bytes"] for p in d["processes"])
+    assert m["peak_memory_bytes"] == pytest.approx(sum(per_process) / 2)  # the median of two
+    assert "2 fresh worker processes" in rec["baselines"]["image_speedup_b1"]
+
+
+def test_a_crash_in_a_later_worker_fails_the_cell_and_says_which(tmp_path, crash_plugin, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setenv("TERNBENCH_TEST_MARKER", str(tmp_path / "built-once"))
+    out = tmp_path / "res"
+    summary = run_sweep(_cfg(out, ("ternbench-tiny@second-crash-test",), eff=replace(FAST, processes=3)),
+                        echo=lambda s: None)
+    assert not summary.ok
+    err = results.load(out).set_index("variant").loc["second-crash-test", "error"]
+    assert "died (SIGABRT)" in err and err.startswith("worker 2 of 3: ")
 
 
 def _peaks(out):

@@ -14,7 +14,7 @@ from bench.runner import SweepConfig, run_sweep
 from bench.tasks.efficiency import EfficiencyConfig
 
 SIZES = dict(train=4, test=24, retrieval_test=12, shard_size=12)
-TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2, settle_s=0.0)
+TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2, settle_s=0.0, processes=1)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

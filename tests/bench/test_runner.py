@@ -16,7 +16,7 @@ from bench.runner import Shard, SweepConfig, SweepError, plan, policy_baseline, 
 from bench.tasks.efficiency import EfficiencyConfig
 from quant.errors import TernbenchError
 
-TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, threads=1, speed_baseline="fp32")
+TINY_EFF = EfficiencyConfig(batch=4, warmup=1, repeats=2, min_run_time_s=0.005, settle_s=0.0, processes=1, threads=1, speed_baseline="fp32")
 SIZES = dict(train=4, test=16, retrieval_test=12, shard_size=8)
 DATASETS = ("wds/mini/shapes", "mini/captions", "wds/vtab/cifar10")  # the last has no data here
 

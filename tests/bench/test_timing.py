@@ -43,6 +43,41 @@ def test_paired_ratio_is_deterministic_and_checks_its_input():
         paired_ratio([1.0, 2.0], [1.0])
 
 
+def test_rounds_from_several_processes_widen_the_interval_to_cover_them():
+    # Three processes whose ratios disagree (1.6x, 2.0x, 2.4x), each tight within: a bootstrap over
+    # rounds alone stays near the middle process; the two-stage bootstrap (processes, then rounds)
+    # covers all three, since another three processes could as well have been two slow and one fast.
+    rng = random.Random(3)
+    base, cand, groups = [], [], []
+    for g, ratio in enumerate((1.6, 2.0, 2.4)):
+        for _ in range(15):
+            c = rng.uniform(0.99, 1.01)
+            base.append(ratio * c * rng.uniform(0.995, 1.005))
+            cand.append(c)
+            groups.append(g)
+    flat, nested = paired_ratio(base, cand), paired_ratio(base, cand, groups=groups)
+    assert flat.value == nested.value and nested.rounds == 45
+    assert nested.low < 1.65 and nested.high > 2.35 and 1.8 < flat.low < flat.high < 2.2
+    assert flat.high - flat.low < 0.5 * (nested.high - nested.low)
+    assert nested.significant  # both processes say faster
+
+
+def test_one_group_is_the_plain_bootstrap_and_groups_are_checked():
+    a, b = [3.0, 2.0, 4.0, 3.5], [1.0, 1.5, 2.0, 1.2]
+    assert paired_ratio(a, b, groups=[7, 7, 7, 7]) == paired_ratio(a, b)
+    with pytest.raises(ValueError, match="one group per round"):
+        paired_ratio(a, b, groups=[0, 1])
+
+
+def test_latency_summary_round_trips_and_pools():
+    one = Latency([[0.002, 0.0021], [0.0019]], number_per_run=10)
+    two = Latency([[0.003]], number_per_run=10)
+    back = Latency.from_summary(one.summary())
+    assert [pytest.approx(r) for r in one.rounds] == back.rounds and back.number_per_run == 10
+    pooled = Latency.pooled([one, two])
+    assert len(pooled.rounds) == 3 and pooled.median == pytest.approx(0.00205)
+
+
 def test_interleaved_alternates_the_functions_and_who_goes_first(monkeypatch):
     order = []
 

@@ -117,7 +117,7 @@ def pipeline_results(tmp_path_factory) -> Path:
                         names=["shapes", "captions"])
     out = base / "results"
     cfg = runner.SweepConfig(models=PIPELINE_MODELS, datasets=PIPELINE_DATASETS, out=str(out), data_root=str(data),
-                             batch_size=64, efficiency=EfficiencyConfig(batch=2, warmup=0, repeats=2, min_run_time_s=0.005, settle_s=0.0,
+                             batch_size=64, efficiency=EfficiencyConfig(batch=2, warmup=0, repeats=2, min_run_time_s=0.005, settle_s=0.0, processes=1,
                                                                        threads=1, speed_baseline="fp32"),
                              progress=False, command=("ternbench", "run", "--test-pipeline"))
     summary = runner.run_sweep(cfg, echo=lambda line: None)
