@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import os
 import resource
 import tempfile
@@ -548,13 +549,53 @@ def choose_cpu_baseline(fp32: Any, bf16: Any, cfg: EfficiencyConfig, device: str
     """The faster of the fp32 and bf16 forms (built models) at the throughput batch, and why:
     bf16 only when it is significantly faster in interleaved rounds."""
     subjects = [_subject(m.model, m.tokenizer, m.precision, device, cfg) for m in (fp32, bf16)]
-    a, b = timing.interleaved([s.fns["image_bN"] for s in subjects], threads=cfg.threads, rounds=3,
+    a, b = timing.interleaved([s.fns["image_bN"] for s in subjects], threads=cfg.threads,
+                              rounds=max(timing.MIN_ROUNDS, cfg.repeats),
                               min_run_time=cfg.min_run_time_s, budget_s=cfg.time_budget_s, warmup=1,
                               settle_s=cfg.settle_s)
     r = timing.paired_ratio(a.round_medians, b.round_medians)
     if r.significant and r.value > 1:
         return bf16, f"bf16: faster than fp32 for this architecture on this CPU (image batch {cfg.batch}: {r.text()})"
     return fp32, f"fp32: bf16 is not faster for this architecture on this CPU (image batch {cfg.batch}: {r.text()})"
+
+
+CHOICES_FILE = "speed_baseline_choices.json"  # in the ternbench cache
+
+
+def choice_key(spec: str, cfg: EfficiencyConfig, device: str) -> str:
+    """What a timed choice between fp32 and bf16 holds for: the architecture and weights, this
+    machine's CPU, the threads, the throughput batch and torch's version."""
+    from bench.results import device_name
+
+    return (f"{spec.rsplit('@', 1)[0]} | {device_name(device)} | {cfg.resolved().threads} threads | "
+            f"batch {cfg.batch} | torch {torch.__version__}")
+
+
+def cached_choice(key: str) -> tuple[str, str] | None:
+    """(variant, why) timed on this machine earlier for ``key``; None when there is none."""
+    from quant.fileio import cache_dir
+
+    try:
+        hit = json.loads((cache_dir() / CHOICES_FILE).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (hit["variant"], hit["why"]) if isinstance(hit, dict) and hit.get("variant") in ("fp32", "bf16") else None
+
+
+def store_choice(key: str, variant: str, why: str) -> None:
+    """Keep a timed choice, so every later sweep on this machine pairs with the same baseline
+    (the host lock serializes the workers that write it)."""
+    from quant.fileio import atomic_write_json, cache_dir
+
+    path = cache_dir() / CHOICES_FILE
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, known | {key: {"variant": variant, "why": why}})
 
 
 def baseline_spec(spec: str, variant: str | None) -> str | None:
@@ -811,8 +852,9 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     return metrics, baselines, details
 
 
-def _pooled_load(loads: list[dict[str, Any]]) -> dict[str, Any]:
-    """The machine's load over several workers: first start, last end, samples pooled."""
+def _pooled_load(loads: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """The machine's load over several workers: first start, last end, samples pooled, and its
+    flags once for the whole cell."""
     during = [ld.get("during") or {} for ld in loads]
     n = sum(d.get("samples") or 0 for d in during)
 
@@ -821,10 +863,11 @@ def _pooled_load(loads: list[dict[str, Any]]) -> dict[str, Any]:
         return sum(v * w for v, w in vals) / n if vals and n else None
 
     maxes = [d["others_max"] for d in during if d.get("others_max") is not None]
-    return {"start": loads[0].get("start"), "end": loads[-1].get("end"), "cores": loads[0].get("cores"),
-            "during": {"samples": n, "others_mean": weighted("others_mean"),
-                       "others_max": max(maxes) if maxes else None, "busy_share": weighted("busy_share")},
-            "flags": list(dict.fromkeys(f for ld in loads for f in ld.get("flags") or []))}
+    start, end, cores = loads[0].get("start") or {}, loads[-1].get("end") or {}, loads[0].get("cores") or 1
+    pooled = {"samples": n, "others_mean": weighted("others_mean"), "others_max": max(maxes) if maxes else None,
+              "busy_share": weighted("busy_share")}
+    return {"start": start, "end": end, "cores": cores, "during": pooled,
+            "flags": load_flags(start, end, threads, cores, pooled)}
 
 
 def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -849,7 +892,7 @@ def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
     lat_metrics, lat, base_lat, speedups, flags = latency_figures(timed, int(first["metrics"]["throughput_batch"]), groups)
     peaks = [o["metrics"]["peak_memory_bytes"] for o in outs]
     metrics = dict(first["metrics"]) | lat_metrics | {"peak_memory_bytes": statistics.median(peaks)}
-    load = _pooled_load([d["load"] for d in details])
+    load = _pooled_load([d["load"] for d in details], details[0]["threads"])
     merged = dict(details[0]) | {"latency": lat, "flags": flags + load["flags"], "load": load}
     if details[0].get("speed_baseline") and details[0]["speed_baseline"].get("latency") is not None:
         merged["speed_baseline"] = dict(details[0]["speed_baseline"]) | {"latency": base_lat, "speedups": speedups}
@@ -871,8 +914,13 @@ def run(ctx) -> Any:
     cfg = (ctx.efficiency or EfficiencyConfig()).resolved()
     spec = ctx.model_info.get("spec") or ""
     variant, policy = resolve_speed_baseline(cfg.speed_baseline, ctx.device)
+    key = choice_key(spec, cfg, ctx.device)
     if variant == PROBE and ctx.speed_baseline:
         variant, policy = ctx.speed_baseline[0], f"{ctx.speed_baseline[1]} (chosen earlier in this sweep)"
+    elif variant == PROBE and (hit := cached_choice(key)) is not None:
+        # timed once per machine, architecture and settings: every sweep pairs with the same baseline
+        variant, policy = hit[0], (f"{hit[1]} (timed on this machine earlier, kept in the ternbench cache's "
+                                   f"{CHOICES_FILE}: delete it to time again)")
 
     def build(v: str):
         from bench.models import build_model
@@ -896,6 +944,7 @@ def run(ctx) -> Any:
             def probe():
                 chosen, why = choose_cpu_baseline(build("fp32"), build("bf16"), cfg, ctx.device)
                 base.policy_text.append(why)
+                store_choice(key, chosen.spec.variant or "fp32", why)
                 return chosen
             base = Baseline("", policy, probe)
     if base is None:

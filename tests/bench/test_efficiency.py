@@ -292,6 +292,46 @@ def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simu
     assert res.metrics["image_speedup_b1"] > 0
 
 
+def test_the_timed_choice_of_a_cpu_baseline_is_kept_and_reused(tok, tmp_path, monkeypatch):
+    # Where bf16 and fp32 are close, a fresh timing per sweep could pick either: the choice is
+    # timed once per machine, architecture and settings and every later sweep pairs with it.
+    import json
+
+    from bench.models import build_model
+    from bench.tasks import TaskContext
+    from bench.tasks import efficiency as eff
+
+    monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(eff, "_cpu_has_bf16", lambda: True)  # the probe's precondition, on any CPU
+
+    def pairing(variant: str) -> dict:
+        torch.manual_seed(0)
+        built = build_model(f"ternbench-tiny@{variant}")
+        ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
+                          model_info=built.info, efficiency=TINY, seed=0)
+        return eff.run(ctx).details["speed_baseline"]
+
+    first = pairing("q-all-a8")  # nothing kept yet: timed now, and kept
+    kept = json.loads((tmp_path / eff.CHOICES_FILE).read_text())
+    key = eff.choice_key("ternbench-tiny@q-all-a8", TINY, "cpu")
+    assert list(kept) == [key] and first["spec"] == f"ternbench-tiny@{kept[key]['variant']}"
+    assert first["policy"] == kept[key]["why"] and "image batch 3" in first["policy"]
+
+    for variant in ("bf16", "fp32"):  # whatever was kept is what later sweeps pair with
+        eff.store_choice(key, variant, f"{variant}: as timed")
+        again = pairing("q-all-a8")
+        assert again["spec"] == f"ternbench-tiny@{variant}" and "timed on this machine earlier" in again["policy"]
+    own = pairing("fp32")  # kept fp32: the fp32 model is the baseline, not paired with itself
+    assert own["spec"] is None and "this model is the baseline" in own["policy"]
+    eff.store_choice(key, "bf16", "bf16: as timed")
+    assert pairing("fp32")["spec"] == "ternbench-tiny@bf16"  # paired with the kept bf16, in any order
+    # another throughput batch is another key: timed again
+    assert eff.choice_key("ternbench-tiny@q-all-a8", TINY, "cpu") != eff.choice_key(
+        "ternbench-tiny@q-all-a8", EfficiencyConfig(batch=4, threads=1), "cpu")
+    (tmp_path / eff.CHOICES_FILE).write_text("not json")
+    assert eff.cached_choice(key) is None  # a damaged file is timed again, not an error
+
+
 def test_merging_processes_pools_rounds_and_recomputes_every_figure(tok):
     # Two measurements of one cell, as two worker processes return them (JSON), made into one.
     import json
@@ -333,7 +373,14 @@ def test_merging_processes_pools_rounds_and_recomputes_every_figure(tok):
     assert m["weight_bytes"] == outs[0]["metrics"]["weight_bytes"]
     assert merged["timings"] == {"build_model_s": 2.0, "task_s": 5.0}
     assert d["load"]["during"]["samples"] == sum(o["details"]["load"]["during"]["samples"] for o in outs)
-    assert len(d["flags"]) == len(set(d["flags"]))
+    # the machine flagged busy in one worker's samples only: one flag for the cell, over all samples
+    busy = dict(outs[1]["details"]["load"]["during"], busy_share=1.0, others_max=3)
+    outs[1]["details"]["load"]["during"] = busy
+    flags = merge_processes(outs)["details"]["flags"]
+    during = [f for f in flags if f.startswith("busy machine during the timing")]
+    n = sum(o["details"]["load"]["during"]["samples"] for o in outs)
+    share = round(100 * busy["samples"] / n)
+    assert len(during) == 1 and f"in {share}% of {n} samples (up to 3 runnable" in during[0]
 
 
 def test_load_sampler_sees_other_processes_that_want_the_cores():
