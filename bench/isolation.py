@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -126,11 +127,11 @@ def claim(result: Path, token: str) -> dict[str, Any] | None:
           "since": now_iso(), "token": token}
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create_whole(path, json.dumps(me))
         except FileExistsError:
             other = _read_claim(path)
             if other is None:
-                # Being written this instant, or an empty leftover: a leftover is taken over below.
+                # Claims are created whole (_create_whole): an empty file is a leftover, taken over below.
                 try:
                     if path.stat().st_size:
                         continue
@@ -144,10 +145,26 @@ def claim(result: Path, token: str) -> dict[str, Any] | None:
             if _read_claim(path) == (other or None):  # still the same stale claim: take it over
                 path.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
         return None
     return _read_claim(path) or {"host": "?", "pid": "?", "since": "?"}
+
+
+def _create_whole(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, or raise FileExistsError: never seen half-written, so an
+    empty claim file is always a leftover (a hard link of a finished temporary file; where the
+    file system has no hard links, an exclusive create and a write)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def release(result: Path, token: str) -> None:

@@ -156,6 +156,27 @@ def test_a_claim_of_a_live_run_is_respected_and_a_dead_ones_taken_over(tmp_path)
     assert json.loads(isolation.claim_path(path).read_text())["token"] == "run-c"
 
 
+def test_of_runs_claiming_one_cell_at_once_exactly_one_gets_it(tmp_path):
+    # A claim is never visible half-written, so no claimer takes a claim being written for a leftover.
+    for attempt in range(20):
+        path = tmp_path / f"cell{attempt}.json"
+        won, start = [], threading.Barrier(6)
+
+        def race(token, path=path, won=won, start=start):
+            start.wait()
+            if isolation.claim(path, token) is None:
+                won.append(token)
+
+        ts = [threading.Thread(target=race, args=(f"run-{i}",)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert len(won) == 1, f"attempt {attempt}: {won} all claimed the cell"
+        assert json.loads(isolation.claim_path(path).read_text())["token"] == won[0]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_the_host_lock_serializes_measurements():
     inside, overlap = [], []
 
