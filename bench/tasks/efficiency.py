@@ -594,8 +594,11 @@ def store_choice(key: str, variant: str, why: str) -> None:
         known = {}
     if not isinstance(known, dict):
         known = {}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, known | {key: {"variant": variant, "why": why}})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, known | {key: {"variant": variant, "why": why}})
+    except OSError:
+        pass  # an unwritable cache: this sweep keeps its choice, the next one times again
 
 
 def baseline_spec(spec: str, variant: str | None) -> str | None:
