@@ -1,9 +1,12 @@
 """Latency measurement shared by the efficiency task and the kernel benchmark.
 
-Every latency is timed by ``torch.utils.benchmark.Timer`` (``blocked_autorange``: it warms up,
-picks how many calls make one timed block, and times blocks until ``min_run_time``); a call that
-alone takes longer than ``min_run_time`` is timed one call per block (``Timer.timeit(1)``), so a
-slow model costs one call per round instead of an estimate plus a block.
+Every latency is timed by ``torch.utils.benchmark.Timer.blocked_autorange``: it times blocks of a
+fixed number of calls until ``min_run_time``, and its ``Measurement`` gives the per-call time of
+each block. The block size is chosen once per function, in its warm-up: the fewest calls that take
+``min_run_time / BLOCKS_PER_ROUND`` (one call for a function that takes ``min_run_time`` alone),
+so a round holds several blocks whose median resists a burst of noise, and a round costs about
+its ``min_run_time``. (Timer's own block-size search, repeated in every round, costs about one
+more block, and its powers of ten often make one block the whole round.)
 
 A speed-up is *paired*: the baseline and the candidate are timed in interleaved rounds
 (baseline, candidate, then candidate, baseline, ...) in one process, so a burst of machine noise
@@ -17,6 +20,8 @@ apart on this machine.
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 import statistics
 import time
@@ -24,7 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-TIMER = "torch.utils.benchmark.Timer.blocked_autorange"
+TIMER = "torch.utils.benchmark.Timer.blocked_autorange, block size fixed per function"
+BLOCKS_PER_ROUND = 5  # a block is at least min_run_time / this: a round holds about this many
+MAX_CALIBRATION_CALLS = 10_000
 MIN_ROUNDS = 3  # a time budget never cuts the rounds below this (an interval needs a few)
 SPREAD_WARN = 0.10  # IQR / median above this: torch.utils.benchmark's own "noisy" warning
 SPREAD_BAD = 0.25  # above this: the latency is unreliable
@@ -83,17 +90,39 @@ class Latency:
         return cls([r for p in parts for r in p.rounds], parts[-1].number_per_run if parts else 1)
 
 
-def _timer(fn: Callable[[], Any], threads: int):
+@functools.cache
+def _timer_class():
     from torch.utils.benchmark import Timer
 
+    class FixedBlockTimer(Timer):
+        """``Timer`` whose ``blocked_autorange`` uses the block size it is given (``block``) rather
+        than searching for one before every measurement."""
+
+        block = 1
+
+        def _estimate_block_size(self, min_run_time: float) -> int:
+            return self.block
+
+    return FixedBlockTimer
+
+
+def _timer(fn: Callable[[], Any], threads: int, number: int = 1):
     # Timer synchronizes CUDA around each block when a GPU is present.
-    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    timer = _timer_class()(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    timer.block = number
+    return timer
 
 
-def time_round(fn: Callable[[], Any], threads: int, min_run_time: float, slow: bool) -> tuple[list[float], int]:
-    """One round: (per-call seconds of each timed block, calls per block)."""
-    timer = _timer(fn, threads)
-    m = timer.timeit(1) if slow else timer.blocked_autorange(min_run_time=min_run_time)
+def block_size(call_s: float, min_run_time: float) -> int:
+    """Calls per timed block for a function whose call takes ``call_s``: the fewest that take
+    ``min_run_time / BLOCKS_PER_ROUND`` (1 for a call at least that long)."""
+    return max(1, min(MAX_CALIBRATION_CALLS, math.ceil(min_run_time / BLOCKS_PER_ROUND / max(call_s, 1e-9))))
+
+
+def time_round(fn: Callable[[], Any], threads: int, min_run_time: float, number: int) -> tuple[list[float], int]:
+    """One round: (per-call seconds of each timed block, calls per block); blocks of ``number``
+    calls until ``min_run_time`` (one block when a block alone takes that long)."""
+    m = _timer(fn, threads, number).blocked_autorange(min_run_time=min_run_time)
     return list(m.times), int(m.number_per_run)
 
 
@@ -119,25 +148,36 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
     spreads each group's rounds over the whole measurement, so a slow spell of the machine (on a
     shared host it lasts seconds) lands on every group's rounds alike instead of on one group.
 
-    ``warmup`` untimed calls of each function first; the slowest warm-up decides whether a
-    function is "slow" (one call per block). ``budget_s`` > 0: a group's rounds after
+    ``warmup`` untimed calls of each function first, then untimed calls until
+    ``min_run_time / BLOCKS_PER_ROUND`` has passed, whose mean sets the function's block size
+    (``block_size``); a function whose last warm-up call took that long is timed one call per
+    block and not called again before its rounds. ``budget_s`` > 0: a group's rounds after
     ``min_rounds`` start only while that group's own timing has taken less than ``budget_s``.
     ``settle_s``: the machine idles this long before each timed round, so worker threads the
     previous function left spinning (OpenMP's, onnxruntime's pool) have gone to sleep and do not
     compete with the next one for the cores; not counted against the budget.
     """
-    slow: dict[str, list[bool]] = {}
+    target = min_run_time / BLOCKS_PER_ROUND
+    blocks: dict[str, list[int]] = {}
     for name, fns in groups.items():
-        slow[name] = []
+        blocks[name] = []
         for fn in fns:
-            longest = 0.0
             for _ in range(max(1, warmup)):
                 sync()
                 t0 = clock()
                 fn()
                 sync()
-                longest = max(longest, clock() - t0)
-            slow[name].append(longest >= min_run_time)
+                last = clock() - t0
+            if last < target:  # a slow function is not called again here: one call per block
+                calls, t0 = 0, clock()
+                while calls < MAX_CALIBRATION_CALLS:
+                    fn()
+                    sync()
+                    calls += 1
+                    if (last := clock() - t0) >= target:
+                        break
+                last /= calls
+            blocks[name].append(block_size(last, min_run_time))
     out = {name: [Latency() for _ in fns] for name, fns in groups.items()}
     spent = dict.fromkeys(groups, 0.0)
     for r in range(rounds):
@@ -147,15 +187,15 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
             start = clock()
             # Alternate who goes first (b, c, c, b, b, c, ...): whatever the first or second slot of
             # a round carries (cache and frequency state left by the other) falls on both alike.
-            order = list(zip(fns, out[name], slow[name]))
-            for fn, lat, is_slow in (order if r % 2 == 0 else order[::-1]):
+            order = list(zip(fns, out[name], blocks[name]))
+            for fn, lat, number in (order if r % 2 == 0 else order[::-1]):
                 if settle_s:
                     t_sleep = clock()
                     sleep(settle_s)
                     start += clock() - t_sleep
-                times, number = time_round(fn, threads, min_run_time, is_slow)
+                times, per_run = time_round(fn, threads, min_run_time, number)
                 lat.rounds.append(times)
-                lat.number_per_run = number
+                lat.number_per_run = per_run
             spent[name] += clock() - start
     return out
 

@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="keep every run's results directory here (DIR/run1, DIR/run2, ...: each cell's record "
+                        "with every timed round) instead of a temporary one")
     p.add_argument("--save", default=None, metavar="PATH",
                    help="also write one row per run and model here, e.g. benchmarks/results/"
                         "efficiency_stability_cpu_2core.json (then run benchmarks/results_tables.py)")
@@ -165,6 +168,11 @@ def main(argv=None) -> int:
     orders = orders[0::2] + orders[1::2]  # every forward run, then every reversed one
     runs = []
     with tempfile.TemporaryDirectory(prefix="ternbench-stability-") as tmp:
+        if args.keep:
+            tmp = args.keep
+            if Path(tmp).exists() and any(Path(tmp).iterdir()):
+                p.error(f"--keep {tmp}: not empty (every run computes every cell; name a new folder)")
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         for i, order in enumerate(orders, 1):
             run = one_run(order, eff, Path(tmp) / f"run{i}", args.device)
             runs.append(run)

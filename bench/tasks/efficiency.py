@@ -67,7 +67,8 @@ class EfficiencyConfig:
 
     ``batch``: the throughput batch. ``warmup``: untimed calls of each function before timing.
     ``repeats``: interleaved timing rounds (baseline, candidate) per latency in each worker
-    process; each round is one ``Timer.blocked_autorange(min_run_time_s)`` per model.
+    process; each round is one ``Timer.blocked_autorange(min_run_time_s)`` per model, in blocks
+    of a size fixed per function in its warm-up (``bench.timing``).
     ``processes``: fresh worker processes the cell is measured in, one after the other; their
     rounds are pooled (``merge_processes``), so a figure's interval covers how much it moves from
     one process to the next (memory layout, thread placement), not only from round to round.
@@ -127,11 +128,12 @@ class EfficiencyConfig:
         return self if self.threads else replace(self, threads=torch.get_num_threads())
 
     def settings(self, device: str) -> dict[str, Any]:
-        """How a cell is measured, as recorded in it: a change of any of these recomputes the cell."""
+        """How a cell is measured, as recorded in it: a change of any of these recomputes the cell
+        (the timer too: a cell timed another way is measured again)."""
         from bench.results import device_name
 
         s = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_IDENTITY}
-        return s | {"device": device_name(device)}
+        return s | {"device": device_name(device), "timer": timing.TIMER}
 
 
 # ---------------------------------------------------------------------------------------------

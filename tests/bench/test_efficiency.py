@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import results
+from bench import results, timing
 from bench.tasks.efficiency import (
     SIMULATED_LABEL,
     EfficiencyConfig,
@@ -65,6 +65,7 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert {k: settings[k] for k in ("batch", "warmup", "repeats", "threads", "cuda_graphs", "speed_baseline")} == {
         "batch": 3, "warmup": 1, "repeats": 2, "threads": 1, "cuda_graphs": True, "speed_baseline": "auto"}
     assert "timeout_s" not in settings and settings["device"] == results.device_name("cpu")
+    assert settings["timer"] == timing.TIMER  # how it was timed is part of the cell's identity
     assert details["threads"] == 1 and details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
     assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None

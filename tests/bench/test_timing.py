@@ -4,6 +4,7 @@ spread flags. Never asserts speed."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_latency_summary_round_trips_and_pools():
 def test_interleaved_alternates_the_functions_and_who_goes_first(monkeypatch):
     order = []
 
-    def fake_round(fn, threads, min_run_time, slow):
+    def fake_round(fn, threads, min_run_time, number):
         order.append(fn.__name__)
         return [0.001 if fn.__name__ == "base" else 0.002], 1
 
@@ -101,7 +102,7 @@ def test_interleaved_alternates_the_functions_and_who_goes_first(monkeypatch):
 def test_the_budget_ends_rounds_after_the_minimum(monkeypatch):
     now = [0.0]
 
-    def fake_round(fn, threads, min_run_time, slow):
+    def fake_round(fn, threads, min_run_time, number):
         now[0] += 10.0  # each round of each function takes 10 s
         return [10.0], 1
 
@@ -117,7 +118,7 @@ def test_the_budget_ends_rounds_after_the_minimum(monkeypatch):
 def test_groups_take_turns_within_each_round(monkeypatch):
     order = []
 
-    def fake_round(fn, threads, min_run_time, slow):
+    def fake_round(fn, threads, min_run_time, number):
         order.append(fn.__name__)
         return [0.001], 1
 
@@ -148,7 +149,7 @@ def test_the_budget_is_each_groups_own(monkeypatch):
     now = [0.0]
     cost = {"slow": 10.0, "fast": 1.0}
 
-    def fake_round(fn, threads, min_run_time, slow):
+    def fake_round(fn, threads, min_run_time, number):
         now[0] += cost[fn.__name__]
         return [cost[fn.__name__]], 1
 
@@ -164,6 +165,33 @@ def test_the_budget_is_each_groups_own(monkeypatch):
                                     budget_s=25.0, clock=lambda: now[0])
     assert len(out["s"][0].rounds) == timing.MIN_ROUNDS  # 30 s of its own after 3 rounds
     assert len(out["f"][0].rounds) == 8  # the slow group's time does not count against it
+
+
+def test_block_size_is_the_fewest_calls_that_fill_a_fifth_of_a_round():
+    assert timing.block_size(0.002, 0.05) == 5
+    assert timing.block_size(0.0001, 0.05) == 100
+    assert timing.block_size(0.2, 0.05) == 1  # a call longer than the round: one per block
+
+
+def test_a_round_holds_several_blocks_of_the_size_chosen_in_the_warm_up():
+    (lat,) = interleaved([lambda: time.sleep(0.001)], threads=1, rounds=3, min_run_time=0.02)
+    # a call takes >= 1 ms, so a block of 0.02 / 5 = 4 ms is at most 4 calls, and a round of
+    # 20 ms holds at least 2 such blocks (Timer's own block-size search would pick 10 or 100
+    # calls: one block a round)
+    assert lat.number_per_run <= 4
+    assert all(len(r) >= 2 for r in lat.rounds)
+
+
+def test_a_slow_function_is_called_once_per_round_after_its_warm_up():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.03)
+
+    (lat,) = interleaved([slow], threads=1, rounds=3, min_run_time=0.02, warmup=1)
+    assert len(calls) == 1 + 3  # no calibration calls, no extra warm-up call in a round
+    assert lat.number_per_run == 1 and [len(r) for r in lat.rounds] == [1, 1, 1]
 
 
 def test_real_timer_records_blocks():
@@ -187,7 +215,7 @@ def test_settle_idles_before_every_timed_round_outside_the_budget(monkeypatch):
     now = [0.0]
     events = []
 
-    def fake_round(fn, threads, min_run_time, slow):
+    def fake_round(fn, threads, min_run_time, number):
         events.append("time")
         now[0] += 10.0
         return [10.0], 1

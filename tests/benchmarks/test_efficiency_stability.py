@@ -1,5 +1,7 @@
 """benchmarks/efficiency_stability.py: its verdicts and rows on synthetic runs (no timing here)."""
 
+import pytest
+
 SCRIPT = "efficiency_stability"
 
 
@@ -29,3 +31,11 @@ def test_verdicts_on_synthetic_runs(script):
     assert [(r["run"], r["order"], r["model"]) for r in rows] == [
         (1, "forward", "m@q-all"), (1, "forward", "m@q-all-a8"), (2, "reversed", "m@q-all"), (2, "reversed", "m@q-all-a8")]
     assert rows[3]["speed_baseline"] == "m@bf16" and rows[3]["image_speedup_b1"] == 2.5
+
+
+def test_keep_refuses_a_folder_with_results_in_it(script, tmp_path, capsys):
+    (tmp_path / "run1").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--keep", str(tmp_path), "--runs", "1", "--models", "m@fp32"])
+    assert exc.value.code == 2
+    assert "not empty" in capsys.readouterr().err
