@@ -64,9 +64,9 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed calls of each function before timing (default: 1)")
-    g.add_argument("--repeats", type=int, default=8, metavar="N",
+    g.add_argument("--repeats", type=int, default=16, metavar="N",
                    help="interleaved timing rounds (speed baseline, model) per latency in each worker process; "
-                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 8)")
+                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 16)")
     g.add_argument("--processes", type=int, default=2, metavar="N",
                    help="fresh worker processes each efficiency cell is measured in, one after the other; their "
                         "rounds are pooled, so intervals cover the process-to-process variation too (default: 2)")

@@ -88,7 +88,7 @@ class EfficiencyConfig:
 
     batch: int = 32
     warmup: int = 1
-    repeats: int = 8
+    repeats: int = 16
     processes: int = 2
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
