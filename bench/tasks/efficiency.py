@@ -701,6 +701,9 @@ class Baseline:
     build: Callable[[], Any]  # -> bench.models.BuiltModel
     policy_text: list[str] = field(default_factory=list)
     own_precision: bool = False  # a simulated variant's own float form, not the sweep's policy baseline
+    # False: a rule for this model alone (fp32 or bf16 itself, not timed), which other models of
+    # the sweep must not take as the policy's choice for the architecture
+    sweep_choice: bool = True
 
 
 def paired_how(processes: int) -> str:
@@ -838,7 +841,8 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "timing": cand.how,
         "latency": lat,
         "speed_baseline": ({"spec": baseline.spec, "policy": baseline.policy, "latency": base_lat,
-                            "speedups": speedups, "own_precision": baseline.own_precision}
+                            "speedups": speedups, "own_precision": baseline.own_precision,
+                            "sweep_choice": baseline.sweep_choice}
                            if baseline is not None else None),
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
@@ -942,9 +946,11 @@ def run(ctx) -> Any:
         if own is not None and baseline_spec(spec, own) is not None:
             variant, policy, own_precision = own, f"{own}: {SIMULATED_PAIRING}", True
     base = None
+    sweep_choice = True
     if variant == PROBE:
         if ctx.model_info.get("variant") in ("fp32", "bf16") or baseline_spec(spec, "fp32") is None:
             variant, policy = "fp32", "fp32 (bf16 is compared with it as a model of its own)"
+            sweep_choice = False  # not timed: the models after it still time their choice
         else:
             def probe():
                 chosen, why = choose_cpu_baseline(build("fp32"), build("bf16"), cfg, ctx.device)
@@ -955,7 +961,8 @@ def run(ctx) -> Any:
     if base is None:
         other = baseline_spec(spec, variant) if variant else None
         if other is not None:
-            base = Baseline(other, policy, lambda: build(variant), own_precision=own_precision)
+            base = Baseline(other, policy, lambda: build(variant), own_precision=own_precision,
+                            sweep_choice=sweep_choice)
     metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info, base)
     if base is None:
         details["speed_baseline"] = {"spec": None, "policy": policy if variant is None else (

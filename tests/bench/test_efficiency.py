@@ -423,3 +423,22 @@ def test_load_sampler_summary_counts_samples_that_left_too_few_cores():
     quiet = {"load1": 0.0, "running_others": 0}
     assert load_flags(quiet, quiet, 2, 4, s.summary(4, 2)) == []  # 10%: not above the mark
     assert len(load_flags(quiet, quiet, 2, 2, s.summary(2, 2))) == 1
+
+
+def test_bf16_paired_by_the_float_rule_is_not_offered_as_the_sweeps_choice(tok, monkeypatch):
+    # No choice timed yet: bf16 itself is paired with fp32 by rule, untimed, so the runner must not
+    # hand that pairing to the models after it (they time their own choice).
+    from bench.models import build_model
+    from bench.runner import policy_baseline
+    from bench.tasks import TaskContext
+    from bench.tasks import efficiency as eff
+
+    monkeypatch.setattr(eff, "cached_choice", lambda key: None)
+    torch.manual_seed(0)
+    built = build_model("ternbench-tiny@bf16")
+    ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
+                      model_info=built.info, efficiency=TINY, seed=0, speed_baseline=None)
+    res = eff.run(ctx)
+    sb = res.details["speed_baseline"]
+    assert sb["spec"] == "ternbench-tiny@fp32" and sb["sweep_choice"] is False
+    assert policy_baseline(res.details) is None
