@@ -3,7 +3,7 @@
 Every latency is timed by ``torch.utils.benchmark.Timer.blocked_autorange``: it times blocks of a
 fixed number of calls until ``min_run_time``, and its ``Measurement`` gives the per-call time of
 each block. The block size is chosen once per function, in its warm-up: the fewest calls that take
-``min_run_time / BLOCKS_PER_ROUND`` (one call for a function that takes ``min_run_time`` alone),
+``min_run_time / BLOCKS_PER_ROUND`` (one call for a function whose call alone takes that long),
 so a round holds several blocks whose median resists a burst of noise, and a round costs about
 its ``min_run_time``. (Timer's own block-size search, repeated in every round, costs about one
 more block, and its powers of ten often make one block the whole round.)

@@ -21,6 +21,7 @@ run's figures as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -167,12 +168,13 @@ def main(argv=None) -> int:
     orders = [models, models[::-1]] * args.runs
     orders = orders[0::2] + orders[1::2]  # every forward run, then every reversed one
     runs = []
-    with tempfile.TemporaryDirectory(prefix="ternbench-stability-") as tmp:
-        if args.keep:
-            tmp = args.keep
-            if Path(tmp).exists() and any(Path(tmp).iterdir()):
-                p.error(f"--keep {tmp}: not empty (every run computes every cell; name a new folder)")
-            Path(tmp).mkdir(parents=True, exist_ok=True)
+    if args.keep:
+        if Path(args.keep).exists() and any(Path(args.keep).iterdir()):
+            p.error(f"--keep {args.keep}: not empty (every run computes every cell; name a new folder)")
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    where = (contextlib.nullcontext(args.keep) if args.keep
+             else tempfile.TemporaryDirectory(prefix="ternbench-stability-"))
+    with where as tmp:
         for i, order in enumerate(orders, 1):
             run = one_run(order, eff, Path(tmp) / f"run{i}", args.device)
             runs.append(run)
