@@ -64,9 +64,9 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed calls of each function before timing (default: 1)")
-    g.add_argument("--repeats", type=int, default=16, metavar="N",
+    g.add_argument("--repeats", type=int, default=32, metavar="N",
                    help="interleaved timing rounds (speed baseline, model) per latency in each worker process; "
-                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 16)")
+                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 32)")
     g.add_argument("--processes", type=int, default=2, metavar="N",
                    help="fresh worker processes each efficiency cell is measured in, one after the other; their "
                         "rounds are pooled, so intervals cover the process-to-process variation too (default: 2)")
@@ -76,9 +76,10 @@ def add_parser(sub) -> None:
                    help="per latency and cell: rounds after the first 3 start only while it has taken less than S "
                         "seconds (slow models get fewer rounds), shared out among the --processes; 0: always "
                         "--repeats rounds (default: 20)")
-    g.add_argument("--settle", type=float, default=0.1, metavar="S",
-                   help="idle seconds before each timed round, so threads the other model left spinning "
-                        "(OpenMP, onnxruntime) do not run into it (default: 0.1)")
+    g.add_argument("--settle", type=float, default=0.5, metavar="S",
+                   help="before each timed round, wait at most S seconds for the threads the other model left "
+                        "spinning (OpenMP, onnxruntime) to go idle, so they do not run into it; the round starts "
+                        "as soon as they are (default: 0.5)")
     g.add_argument("--threads", type=int, default=0, metavar="N",
                    help="torch threads of the measurement (default 0: torch's default here; recorded)")
     g.add_argument("--speed-baseline", default="auto", metavar="VARIANT",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import statistics
 import time
@@ -29,9 +30,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-TIMER = "torch.utils.benchmark.Timer.blocked_autorange, block size fixed per function"
+TIMER = ("torch.utils.benchmark.Timer.blocked_autorange, block size fixed per function, "
+         "each round started once the process's other threads are idle")
 BLOCKS_PER_ROUND = 5  # a block is at least min_run_time / this: a round holds about this many
 MAX_CALIBRATION_CALLS = 10_000
+SETTLE_POLL_S = 0.0005  # how often ``settle`` looks at the process's threads
 MIN_ROUNDS = 3  # a time budget never cuts the rounds below this (an interval needs a few)
 SPREAD_WARN = 0.10  # IQR / median above this: torch.utils.benchmark's own "noisy" warning
 SPREAD_BAD = 0.25  # above this: the latency is unreliable
@@ -54,6 +57,10 @@ class Latency:
 
     rounds: list[list[float]] = field(default_factory=list)
     number_per_run: int = 1
+    # seconds waited before each round for the other threads to idle (``settle``), and how many
+    # of those waits ended at the cap with threads still running
+    settled: list[float] = field(default_factory=list)
+    settle_capped: int = 0
 
     @property
     def times(self) -> list[float]:
@@ -77,17 +84,24 @@ class Latency:
         return {"median_ms": self.median * 1e3, "iqr_ms": self.iqr * 1e3, "runs": len(self.times),
                 "rounds": len(self.rounds), "number_per_run": self.number_per_run,
                 "round_medians_ms": [m * 1e3 for m in self.round_medians],
-                "rounds_ms": [[t * 1e3 for t in r] for r in self.rounds], "timer": TIMER}
+                "rounds_ms": [[t * 1e3 for t in r] for r in self.rounds], "timer": TIMER,
+                "settle_ms": statistics.median(self.settled) * 1e3 if self.settled else None,
+                "settle_capped": self.settle_capped}
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> Latency:
         """The timed blocks ``summary`` recorded (``rounds_ms``)."""
-        return cls([[t / 1e3 for t in r] for r in summary["rounds_ms"]], int(summary.get("number_per_run", 1)))
+        settle = summary.get("settle_ms")
+        return cls([[t / 1e3 for t in r] for r in summary["rounds_ms"]], int(summary.get("number_per_run", 1)),
+                   [settle / 1e3] * len(summary["rounds_ms"]) if settle is not None else [],
+                   int(summary.get("settle_capped") or 0))
 
     @classmethod
     def pooled(cls, parts: Sequence[Latency]) -> Latency:
-        """The rounds of several measurements (one per worker process) as one."""
-        return cls([r for p in parts for r in p.rounds], parts[-1].number_per_run if parts else 1)
+        """The rounds of several measurements (one per worker process) as one. Calls per block
+        are the largest part's (each worker sizes its blocks after its own warm-up)."""
+        return cls([r for p in parts for r in p.rounds], max((p.number_per_run for p in parts), default=1),
+                   [w for p in parts for w in p.settled], sum(p.settle_capped for p in parts))
 
 
 @functools.cache
@@ -111,6 +125,48 @@ def _timer(fn: Callable[[], Any], threads: int, number: int = 1):
     timer = _timer_class()(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     timer.block = number
     return timer
+
+
+def own_running_threads() -> int | None:
+    """Threads of this process that are running or runnable now (Linux /proc/self/task; None
+    elsewhere). The caller's own thread is one of them."""
+    n = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue  # a thread that ended between the listing and the read
+    return n
+
+
+def settle(cap_s: float, *, running: Callable[[], int | None] = own_running_threads,
+           sleep: Callable[[float], Any] = time.sleep, clock: Callable[[], float] = time.perf_counter,
+           poll_s: float = SETTLE_POLL_S) -> tuple[float, bool]:
+    """Wait until no thread of this process but the caller's is running, at most ``cap_s``
+    seconds: the worker threads the last timed function left spinning (an OpenMP team spins for
+    a few milliseconds after a parallel region, onnxruntime's pool for tens of milliseconds after
+    a run) then no longer compete with the next function for the cores. Idle means two looks in
+    a row, ``poll_s`` apart. Returns (seconds waited, whether the cap ended the wait with threads
+    still running). Where the threads cannot be seen (no /proc), it sleeps ``cap_s``."""
+    if cap_s <= 0:
+        return 0.0, False
+    start = clock()
+    quiet = 0
+    while (waited := clock() - start) < cap_s:
+        n = running()
+        if n is None:
+            sleep(max(0.0, cap_s - waited))
+            return clock() - start, False
+        quiet = quiet + 1 if n <= 1 else 0
+        if quiet >= 2:
+            return waited, False
+        sleep(min(poll_s, cap_s - waited))
+    return waited, True
 
 
 def block_size(call_s: float, min_run_time: float) -> int:
@@ -139,7 +195,8 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
                        min_run_time: float, budget_s: float = 0.0, min_rounds: int = MIN_ROUNDS,
                        warmup: int = 1, settle_s: float = 0.0,
                        sync: Callable[[], Any] = lambda: None, sleep: Callable[[float], Any] = time.sleep,
-                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[Latency]]:
+                       clock: Callable[[], float] = time.perf_counter,
+                       running: Callable[[], int | None] = own_running_threads) -> dict[str, list[Latency]]:
     """Time every group's functions in ``rounds`` rounds; each round visits every group in turn
     and, inside a group, its functions in an order reversed every other round (fns[0], fns[1],
     then fns[1], fns[0], ...).
@@ -153,9 +210,9 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
     (``block_size``); a function whose last warm-up call took that long is timed one call per
     block and not called again before its rounds. ``budget_s`` > 0: a group's rounds after
     ``min_rounds`` start only while that group's own timing has taken less than ``budget_s``.
-    ``settle_s``: the machine idles this long before each timed round, so worker threads the
-    previous function left spinning (OpenMP's, onnxruntime's pool) have gone to sleep and do not
-    compete with the next one for the cores; not counted against the budget.
+    ``settle_s``: before each timed round, wait (``settle``, at most this long) until the worker
+    threads the previous function left spinning (OpenMP's, onnxruntime's pool) are asleep, so
+    they do not compete with the next one for the cores; not counted against the budget.
     """
     target = min_run_time / BLOCKS_PER_ROUND
     blocks: dict[str, list[int]] = {}
@@ -190,9 +247,11 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
             order = list(zip(fns, out[name], blocks[name]))
             for fn, lat, number in (order if r % 2 == 0 else order[::-1]):
                 if settle_s:
-                    t_sleep = clock()
-                    sleep(settle_s)
-                    start += clock() - t_sleep
+                    t_settle = clock()
+                    waited, capped = settle(settle_s, running=running, sleep=sleep, clock=clock)
+                    lat.settled.append(waited)
+                    lat.settle_capped += capped
+                    start += clock() - t_settle
                 times, per_run = time_round(fn, threads, min_run_time, number)
                 lat.rounds.append(times)
                 lat.number_per_run = per_run

@@ -149,7 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=EfficiencyConfig.processes,
                    help=f"worker processes per cell (default: {EfficiencyConfig.processes}, as ternbench run)")
     p.add_argument("--min-run-time", type=float, default=0.05)
-    p.add_argument("--settle", type=float, default=0.1, help="idle seconds before each timed round (as ternbench run)")
+    p.add_argument("--settle", type=float, default=EfficiencyConfig.settle_s,
+                   help=f"longest wait for idle threads before each timed round (default: {EfficiencyConfig.settle_s}, "
+                        f"as ternbench run)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--speed-baseline", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "efficiency_stability.json"))

@@ -77,9 +77,10 @@ class EfficiencyConfig:
     hardware takes ~35 s an image batch of 32) gets 3 rounds of single calls; budget and minimum
     are the cell's, shared out among its processes (with 2: half the budget and two rounds at
     least each).
-    ``settle_s``: idle time before each timed round, so threads the other model left spinning
-    (OpenMP, onnxruntime) are asleep when it starts: onnxruntime's pool spins for tens of
-    milliseconds after each run and slows a model timed right after it.
+    ``settle_s``: the longest wait before each timed round for the threads the other model left
+    spinning (OpenMP's for a few milliseconds, onnxruntime's pool for tens of milliseconds after
+    each run) to go to sleep, so they do not slow the model timed next (``bench.timing.settle``:
+    it watches the process's threads and starts the round as soon as they idle).
     ``threads``: torch intra-op threads (0: torch's default, recorded). ``speed_baseline``: the
     variant speed-ups are relative to (``auto``: fp16 on CUDA; fp32 on a CPU, bf16 where the
     CPU runs it faster); ``none``: no paired baseline. ``timeout_s``: a worker that takes longer
@@ -88,11 +89,11 @@ class EfficiencyConfig:
 
     batch: int = 32
     warmup: int = 1
-    repeats: int = 16
+    repeats: int = 32
     processes: int = 2
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
-    settle_s: float = 0.1
+    settle_s: float = 0.5
     threads: int = 0
     # CUDA: time replays of a captured CUDA graph of each call (what a deployment with
     # captured graphs sees: no Python or launch overhead), for every model alike.
@@ -441,22 +442,6 @@ def load_snapshot() -> dict[str, Any]:
     return {"load1": load1, "running_others": max(0, running - 1)}  # the reading process itself runs
 
 
-def _own_running() -> int | None:
-    """Threads of this process that are running or runnable now (Linux /proc/self/task)."""
-    n = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                n += f.read().rsplit(")", 1)[1].split()[0] == "R"
-        except (OSError, IndexError):
-            continue  # a thread that ended between the listing and the read
-    return n
-
-
 class LoadSampler(_PeriodicSampler):
     """How many tasks of *other* processes were runnable while the latencies were timed: every
     ``interval_s`` a background thread reads the machine's runnable count (/proc/loadavg) and
@@ -468,7 +453,7 @@ class LoadSampler(_PeriodicSampler):
         self.others: list[int] = []
 
     def _sample(self) -> None:
-        now, own = _loadavg(), _own_running()
+        now, own = _loadavg(), timing.own_running_threads()
         if now is not None and own is not None:
             self.others.append(max(0, now[1] - own))
 
@@ -735,6 +720,10 @@ def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: 
         metrics[f"{name}_runs"] = len(c.times)
         if (flag := timing.spread_flag(c)) is not None:
             flags.append(f"{key}: {flag}")
+        if capped := sum(m.settle_capped for m in measured):
+            flags.append(f"{key}: in {capped} of {sum(len(m.rounds) for m in measured)} rounds other threads of the "
+                         f"measuring process were still running when the settle time ran out (--settle): they "
+                         f"competed with the timed calls")
         if len(measured) == 2:
             base_lat[key] = measured[0].summary()
             r = timing.paired_ratio(measured[0].round_medians, c.round_medians,

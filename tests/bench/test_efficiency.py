@@ -442,3 +442,18 @@ def test_bf16_paired_by_the_float_rule_is_not_offered_as_the_sweeps_choice(tok, 
     sb = res.details["speed_baseline"]
     assert sb["spec"] == "ternbench-tiny@fp32" and sb["sweep_choice"] is False
     assert policy_baseline(res.details) is None
+
+
+def test_a_round_started_with_threads_still_running_is_flagged():
+    from bench.tasks.efficiency import latency_figures
+
+    def lat(capped):
+        return timing.Latency([[0.002], [0.0021], [0.0019]], settled=[0.5, 0.01, 0.01], settle_capped=capped)
+
+    timed = {key: [lat(0), lat(0)] for key in ("image_b1", "image_bN", "text_b1", "text_bN")}
+    assert not any("still running" in f for f in latency_figures(timed, 4)[4])
+    timed["text_b1"] = [lat(1), lat(0)]
+    flags = latency_figures(timed, 4)[4]
+    assert [f for f in flags if "still running" in f] == [
+        "text_b1: in 1 of 6 rounds other threads of the measuring process were still running when the settle "
+        "time ran out (--settle): they competed with the timed calls"]

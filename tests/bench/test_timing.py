@@ -79,6 +79,17 @@ def test_latency_summary_round_trips_and_pools():
     assert len(pooled.rounds) == 3 and pooled.median == pytest.approx(0.00205)
 
 
+def test_pooling_keeps_the_settle_waits_and_the_largest_block():
+    one = Latency([[0.002]], number_per_run=10, settled=[0.004], settle_capped=1)
+    two = Latency([[0.003], [0.004]], number_per_run=4, settled=[0.006, 0.008])
+    pooled = Latency.pooled([one, two])
+    assert pooled.number_per_run == 10 and pooled.settle_capped == 1 and pooled.settled == [0.004, 0.006, 0.008]
+    s = pooled.summary()
+    assert s["settle_ms"] == pytest.approx(6.0) and s["settle_capped"] == 1
+    back = Latency.from_summary(s)
+    assert back.settle_capped == 1 and back.settled == [pytest.approx(0.006)] * 3
+
+
 def test_interleaved_alternates_the_functions_and_who_goes_first(monkeypatch):
     order = []
 
@@ -211,7 +222,7 @@ def test_spread_flags(times, want):
     assert (flag is None) if want is None else flag.startswith(want)
 
 
-def test_settle_idles_before_every_timed_round_outside_the_budget(monkeypatch):
+def test_settle_waits_before_every_timed_round_outside_the_budget(monkeypatch):
     now = [0.0]
     events = []
 
@@ -221,12 +232,72 @@ def test_settle_idles_before_every_timed_round_outside_the_budget(monkeypatch):
         return [10.0], 1
 
     def fake_sleep(s):
-        events.append(f"sleep {s}")
-        now[0] += 100.0  # far more than the budget: it must not count
+        events.append("sleep")
+        now[0] += 0.25  # two looks at still-running threads reach the 0.5 s cap: far over the budget
 
     monkeypatch.setattr(timing, "time_round", fake_round)
     out = timing.interleaved_groups({"g": [lambda: None, lambda: None]}, threads=1, rounds=6, min_run_time=0.01,
-                                    budget_s=70.0, settle_s=0.5, sleep=fake_sleep, clock=lambda: now[0])
-    assert events == ["sleep 0.5", "time"] * 8
-    # 20 s of timing a round: after 3 rounds 60 s < 70 s, so a 4th starts; the idle time does not count
+                                    budget_s=70.0, settle_s=0.5, sleep=fake_sleep, clock=lambda: now[0],
+                                    running=lambda: 3)
+    assert events == ["sleep", "sleep", "time"] * 8
+    # 20 s of timing a round: after 3 rounds 60 s < 70 s, so a 4th starts; the waits do not count
     assert [len(lat.rounds) for lat in out["g"]] == [4, 4]
+    assert [lat.settle_capped for lat in out["g"]] == [4, 4]
+    assert all(lat.settled == [0.5] * 4 for lat in out["g"])
+
+
+def _fake_clock():
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+    return now, sleep
+
+
+def test_settle_ends_after_two_idle_looks_in_a_row():
+    now, sleep = _fake_clock()
+    looks = iter([3, 2, 1, 2, 1, 1, 1])
+    waited, capped = timing.settle(1.0, running=lambda: next(looks), sleep=sleep, clock=lambda: now[0],
+                                   poll_s=0.01)
+    # looks at 0, .01, .02 (idle), .03 (busy again), .04, .05 (idle twice): the round starts at .05
+    assert not capped and waited == pytest.approx(0.05)
+
+
+def test_settle_stops_at_the_cap_and_says_so():
+    now, sleep = _fake_clock()
+    waited, capped = timing.settle(0.1, running=lambda: 2, sleep=sleep, clock=lambda: now[0], poll_s=0.01)
+    assert capped and waited == pytest.approx(0.1)
+    assert timing.settle(0.0, running=lambda: 2) == (0.0, False)
+
+
+def test_settle_sleeps_the_cap_where_threads_cannot_be_seen():
+    now, sleep = _fake_clock()
+    waited, capped = timing.settle(0.3, running=lambda: None, sleep=sleep, clock=lambda: now[0])
+    assert not capped and waited == pytest.approx(0.3)
+
+
+@pytest.mark.skipif(timing.own_running_threads() is None, reason="needs /proc/self/task")
+def test_settle_waits_for_a_real_spinning_thread():
+    """A thread that spins 80 ms (like an OpenMP or onnxruntime pool after a run): the wait lasts
+    until it stops, and ends well before the cap."""
+    import threading
+    import time
+
+    started = threading.Event()
+
+    def spin():
+        started.set()
+        end = time.perf_counter() + 0.08
+        while time.perf_counter() < end:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    started.wait()
+    t0 = time.perf_counter()
+    waited, capped = timing.settle(5.0)
+    spun_until = time.perf_counter()
+    t.join()
+    assert not capped and 0.03 < waited < 4.0
+    assert timing.settle(5.0)[0] < 0.5  # nothing spins now: no long wait
+    assert spun_until - t0 >= waited
