@@ -38,10 +38,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def policy_baseline(details: dict[str, Any]) -> tuple[str, str] | None:
     """(variant, why) of the sweep's speed-baseline policy as an efficiency cell applied it; None when
-    the cell had none, paired a simulated variant with its own precision, or paired fp32 / bf16
-    by the rule for those two (not the policy's timed choice for the architecture)."""
+    the cell had none (or was the baseline itself) or paired a simulated variant with its own
+    precision."""
     sb = details.get("speed_baseline") or {}
-    if not sb.get("spec") or "@" not in sb["spec"] or sb.get("own_precision") or sb.get("sweep_choice") is False:
+    if not sb.get("spec") or "@" not in sb["spec"] or sb.get("own_precision"):
         return None
     return sb["spec"].rsplit("@", 1)[1], sb.get("policy") or ""
 

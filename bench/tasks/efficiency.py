@@ -678,7 +678,8 @@ class Baseline:
     """The speed baseline to build in the measuring process (after the candidate's memory pass).
 
     ``build`` may choose among forms (``choose_cpu_baseline``); the spec and policy recorded
-    are then those of the model it returned.
+    are then those of the model it returned, and None means it chose the measured model's own
+    form (the model is the baseline: no pairing).
     """
 
     spec: str
@@ -686,9 +687,6 @@ class Baseline:
     build: Callable[[], Any]  # -> bench.models.BuiltModel
     policy_text: list[str] = field(default_factory=list)
     own_precision: bool = False  # a simulated variant's own float form, not the sweep's policy baseline
-    # False: a rule for this model alone (fp32 or bf16 itself, not timed), which other models of
-    # the sweep must not take as the policy's choice for the architecture
-    sweep_choice: bool = True
 
 
 def paired_how(processes: int) -> str:
@@ -775,11 +773,14 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     base = base_built = None
     if baseline is not None:
         base_built = baseline.build()
-        baseline.spec = base_built.spec.raw
         if baseline.policy_text:
             baseline.policy = baseline.policy_text[-1]
-        gc.collect()
-        base = _subject(base_built.model, base_built.tokenizer, base_built.precision, device, cfg)
+        if base_built is None:  # the policy chose this model's own form: it is the baseline
+            baseline = None
+        else:
+            baseline.spec = base_built.spec.raw
+            gc.collect()
+            base = _subject(base_built.model, base_built.tokenizer, base_built.precision, device, cfg)
 
     groups = {key: [base.fns[key], fn] if base else [fn] for key, fn in cand.fns.items()}
     with LoadSampler() as sampler:  # other processes' runnable tasks while timing
@@ -830,8 +831,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "timing": cand.how,
         "latency": lat,
         "speed_baseline": ({"spec": baseline.spec, "policy": baseline.policy, "latency": base_lat,
-                            "speedups": speedups, "own_precision": baseline.own_precision,
-                            "sweep_choice": baseline.sweep_choice}
+                            "speedups": speedups, "own_precision": baseline.own_precision}
                            if baseline is not None else None),
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
@@ -924,7 +924,7 @@ def run(ctx) -> Any:
         from bench.models import build_model
 
         torch.manual_seed(ctx.seed)  # random-weight models: the same weights as the candidate
-        return build_model(baseline_spec(spec, v), device=ctx.device)
+        return build_model(baseline_spec(spec, v) or spec, device=ctx.device)  # or: the model's own form
 
     own_precision = False
     if variant is not None and cfg.speed_baseline == AUTO_BASELINE and is_simulated(ctx.model):
@@ -935,26 +935,25 @@ def run(ctx) -> Any:
         if own is not None and baseline_spec(spec, own) is not None:
             variant, policy, own_precision = own, f"{own}: {SIMULATED_PAIRING}", True
     base = None
-    sweep_choice = True
-    if variant == PROBE:
-        if ctx.model_info.get("variant") in ("fp32", "bf16") or baseline_spec(spec, "fp32") is None:
-            variant, policy = "fp32", "fp32 (bf16 is compared with it as a model of its own)"
-            sweep_choice = False  # not timed: the models after it still time their choice
-        else:
-            def probe():
-                chosen, why = choose_cpu_baseline(build("fp32"), build("bf16"), cfg, ctx.device)
-                base.policy_text.append(why)
-                store_choice(key, chosen.spec.variant or "fp32", why)
-                return chosen
-            base = Baseline("", policy, probe)
-    if base is None:
-        other = baseline_spec(spec, variant) if variant else None
-        if other is not None:
-            base = Baseline(other, policy, lambda: build(variant), own_precision=own_precision,
-                            sweep_choice=sweep_choice)
+    if variant == PROBE and any(baseline_spec(spec, v) is not None for v in ("fp32", "bf16")):  # not packed
+        # fp32 and bf16 themselves too: every model of the architecture pairs with the same timed
+        # choice, whether or not it was cached before
+        def probe():
+            chosen, why = choose_cpu_baseline(build("fp32"), build("bf16"), cfg, ctx.device)
+            base.policy_text.append(why)
+            choice = chosen.spec.variant or "fp32"
+            store_choice(key, choice, why)
+            return None if choice == ctx.model_info.get("variant") else chosen
+        base = Baseline("", policy, probe)
+    elif variant not in (None, PROBE) and (other := baseline_spec(spec, variant)) is not None:
+        base = Baseline(other, policy, lambda: build(variant), own_precision=own_precision)
     metrics, baselines, details = measure(ctx.model, ctx.tokenizer, ctx.dtype, ctx.device, cfg, ctx.model_info, base)
-    if base is None:
-        details["speed_baseline"] = {"spec": None, "policy": policy if variant is None else (
-            f"{policy}; this model is the baseline" if ctx.model_info.get("variant") == variant
-            else f"{policy}; a packed file has no float form to pair with")}
+    if details.get("speed_baseline") is None:
+        if base is not None or ctx.model_info.get("variant") == variant:
+            why = f"{base.policy if base is not None else policy}; this model is the baseline"
+        elif variant is None:
+            why = policy
+        else:
+            why = f"{policy}; a packed file has no float form to pair with"
+        details["speed_baseline"] = {"spec": None, "policy": why}
     return TaskResult(metrics=metrics, main_metric="image_latency_b1_ms", baselines=baselines, details=details)

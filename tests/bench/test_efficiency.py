@@ -425,23 +425,36 @@ def test_load_sampler_summary_counts_samples_that_left_too_few_cores():
     assert len(load_flags(quiet, quiet, 2, 2, s.summary(2, 2))) == 1
 
 
-def test_bf16_paired_by_the_float_rule_is_not_offered_as_the_sweeps_choice(tok, monkeypatch):
-    # No choice timed yet: bf16 itself is paired with fp32 by rule, untimed, so the runner must not
-    # hand that pairing to the models after it (they time their own choice).
+@pytest.mark.parametrize("choice", ["bf16", "fp32"])
+def test_fp32_and_bf16_pair_with_the_timed_choice_like_every_model(tok, monkeypatch, choice):
+    # No choice cached: fp32 and bf16 time it too (as their cells would read it from the cache), so
+    # their pairing never depends on whether an earlier sweep stored one. The form chosen is
+    # paired with the other; the chosen form itself is the baseline.
     from bench.models import build_model
     from bench.runner import policy_baseline
     from bench.tasks import TaskContext
     from bench.tasks import efficiency as eff
 
+    stored = []
+    monkeypatch.setattr(eff, "_cpu_has_bf16", lambda: True)
     monkeypatch.setattr(eff, "cached_choice", lambda key: None)
-    torch.manual_seed(0)
-    built = build_model("ternbench-tiny@bf16")
-    ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
-                      model_info=built.info, efficiency=TINY, seed=0, speed_baseline=None)
-    res = eff.run(ctx)
-    sb = res.details["speed_baseline"]
-    assert sb["spec"] == "ternbench-tiny@fp32" and sb["sweep_choice"] is False
-    assert policy_baseline(res.details) is None
+    monkeypatch.setattr(eff, "store_choice", lambda key, variant, why: stored.append(variant))
+    monkeypatch.setattr(eff, "choose_cpu_baseline",
+                        lambda fp32, bf16, cfg, device: ((bf16, fp32)[choice == "fp32"], f"{choice}: chosen here"))
+    for variant in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        built = build_model(f"ternbench-tiny@{variant}")
+        ctx = TaskContext(model=built.model, tokenizer=built.tokenizer, dtype=built.precision, device="cpu",
+                          model_info=built.info, efficiency=TINY, seed=0, speed_baseline=None)
+        sb = eff.run(ctx).details["speed_baseline"]
+        if variant == choice:
+            assert sb["spec"] is None and sb["policy"] == f"{choice}: chosen here; this model is the baseline"
+            assert policy_baseline({"speed_baseline": sb}) is None
+        else:
+            assert sb["spec"] == f"ternbench-tiny@{choice}" and sb["policy"] == f"{choice}: chosen here"
+            assert policy_baseline({"speed_baseline": sb}) == (choice, f"{choice}: chosen here")
+            assert set(sb["speedups"]) == {"image_b1", "image_bN", "text_b1", "text_bN"}
+    assert stored == [choice, choice]
 
 
 def test_a_round_started_with_threads_still_running_is_flagged():

@@ -321,6 +321,3 @@ def test_a_simulated_cells_own_precision_pairing_does_not_set_the_sweeps_baselin
     assert policy_baseline({"speed_baseline": own}) is None
     assert policy_baseline({"speed_baseline": {"spec": None, "policy": "this model is the baseline"}}) is None
     assert policy_baseline({}) is None
-    # bf16 paired with fp32 by the rule for the two float forms, untimed: later models still time theirs
-    rule = {"spec": "m@fp32", "policy": "fp32 (bf16 is compared with it as a model of its own)", "sweep_choice": False}
-    assert policy_baseline({"speed_baseline": rule}) is None
