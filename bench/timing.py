@@ -2,7 +2,7 @@
 
 Every latency is timed by ``torch.utils.benchmark.Timer.blocked_autorange``: it times blocks of a
 fixed number of calls until ``min_run_time``, and its ``Measurement`` gives the per-call time of
-each block. The block size is chosen once per function, in its warm-up: the fewest calls that take
+each block. The block size is chosen once per function, after its warm-up: the fewest calls that take
 ``min_run_time / BLOCKS_PER_ROUND`` (one call for a function whose call alone takes that long),
 so a round holds several blocks whose median resists a burst of noise, and a round costs about
 its ``min_run_time``. (Timer's own block-size search, repeated in every round, costs about one
@@ -207,8 +207,8 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
 
     ``warmup`` untimed calls of each function first, then untimed calls until
     ``min_run_time / BLOCKS_PER_ROUND`` has passed, whose mean sets the function's block size
-    (``block_size``); a function whose last warm-up call took that long is timed one call per
-    block and not called again before its rounds. ``budget_s`` > 0: a group's rounds after
+    (``block_size``); a function whose last warm-up call took ``min_run_time`` or longer is timed
+    one call per block and not called again before its rounds. ``budget_s`` > 0: a group's rounds after
     ``min_rounds`` start only while that group's own timing has taken less than ``budget_s``.
     ``settle_s``: before each timed round, wait (``settle``, at most this long) until the worker
     threads the previous function left spinning (OpenMP's, onnxruntime's pool) are asleep, so
@@ -225,7 +225,9 @@ def interleaved_groups(groups: Mapping[str, Sequence[Callable[[], Any]]], *, thr
                 fn()
                 sync()
                 last = clock() - t0
-            if last < target:  # a slow function is not called again here: one call per block
+            # The last warm-up call may be the function's first ever (one-time set-up: kernel JIT,
+            # allocator growth), so only one that took a whole round skips the calibration calls.
+            if last < min_run_time:
                 calls, t0 = 0, clock()
                 while calls < MAX_CALIBRATION_CALLS:
                     fn()

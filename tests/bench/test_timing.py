@@ -205,6 +205,18 @@ def test_a_slow_function_is_called_once_per_round_after_its_warm_up():
     assert lat.number_per_run == 1 and [len(r) for r in lat.rounds] == [1, 1, 1]
 
 
+def test_a_slow_first_call_does_not_make_a_fast_function_one_call_per_block():
+    # the first call pays one-time set-up (a kernel JIT): the block size comes from the calls after it
+    calls = []
+
+    def first_slow():
+        calls.append(1)
+        time.sleep(0.01 if len(calls) == 1 else 0.0005)
+
+    (lat,) = interleaved([first_slow], threads=1, rounds=2, min_run_time=0.02, warmup=1)
+    assert lat.number_per_run >= 2
+
+
 def test_real_timer_records_blocks():
     (lat,) = interleaved([lambda: sum(range(100))], threads=1, rounds=2, min_run_time=0.002)
     s = lat.summary()
