@@ -65,7 +65,7 @@ def _spread(values: list[float]) -> tuple[float, float, float, float]:
 
 
 def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
-    lines, verdicts = [], []
+    lines, verdicts, drift = [], [], []
     for spec in models:
         cells = [r["cells"].get(spec) for r in runs]
         ok = [c for c in cells if c and c["status"] == "ok"]
@@ -98,6 +98,12 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             else:
                 verdicts.append((rel <= RATIO_SPREAD, f"{spec} {ratio}: spread {100 * rel:.1f}% <= "
                                                       f"{100 * RATIO_SPREAD:.0f}%"))
+        lat = [c["metrics"].get("image_latency_bN_ms") for c in ok if c["metrics"].get("image_latency_bN_ms")]
+        if lat:  # how far the machine itself moved: what the pairing has to cancel
+            med, lo, hi, rel = _spread(lat)
+            drift.append(rel)
+            lines.append(f"  {'image latency bN':18s} median {med:8.2f} ms  range {lo:.2f}-{hi:.2f}  "
+                         f"spread {100 * rel:5.1f}%  (absolute: moves with the machine)")
         mem = [c["metrics"].get("peak_memory_bytes") for c in ok if c["metrics"].get("peak_memory_bytes")]
         if mem:
             med, lo, hi, rel = _spread(mem)
@@ -110,6 +116,10 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             lines.append(f"  flags ({sum(len(c['flags']) for c in ok)} in {len(ok)} runs): " + "; ".join(flags[:6])
                          + (f"; and {len(flags) - 6} more" if len(flags) > 6 else ""))
     lines.append("")
+    if drift:
+        lines.append(f"machine drift: a model's own batch-N image latency moved by {100 * min(drift):.0f}-"
+                     f"{100 * max(drift):.0f}% (max-min / median) across the runs; the paired ratios above "
+                     f"cancel what hits baseline and model alike")
     lines.append(f"targets: {sum(g for g, _ in verdicts)} of {len(verdicts)} met")
     lines += [f"  {'ok  ' if g else 'MISS'} {text}" for g, text in verdicts]
     return lines

@@ -126,15 +126,16 @@ def efficiency(rows: list[dict]) -> list[Table]:
 
 
 def efficiency_stability(rows: list[dict]) -> list[Table]:
-    """benchmarks/efficiency_stability.py: per model, each paired speed-up and the peak memory
-    across every run and order (median, range, spread = (max - min) / median)."""
+    """benchmarks/efficiency_stability.py: per model, each paired speed-up, the peak memory and the
+    model's own batch-N image latency (which moves with the machine) across every run and order
+    (median, range, spread = (max - min) / median)."""
     import statistics
 
     ratios = [f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN")]
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         ok = [r for r in rows if r["model"] == model and r["status"] == "ok"]
-        for metric in [*ratios, "peak_memory_bytes"]:
+        for metric in [*ratios, "peak_memory_bytes", "image_latency_bN_ms"]:
             vals = [_number(r.get(metric)) for r in ok]
             vals = [v for v in vals if v is not None]
             if not vals:
@@ -144,7 +145,7 @@ def efficiency_stability(rows: list[dict]) -> list[Table]:
             sig = sum(not (r[f"{metric}_lo"] <= 1 <= r[f"{metric}_hi"]) for r in ok if r.get(f"{metric}_lo") is not None)
             table.append([model, "yes" if ok[0]["simulated"] else "", ", ".join(sorted({str(r["speed_baseline"])
                                                                                     for r in ok})),
-                          metric.replace("_bytes", " (MB)"), med / scale, min(vals) / scale, max(vals) / scale,
+                          metric.replace("_bytes", " (MB)").replace("_ms", " (ms)"), med / scale, min(vals) / scale, max(vals) / scale,
                           f"{100 * (max(vals) - min(vals)) / med:.1f}%" if med else "",
                           f"{sig}/{len(ok)}" if metric in ratios else "",
                           max((r.get("busy_share") or 0) for r in ok)])

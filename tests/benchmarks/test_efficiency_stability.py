@@ -33,6 +33,22 @@ def test_verdicts_on_synthetic_runs(script):
     assert rows[3]["speed_baseline"] == "m@bf16" and rows[3]["image_speedup_b1"] == 2.5
 
 
+def test_the_machines_own_drift_is_shown_beside_the_ratios(script):
+    models = ("m@q-all-a8",)
+
+    def cell(ms):
+        c = _cell(2.0, 5e6)
+        c["metrics"]["image_latency_bN_ms"] = ms
+        return c
+
+    runs = [{"order": list(models), "cells": {"m@q-all-a8": cell(ms)}} for ms in (8.0, 10.0, 12.0)]
+    text = "\n".join(script.summarize(runs, models))
+    # latency 8-12 ms around a median of 10: a 40% drift the paired ratio (2.0 every run) does not show
+    assert "image latency bN   median    10.00 ms  range 8.00-12.00  spread  40.0%" in text
+    assert "machine drift: a model's own batch-N image latency moved by 40-40%" in text
+    assert "ok   m@q-all-a8 image_speedup_b1: spread 0.0% <= 10%" in text
+
+
 def test_keep_refuses_a_folder_with_results_in_it(script, tmp_path, capsys):
     (tmp_path / "run1").mkdir()
     with pytest.raises(SystemExit) as exc:

@@ -35,7 +35,7 @@ def test_efficiency_stability_rows_become_spreads_per_model(script, tmp_path):
         return {"run": run, "order": order, "model": "tiny@q-all-a8", "status": "ok", "simulated": False,
                 "speed_baseline": "tiny@fp32", "busy_share": busy, "flags": 0,
                 "image_speedup_b1": ratio, "image_speedup_b1_lo": ratio * 0.9, "image_speedup_b1_hi": ratio * 1.1,
-                "peak_memory_bytes": mem}
+                "peak_memory_bytes": mem, "image_latency_bN_ms": 8.0 + 4 * (run - 1)}
     rows = [row(1, "forward", 2.0, 10e6), row(2, "reversed", 2.2, 10.2e6, busy=0.3)]
     (tmp_path / "efficiency_stability_cpu_test.json").write_text(json.dumps({"settings": {}, "rows": rows}))
     assert script.main(["--dir", str(tmp_path)]) == 0
@@ -44,3 +44,4 @@ def test_efficiency_stability_rows_become_spreads_per_model(script, tmp_path):
     # median 2.1, range 2.0-2.2: spread 0.2 / 2.1; significant in both; busiest run 30%
     assert "| tiny@q-all-a8 |  | tiny@fp32 | image_speedup_b1 | 2.1 | 2 | 2.2 | 9.5% | 2/2 | 0.3 |" in table
     assert "| peak_memory (MB) | 10.1 | 10 | 10.2 | 2.0% |" in table
+    assert "| image_latency_bN (ms) | 10 | 8 | 12 | 40.0% |" in table
