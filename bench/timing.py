@@ -86,15 +86,13 @@ class Latency:
                 "round_medians_ms": [m * 1e3 for m in self.round_medians],
                 "rounds_ms": [[t * 1e3 for t in r] for r in self.rounds], "timer": TIMER,
                 "settle_ms": statistics.median(self.settled) * 1e3 if self.settled else None,
-                "settle_capped": self.settle_capped}
+                "settled_ms": [w * 1e3 for w in self.settled], "settle_capped": self.settle_capped}
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any]) -> Latency:
-        """The timed blocks ``summary`` recorded (``rounds_ms``)."""
-        settle = summary.get("settle_ms")
+        """The timed blocks and settle waits ``summary`` recorded (``rounds_ms``, ``settled_ms``)."""
         return cls([[t / 1e3 for t in r] for r in summary["rounds_ms"]], int(summary.get("number_per_run", 1)),
-                   [settle / 1e3] * len(summary["rounds_ms"]) if settle is not None else [],
-                   int(summary.get("settle_capped") or 0))
+                   [w / 1e3 for w in summary.get("settled_ms") or []], int(summary.get("settle_capped") or 0))
 
     @classmethod
     def pooled(cls, parts: Sequence[Latency]) -> Latency:

@@ -934,8 +934,10 @@ def run(ctx) -> Any:
         own = OWN_PRECISION.get(ctx.dtype)
         if own is not None and baseline_spec(spec, own) is not None:
             variant, policy, own_precision = own, f"{own}: {SIMULATED_PAIRING}", True
+    from bench import models as bm
+
     base = None
-    if variant == PROBE and any(baseline_spec(spec, v) is not None for v in ("fp32", "bf16")):  # not packed
+    if variant == PROBE and bm.parse_spec(spec).source != "packed":  # a packed file has no float form
         # fp32 and bf16 themselves too: every model of the architecture pairs with the same timed
         # choice, whether or not it was cached before
         def probe():
