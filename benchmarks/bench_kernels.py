@@ -47,6 +47,8 @@ ACCELERATED = {
     "q-all-a8": {"activations": "int8"},
     "q-all-a8-pairs": {"activations": "int8", "backend": "cpu-pairs"},
     "q-all-a8-fbgemm": {"activations": "int8", "backend": "fbgemm"},
+    "q-all-a8-quads": {"activations": "int8", "backend": "cpu-quads"},
+    "q-all-a8-onednn": {"activations": "int8", "backend": "onednn"},
     "q-all-a8-portable": {"activations": "int8", "backend": "cpu-quads-portable"},
     "q-all-a16-int8mem": {"activations": "float"},
     "q-all-a16-2bit": {"activations": "float", "backend": "packed"},
@@ -57,7 +59,7 @@ ACCELERATED = {
 HALF = {"cpu": ("bf16", torch.bfloat16), "cuda": ("fp16", torch.float16)}
 # The CPU's other W1.58A8 kernels, timed beside q-all-a8 (the default one) by default; and on request
 # the quad-table kernel's portable form (what ARM and pre-AVX2 CPUs build).
-CPU_OTHER_A8 = ("q-all-a8-pairs", "q-all-a8-fbgemm")
+CPU_OTHER_A8 = ("q-all-a8-quads", "q-all-a8-onednn", "q-all-a8-pairs", "q-all-a8-fbgemm")
 CPU_ON_REQUEST_A8 = ("q-all-a8-portable",)
 
 
@@ -335,7 +337,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--variants", nargs="+", default=None,
                    help="default: fp32, bf16|fp16, q-all-a16, q-all-a16-int8mem, q-all-a16-2bit, q-all-a8 "
-                        "(cuda: also q-all-a8-2bit, q-all-a8-unfused; cpu: also q-all-a8-pairs, q-all-a8-fbgemm); "
+                        "(cuda: also q-all-a8-2bit, q-all-a8-unfused; cpu: also q-all-a8-quads, q-all-a8-onednn, "
+                        "q-all-a8-pairs, q-all-a8-fbgemm); "
                         "on request: q-all-a8-portable (cpu), q-all-a8-unfused (cpu: the same model)")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None, help="interleaved timing rounds (torch.utils.benchmark)")

@@ -41,6 +41,7 @@ import torch
 from bench import timing
 from bench.tasks import MEMORY_MMAP_THRESHOLD
 from quant.errors import TernbenchError
+from quant.kernels.base import auto_kernel_name
 from quant.kernels.swap import resident_weight_bytes
 from quant.state import quant_state
 
@@ -130,11 +131,12 @@ class EfficiencyConfig:
 
     def settings(self, device: str) -> dict[str, Any]:
         """How a cell is measured, as recorded in it: a change of any of these recomputes the cell
-        (the timer too: a cell timed another way is measured again)."""
+        (the timer too: a cell timed another way is measured again; and the W1.58A8 kernel the device
+        runs, which a new ternbench or a rebuilt native library may change)."""
         from bench.results import device_name
 
         s = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_IDENTITY}
-        return s | {"device": device_name(device), "timer": timing.TIMER}
+        return s | {"device": device_name(device), "timer": timing.TIMER, "int8_kernel": auto_kernel_name(device)}
 
 
 # ---------------------------------------------------------------------------------------------

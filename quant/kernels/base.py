@@ -6,9 +6,9 @@ kernel class per activation mode: ``int8`` (W1.58A8, per-token absmax activation
 ``float`` (W1.58A16, activations stay in the model's float dtype).
 
 Backends: ``reference`` (any device, slow, the ground truth), ``packed`` (any device,
-2-bit weights unpacked per call: smallest memory), ``cpu`` (the quad-table kernel of
-``cpu_quads.py``, else FBGEMM of ``cpu.py``; ``cpu-quads`` / ``cpu-pairs`` / ``fbgemm`` name one
-of the CPU kernels) and
+2-bit weights unpacked per call: smallest memory), ``cpu`` (oneDNN's int8 GEMM of ``cpu.py`` on CPUs
+with VNNI or AMX, else the quad-table kernel of ``cpu_quads.py``, else FBGEMM of ``cpu.py``;
+``cpu-quads`` / ``cpu-pairs`` / ``fbgemm`` / ``onednn`` name one of the CPU kernels) and
 ``cuda`` (``cuda.py``). Each declares the devices it runs on, and whether it is what ``auto``
 picks there (``cpu`` on CPUs, ``cuda`` on GPUs). ``select_kernel`` falls back to the reference,
 with a warning, where a kernel is unavailable.
@@ -121,6 +121,12 @@ def kernel_choice(backend: str, device: torch.device | str,
     return None, reasons or [f"no {name!r} kernel is registered for {activations} activations"]
 
 
+def auto_kernel_name(device: torch.device | str, activations: str = "int8") -> str:
+    """The name of the kernel ``backend="auto"`` runs on ``device`` (``reference`` where none can)."""
+    cls, _ = kernel_choice("auto", device, activations)
+    return cls.name if cls is not None else "reference"
+
+
 def select_kernel(backend: str, device: torch.device | str, activations: str) -> type[Kernel]:
     """The kernel class for ``backend`` (``auto``: the device's own) and ``activations``.
 
@@ -202,12 +208,15 @@ class Backend:
 
 BACKENDS: Registry[Backend] = Registry("backend")
 for _name, _backend in {
-    "cpu": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:QuadTableKernel", "quant.kernels.cpu:FbgemmKernel"],
+    # oneDNN where the CPU has a hardware int8 dot product (VNNI, AMX), else the quad-table kernel's adds.
+    "cpu": Backend(("cpu",), {"int8": ["quant.kernels.cpu:OneDnnFastInt8Kernel", "quant.kernels.cpu_quads:QuadTableKernel",
+                                       "quant.kernels.cpu:FbgemmKernel"],
                               "float": [DequantKernel]}, auto=True),
     "cpu-quads": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:QuadTableKernel"]}),
     "cpu-quads-portable": Backend(("cpu",), {"int8": ["quant.kernels.cpu_quads:PortableQuadTableKernel"]}),
     "cpu-pairs": Backend(("cpu",), {"int8": ["quant.kernels.cpu_pairs:PairTableKernel"]}),
     "fbgemm": Backend(("cpu",), {"int8": ["quant.kernels.cpu:FbgemmKernel"]}),
+    "onednn": Backend(("cpu",), {"int8": ["quant.kernels.cpu:OneDnnKernel"]}),
     # Triton's GEMM, else cuBLASLt's int8 GEMM (without Triton, and on GPUs before Ampere).
     "cuda": Backend(("cuda",), {"int8": ["quant.kernels.cuda:TritonInt8Kernel", "quant.kernels.cuda:IntMMKernel"],
                                 "float": [DequantKernel]}, auto=True),

@@ -1,4 +1,7 @@
-"""CPU W1.58A8 kernel: per-token int8 activations on FBGEMM's u8 x s8 GEMM (AVX2 / AVX512).
+"""CPU W1.58A8 kernels on int8 GEMM libraries: FBGEMM's u8 x s8 GEMM (AVX2 / AVX512) and oneDNN's
+s8 x s8 GEMM (AVX512-VNNI, AMX).
+
+**FBGEMM** (``FbgemmKernel``).
 
 Why FBGEMM and not ``torch._int_mm``: on CPUs without AVX512-VNNI (this project's build
 machine is AVX2 only) ``torch._int_mm`` takes a slow generic path (~10x slower than fp32
@@ -15,6 +18,15 @@ pair sums (|255 * 1 + 255 * 1| < 32767), so ``reduce_range`` is off.
 
 Weights: FBGEMM's packed int8 copy only (1 byte a weight); the trits come back exactly
 with ``linear_unpack``.
+
+**oneDNN** (``OneDnnKernel``): ``onednn::qlinear_pointwise``, the int8 linear of torch's x86
+quantization, on a weight packed once by ``onednn::qlinear_prepack`` (one byte a weight, in
+oneDNN's blocked layout). It takes int8 activations with one scale per tensor, so the codes go in
+with scale 1 and zero point 0, the weight's per-channel scale is oneDNN's weight scale, and the
+output is ``float(acc) * w_scale`` in fp32 (exact integers: ``|acc| <= 127 * K``); the per-token
+scale and the bias are applied after, as for FBGEMM, so both kernels give the same bits. On CPUs
+with AVX512-VNNI or AMX (``vpdpbusd``, AMX tiles) its int8 multiply-add runs at 2-4x fp32's rate,
+which is where the ``cpu`` backend prefers it; elsewhere the quad-table kernel adds faster.
 """
 
 from __future__ import annotations
@@ -29,6 +41,22 @@ from quant.kernels.reference import EPS, QMAX, ternary_linear_reference
 
 def fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def per_token_scale(xf: torch.Tensor) -> torch.Tensor:
+    """Per-token absmax scale ``(M, 1)`` of fp32 ``xf``: ``max(|x_row|, EPS) / 127``."""
+    # max|x| as max(max x, -min x): two fast reductions and no |x| temporary (measured 13x faster
+    # than vector_norm(inf) and 3-6x faster than abs().amax() at 1600 x 768 on 2 AVX2 cores).
+    absmax = torch.maximum(xf.amax(dim=1, keepdim=True), xf.amin(dim=1, keepdim=True).neg_())
+    return absmax.clamp_min_(EPS).div_(QMAX)
+
+
+def scale_and_bias(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The epilogue after ``acc = float(codes @ trits.T) * w_scale``: times the per-token scale, plus
+    the bias (one ``addcmul``), in ``dtype``."""
+    y = acc.mul_(scale) if bias is None else torch.addcmul(bias.float(), acc, scale)
+    return y if y.dtype == dtype else y.to(dtype)
 
 
 class FbgemmKernel(Kernel):
@@ -81,16 +109,12 @@ class FbgemmKernel(Kernel):
         if m == 0 or k < 2:  # the sentinel needs two columns
             return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, self.activations)
         xf = x2d.float()
-        # max|x| as max(max x, -min x): two fast reductions and no |x| temporary (measured 13x faster
-        # than vector_norm(inf) and 3-6x faster than abs().amax() at 1600 x 768 on 2 AVX2 cores).
-        absmax = torch.maximum(xf.amax(dim=1, keepdim=True), xf.amin(dim=1, keepdim=True).neg_())
-        scale = absmax.clamp_min_(EPS).div_(QMAX)
+        scale = per_token_scale(xf)
         buf = torch.empty(m + 1, k)
         torch.div(xf, scale, out=buf[:m]).round_()
         buf[m].copy_(self._sentinel)
         acc = torch.ops.quantized.linear_dynamic(buf, self._packed, False)[:m]
-        y = acc.mul_(scale) if bias is None else torch.addcmul(bias.float(), acc, scale)
-        return y if y.dtype == x2d.dtype else y.to(x2d.dtype)
+        return scale_and_bias(acc, scale, bias, x2d.dtype)
 
     def trits(self) -> torch.Tensor:
         qw, _ = torch.ops.quantized.linear_unpack(self._packed)
@@ -99,3 +123,72 @@ class FbgemmKernel(Kernel):
     def nbytes(self) -> int:
         # FBGEMM's packed B: one byte a weight, plus int32 column offsets and fp64 scales.
         return self.out_features * self.in_features + self.out_features * (4 + 8) + self._w_scale.nbytes
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
+def int8_dot_is_fast() -> bool:
+    """Whether this CPU multiplies int8 faster than fp32 in hardware: AVX512-VNNI or AMX tiles."""
+    return torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+
+
+class OneDnnKernel(Kernel):
+    """W1.58A8 on the CPU through ``onednn::qlinear_pointwise`` (see module docstring)."""
+
+    name = "onednn"
+    fuses = False
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        self.activations = activations
+        self.out_features, self.in_features = trits.shape
+        self.device = trits.device
+        self._packed = torch.ops.onednn.qlinear_prepack(trits.to(torch.int8).contiguous(), None)
+        self._w_scale = w_scale.float().contiguous()
+        self._w_zero = torch.zeros(self.out_features, dtype=torch.long)
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        if device.type != "cpu":
+            return f"the oneDNN kernel runs on the CPU, not {device.type}"
+        if activations != "int8":
+            return "the oneDNN kernel has int8 activations only"
+        if not onednn_available():
+            return "this torch has no oneDNN (mkldnn) int8 linear"
+        return None
+
+    def int_matmul(self, codes: torch.Tensor, w_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``float(codes @ trits.T) * w_scale`` (fp32) from int8 ``codes (M, K)``."""
+        return torch.ops.onednn.qlinear_pointwise(
+            codes, 1.0, 0, self._packed, self._w_scale if w_scale is None else w_scale, self._w_zero,
+            None, 1.0, 0, torch.float32, "none", [], "")
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x2d.shape[0] == 0:
+            return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, self.activations)
+        xf = x2d.float()
+        scale = per_token_scale(xf)
+        codes = torch.div(xf, scale).round_().to(torch.int8)
+        return scale_and_bias(self.int_matmul(codes), scale, bias, x2d.dtype)
+
+    def trits(self) -> torch.Tensor:
+        # oneDNN's layout is opaque: the trits come back as the product with the identity.
+        eye = torch.eye(self.in_features, dtype=torch.int8)
+        return self.int_matmul(eye, torch.ones(self.out_features)).t().to(torch.int8).contiguous()
+
+    def nbytes(self) -> int:
+        # oneDNN's packed weight (one byte a weight, padded to its blocks) and the scales.
+        return self._packed.nbytes + self._w_scale.nbytes + self._w_zero.nbytes
+
+
+class OneDnnFastInt8Kernel(OneDnnKernel):
+    """The oneDNN kernel where the ``cpu`` backend prefers it: CPUs with a hardware int8 dot product."""
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:
+        reason = super().unavailable_reason(device, activations)
+        if reason is None and device.type == "cpu" and not int8_dot_is_fast():
+            return ("no AVX512-VNNI or AMX on this CPU: an int8 GEMM is no faster than fp32 here "
+                    "(backend='onednn' forces it)")
+        return reason

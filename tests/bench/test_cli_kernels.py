@@ -34,6 +34,9 @@ def test_cli_exits_1_when_a_kernel_is_wrong(monkeypatch, capsys):
 
 
 def test_native_libraries_say_why_they_are_missing(monkeypatch, capsys):
+    from quant.kernels import cpu
+
+    monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: False)  # else oneDNN comes first
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("TERNBENCH_NATIVE", "0")
     libs = native_libraries()

@@ -1,5 +1,5 @@
-"""The contract of the CPU's W1.58A8 kernels (FBGEMM, the quad-table and the pair-table kernel alike), and
-FBGEMM's own tests. The native kernels' own: test_cpu_quads.py, test_cpu_pairs.py."""
+"""The contract of the CPU's W1.58A8 kernels (FBGEMM, oneDNN, the quad-table and the pair-table kernel alike),
+and FBGEMM's and oneDNN's own tests. The native kernels' own: test_cpu_quads.py, test_cpu_pairs.py."""
 
 import re
 import warnings
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
-from quant.kernels.cpu import FbgemmKernel, fbgemm_available
+from quant.kernels import cpu
+from quant.kernels.cpu import FbgemmKernel, OneDnnFastInt8Kernel, OneDnnKernel, fbgemm_available, onednn_available
 from quant.kernels.cpu_pairs import BLOCK_SPEED, PairTableKernel, block_tokens
 from quant.kernels.cpu_quads import PortableQuadTableKernel, QuadTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
@@ -16,6 +17,7 @@ from quant.kernels.reference import int_matmul_reference, quantize_per_token, te
 CPU = torch.device("cpu")
 KERNELS = [
     pytest.param(FbgemmKernel, marks=pytest.mark.skipif(not fbgemm_available(), reason="no FBGEMM engine")),
+    pytest.param(OneDnnKernel, marks=pytest.mark.skipif(not onednn_available(), reason="no oneDNN int8 linear")),
     pytest.param(PairTableKernel, marks=pytest.mark.skipif(
         PairTableKernel.unavailable_reason(CPU, "int8") is not None,
         reason=f"pair-table kernel unavailable: {PairTableKernel.unavailable_reason(CPU, 'int8')}")),
@@ -24,7 +26,7 @@ KERNELS = [
         reason=f"{cls.title} unavailable: {cls.unavailable_reason(CPU, 'int8')}"))
       for cls in (QuadTableKernel, PortableQuadTableKernel)),
 ]
-NATIVE_KERNELS = KERNELS[1:]  # the C kernels (pair-table, quad-table in both forms), each skipped where it cannot build
+NATIVE_KERNELS = KERNELS[2:]  # the C kernels (pair-table, quad-table in both forms), each skipped where it cannot build
 CHUNK_K = 128  # the pair-table kernel's chunk of K (64 weight pairs; checked below)
 # odd sizes, K = 1 and 2, token counts across 16/32/64-token blocks, K across the pair-table chunks and
 # the quad-table chunks (48) and widenings (240); the last two run on 2 threads split by columns / by blocks
@@ -132,15 +134,48 @@ def test_fbgemm_backend_and_auto_without_the_native_kernel(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert select_kernel("fbgemm", "cpu", "int8") is FbgemmKernel
-        # where the pair-table kernel cannot be built, auto on the CPU is FBGEMM, without a warning
+        # where the quad-table kernel cannot be built and no int8 dot product is in hardware,
+        # auto on the CPU is FBGEMM, without a warning
         monkeypatch.setattr(native, "_libs", {})
         monkeypatch.setenv("TERNBENCH_NATIVE", "0")
+        monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: False)
         assert select_kernel("auto", "cpu", "int8") is FbgemmKernel
 
 
-def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
-    import quant.kernels.cpu as cpu
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN int8 linear")
+def test_onednn_integer_product_trits_and_one_byte_a_weight():
+    x, trits, _, _ = _case(17, 96, 40, seed=4)
+    codes, _ = quantize_per_token(x)
+    kernel = OneDnnKernel(trits, torch.ones(40), "int8")
+    assert torch.equal(kernel.int_matmul(codes).double(), int_matmul_reference(codes, trits).double())
+    assert torch.equal(kernel.trits(), trits) and kernel.trits().dtype == torch.int8
+    assert 96 * 40 <= kernel.nbytes() < 2 * 96 * 40
 
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN int8 linear")
+@pytest.mark.parametrize("fast", [True, False])
+def test_cpu_backend_takes_onednn_only_where_the_int8_dot_product_is_in_hardware(fast, monkeypatch):
+    from quant.kernels.base import kernel_choice
+
+    monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: fast)
+    chosen, passed_over = kernel_choice("auto", "cpu", "int8")
+    assert (chosen is OneDnnFastInt8Kernel) == fast
+    if not fast:
+        assert "no AVX512-VNNI or AMX on this CPU" in passed_over[0] and "backend='onednn'" in passed_over[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_kernel("onednn", "cpu", "int8") is OneDnnKernel  # forced, on any CPU
+
+
+def test_missing_onednn_falls_back_to_reference(monkeypatch):
+    monkeypatch.setattr(cpu, "onednn_available", lambda: False)
+    with pytest.warns(KernelUnavailableWarning, match="no oneDNN"):
+        cls = select_kernel("onednn", "cpu", "int8")
+    assert cls is BACKENDS["reference"].kernels["int8"][0]
+    assert OneDnnKernel.unavailable_reason(torch.device("cpu"), "float") is not None
+
+
+def test_missing_fbgemm_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "fbgemm_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no FBGEMM engine"):
         cls = select_kernel("fbgemm", "cpu", "int8")
@@ -172,6 +207,7 @@ def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, 
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: False)  # else oneDNN comes first
     assert "no C compiler 'no-such-cc'" in kernel_cls.unavailable_reason(CPU, "int8")
     if fbgemm_available():
         assert select_kernel("cpu", "cpu", "int8") is FbgemmKernel
@@ -180,9 +216,9 @@ def test_native_build_failure_says_why_and_cpu_falls_back_to_fbgemm(kernel_cls, 
 
 
 @pytest.mark.skipif(not fbgemm_available(), reason="this torch has no FBGEMM engine")
-@pytest.mark.parametrize("kernel_cls", NATIVE_KERNELS)
+@pytest.mark.parametrize("kernel_cls", [KERNELS[1], *NATIVE_KERNELS])
 @pytest.mark.parametrize("m,k,n", [(3, 5, 7), (50, 128, 384), (97, 257, 129), (130, 1100, 40), (40, 777, 300)])
-def test_native_kernels_are_bit_equal_to_fbgemm(kernel_cls, m, k, n):
+def test_kernels_are_bit_equal_to_fbgemm(kernel_cls, m, k, n):
     # the same integers and the same order of the scale roundings
     g = torch.Generator().manual_seed(m)
     x = torch.randn(m, k, generator=g) * 3

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from quant.kernels import native
+from quant.kernels import cpu, native
 from quant.kernels.base import select_kernel
 from quant.kernels.cpu_quads import SOURCE, PortableQuadTableKernel, QuadTableKernel
 
@@ -30,7 +30,8 @@ def test_trits_come_back_exactly_at_the_edges():
     assert torch.equal(QuadTableKernel(trits, torch.ones(5), "int8").trits(), trits)
 
 
-def test_auto_on_this_cpu_is_the_quad_table_kernel():
+def test_auto_on_a_cpu_without_a_hardware_int8_dot_is_the_quad_table_kernel(monkeypatch):
+    monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: False)  # AVX2 without VNNI: the tables add faster
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert select_kernel("auto", "cpu", "int8") is QuadTableKernel
@@ -69,6 +70,7 @@ def test_a_cpu_without_avx2_builds_the_portable_form_and_the_pair_kernel_says_wh
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("TERNBENCH_CACHE", str(tmp_path))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # e.g. an ARM CPU
+    monkeypatch.setattr(cpu, "int8_dot_is_fast", lambda: False)
     assert "ternary_pairs needs an x86 CPU with AVX2 (torch reports DEFAULT)" in native.load("ternary_pairs")
     assert select_kernel("cpu", "cpu", "int8") is QuadTableKernel
     g = torch.Generator().manual_seed(3)

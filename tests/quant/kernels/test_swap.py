@@ -21,7 +21,8 @@ from quant.packing import packed_nbytes
 
 
 def _cpu_int8_kernel() -> str:
-    """The W1.58A8 kernel ``auto`` picks on this CPU (the quad-table kernel where it builds, else FBGEMM)."""
+    """The W1.58A8 kernel ``auto`` picks on this CPU (oneDNN with VNNI or AMX, else the quad-table kernel
+    where it builds, else FBGEMM)."""
     return select_kernel("auto", "cpu", "int8").name
 
 
@@ -197,7 +198,7 @@ def test_packed_checkpoint_gives_the_same_outputs(tiny_model, tiny_inputs, tmp_p
         assert torch.equal(a, b)
     floats = load_packed(path, backend="packed", activations="float")
     assert {m.kernel.name for m in floats.modules() if isinstance(m, TernaryLinear)} == {"packed"}
-    with pytest.raises(QuantConfigError, match="unknown backend 'gpu'.*valid: auto, cpu, cpu-quads, cpu-quads-portable, cpu-pairs, fbgemm, cuda"):
+    with pytest.raises(QuantConfigError, match="unknown backend 'gpu'.*valid: auto, cpu, cpu-quads, cpu-quads-portable, cpu-pairs, fbgemm, onednn, cuda"):
         load_packed(path, backend="gpu")
 
 
