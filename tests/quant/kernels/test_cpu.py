@@ -7,9 +7,15 @@ import warnings
 import pytest
 import torch
 
-from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
 from quant.kernels import cpu
-from quant.kernels.cpu import FbgemmKernel, OneDnnFastInt8Kernel, OneDnnKernel, fbgemm_available, onednn_available
+from quant.kernels.base import BACKENDS, KernelUnavailableWarning, select_kernel
+from quant.kernels.cpu import (
+    FbgemmKernel,
+    OneDnnFastInt8Kernel,
+    OneDnnKernel,
+    fbgemm_available,
+    onednn_available,
+)
 from quant.kernels.cpu_pairs import BLOCK_SPEED, PairTableKernel, block_tokens
 from quant.kernels.cpu_quads import PortableQuadTableKernel, QuadTableKernel
 from quant.kernels.reference import int_matmul_reference, quantize_per_token, ternary_linear_a8_reference
