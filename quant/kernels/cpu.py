@@ -35,8 +35,11 @@ import warnings
 
 import torch
 
+from quant.kernels import native
 from quant.kernels.base import Kernel
 from quant.kernels.reference import EPS, QMAX, ternary_linear_reference
+
+QUANTIZE_SOURCE = "ternary_quads"  # the C library whose tq_quantize the oneDNN kernel uses
 
 
 def fbgemm_available() -> bool:
@@ -54,9 +57,29 @@ def per_token_scale(xf: torch.Tensor) -> torch.Tensor:
 def scale_and_bias(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                    dtype: torch.dtype) -> torch.Tensor:
     """The epilogue after ``acc = float(codes @ trits.T) * w_scale``: times the per-token scale, plus
-    the bias (one ``addcmul``), in ``dtype``."""
-    y = acc.mul_(scale) if bias is None else torch.addcmul(bias.float(), acc, scale)
+    the bias (one ``addcmul``), in ``dtype``; in place in ``acc`` (a fresh output would cost its page
+    faults: about 2x the time of the pass at 1600 x 3072)."""
+    y = acc.mul_(scale) if bias is None else torch.addcmul(bias.float(), acc, scale, out=acc)
     return y if y.dtype == dtype else y.to(dtype)
+
+
+MIN_QUANTIZE_PER_THREAD = 32_768  # activations per thread of the native quantization
+
+
+def quantize_codes(xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token int8 ``(codes (M, K), scale (M, 1) fp32)`` of fp32 ``xf``, bit-equal to
+    ``reference.quantize_per_token``: one pass a row in the quad-table kernel's C library where it
+    builds (``tq_quantize``), else in torch (five passes)."""
+    lib = native.load(QUANTIZE_SOURCE)
+    if isinstance(lib, str):
+        scale = per_token_scale(xf)
+        return torch.div(xf, scale).round_().to(torch.int8), scale
+    xf = xf if xf.stride(-1) == 1 else xf.contiguous()
+    (m, k) = xf.shape
+    codes, scale = torch.empty(m, k, dtype=torch.int8), torch.empty(m, 1)
+    threads = max(1, min(torch.get_num_threads(), m * k // MIN_QUANTIZE_PER_THREAD))
+    lib.tq_quantize(xf.data_ptr(), xf.stride(0), m, k, EPS, codes.data_ptr(), scale.data_ptr(), threads)
+    return codes, scale
 
 
 class FbgemmKernel(Kernel):
@@ -167,9 +190,7 @@ class OneDnnKernel(Kernel):
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if x2d.shape[0] == 0:
             return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, self.activations)
-        xf = x2d.float()
-        scale = per_token_scale(xf)
-        codes = torch.div(xf, scale).round_().to(torch.int8)
+        codes, scale = quantize_codes(x2d.float())
         return scale_and_bias(self.int_matmul(codes), scale, bias, x2d.dtype)
 
     def trits(self) -> torch.Tensor:

@@ -53,6 +53,7 @@ SIGNATURES = {
     "tq_decode": (None, [_P, _I, _I, _P]),
     "tq_tail_by_columns": (_I, [_I, _I, _I]),
     "tq_linear": (_I, [_P, _L, _I, _I, _I, _P, _P, _P, _F, _P, _L, _I]),
+    "tq_quantize": (None, [_P, _L, _I, _I, _F, _P, _P, _I]),
 }
 
 # (source name, "portable" | "auto") -> library, or why it is unavailable

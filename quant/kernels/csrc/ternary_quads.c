@@ -282,3 +282,34 @@ int tq_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *c
   }
   return failed;
 }
+
+/* Per-token absmax int8 quantization alone, for the int8 GEMMs of other libraries (the oneDNN
+ * kernel): codes (M, K) int8 and scales (M) of x (M, K), row stride ldx, in one pass over a row
+ * after its absmax; bit-equal to quant.kernels.reference.quantize_per_token (and to the
+ * quantization inside tq_linear). Rows are split across threads. */
+void tq_quantize(const float *x, int64_t ldx, int M, int K, float eps, int8_t *codes, float *scales, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int m = 0; m < M; m++) {
+    const float *r = x + (int64_t)m * ldx;
+    int8_t *c = codes + (int64_t)m * K;
+#ifdef __AVX2__
+    float s = row_scale(r, K, eps);
+    __m256 vs = _mm256_set1_ps(s);
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {  /* 16 int16 codes in order, |code| <= 127: packed to int8 as they are */
+      __m256i p = pair_codes(r + k, vs);
+      _mm_storeu_si128((__m128i *)(c + k), _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    }
+    for (; k < K; k++) {
+      __m128 q = _mm_set_ss(r[k] / s);
+      c[k] = (int8_t)_mm_cvtss_si32(_mm_round_ss(q, q, ROUND));
+    }
+#else
+    float amax = 0.f;
+    for (int k = 0; k < K; k++) amax = fabsf(r[k]) > amax ? fabsf(r[k]) : amax;
+    float s = (amax > eps ? amax : eps) / 127.0f;
+    for (int k = 0; k < K; k++) c[k] = (int8_t)lrintf(r[k] / s);  /* to nearest even */
+#endif
+    scales[m] = s;
+  }
+}

@@ -173,6 +173,17 @@ def test_cpu_backend_takes_onednn_only_where_the_int8_dot_product_is_in_hardware
         assert select_kernel("onednn", "cpu", "int8") is OneDnnKernel  # forced, on any CPU
 
 
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN int8 linear")
+def test_onednn_without_the_native_quantization_gives_the_same_bits(monkeypatch):
+    from quant.kernels import native
+
+    x, trits, w_scale, bias = _case(70, 300, 50, seed=6)
+    with_native = OneDnnKernel(trits, w_scale, "int8").linear(x, bias)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("TERNBENCH_NATIVE", "0")  # quantized in torch
+    assert torch.equal(OneDnnKernel(trits, w_scale, "int8").linear(x, bias), with_native)
+
+
 def test_missing_onednn_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "onednn_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no oneDNN"):

@@ -108,3 +108,25 @@ def test_the_portable_form_is_its_own_backend():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert select_kernel("cpu-quads-portable", "cpu", "int8") is PortableQuadTableKernel
+
+
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("m,k", [(1, 1), (3, 15), (17, 33), (50, 768), (300, 130)])
+def test_quantize_alone_is_bit_equal_to_the_reference(portable, m, k):
+    from quant.kernels.reference import EPS, quantize_per_token
+
+    lib = native.load(SOURCE, portable)
+    if isinstance(lib, str):
+        pytest.skip(lib)
+    g = torch.Generator().manual_seed(m * k)
+    wide = torch.randn(m, k + 7, generator=g) * torch.rand(m, 1, generator=g) * 10
+    x = wide[:, :k]  # rows with a stride of their own
+    x[0] = 0.0  # a zero row: scale EPS / 127, codes 0
+    if k > 2 and m > 1:  # absmax 127: scale 1, and ties at .5 go to the even code
+        x[-1, :3] = torch.tensor([127.0, 2.5, -3.5])
+    codes, scale = torch.empty(m, k, dtype=torch.int8), torch.empty(m, 1)
+    lib.tq_quantize(x.data_ptr(), x.stride(0), m, k, EPS, codes.data_ptr(), scale.data_ptr(), 2)
+    ref_codes, ref_scale = quantize_per_token(x)
+    assert torch.equal(codes, ref_codes) and torch.equal(scale, ref_scale)
+    if k > 2 and m > 1:
+        assert codes[-1, :3].tolist() == [127, 2, -4]
