@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
 def _machine_line(m: dict) -> str:
     cuda = m["cuda"] or "none"
     return (f"this machine: {m['machine']}, torch {m['torch']}, CPU capability {m['cpu_capability']}, "
-            f"{m['threads']} threads, FBGEMM {'yes' if m['fbgemm'] else 'no'}; CUDA: {cuda}; "
+            f"int8 dot product: {m['int8_dot'] or 'none'}, {m['threads']} threads, "
+            f"FBGEMM {'yes' if m['fbgemm'] else 'no'}, oneDNN {'yes' if m['onednn'] else 'no'}; CUDA: {cuda}; "
             f"Triton: {m['triton'] or 'not installed'}")
 
 

@@ -152,9 +152,15 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
+def int8_dot_instructions() -> list[str]:
+    """This CPU's int8 dot-product instructions, as torch detects them: AVX512-VNNI, AMX tiles."""
+    return [name for name, has in (("AVX512-VNNI", torch.cpu._is_vnni_supported()),
+                                   ("AMX", torch.cpu._is_amx_tile_supported())) if has]
+
+
 def int8_dot_is_fast() -> bool:
-    """Whether this CPU multiplies int8 faster than fp32 in hardware: AVX512-VNNI or AMX tiles."""
-    return torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+    """Whether this CPU multiplies int8 faster than fp32 in hardware (AVX512-VNNI or AMX)."""
+    return bool(int8_dot_instructions())
 
 
 class OneDnnKernel(Kernel):
@@ -188,10 +194,18 @@ class OneDnnKernel(Kernel):
             None, 1.0, 0, torch.float32, "none", [], "")
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x2d.shape[0] == 0:
+        if x2d.shape[0] == 0 or QMAX * self.in_features >= 2**24:  # fp32 output no longer exact: the reference
             return ternary_linear_reference(x2d, self.trits(), self._w_scale, bias, self.activations)
         codes, scale = quantize_codes(x2d.float())
         return scale_and_bias(self.int_matmul(codes), scale, bias, x2d.dtype)
+
+    def __getstate__(self) -> dict:
+        # oneDNN's packed weight has no storage to copy or pickle: its trits stand in (deepcopy, torch.save)
+        return self.__dict__ | {"_packed": self.trits()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._packed = torch.ops.onednn.qlinear_prepack(state["_packed"], None)
 
     def trits(self) -> torch.Tensor:
         # oneDNN's layout is opaque: the trits come back as the product with the identity.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from quant.kernels.base import ACTIVATIONS, BACKENDS, Kernel, auto_backend, device_backends, kernel_choice
+from quant.kernels.cpu import int8_dot_instructions, onednn_available
 from quant.kernels.reference import quantize_per_token, ternary_linear_reference
 
 # (M, K, N) of the self-check: one token, odd sizes, a text-tower block at batch 1.
@@ -33,6 +34,8 @@ def machine() -> dict[str, Any]:
         "machine": platform.machine(), "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
         "fbgemm": "fbgemm" in torch.backends.quantized.supported_engines,
+        # a hardware int8 dot product decides the CPU kernel (oneDNN, else the quad-table kernel)
+        "int8_dot": ", ".join(int8_dot_instructions()) or None, "onednn": onednn_available(),
         # the capability decides the CUDA kernels (docs/kernels.md, "GPUs by compute capability")
         "cuda": f"{torch.cuda.get_device_name(0)} (sm_{''.join(map(str, torch.cuda.get_device_capability(0)))})"
         if cuda else None, "triton": triton_version,

@@ -184,6 +184,20 @@ def test_onednn_without_the_native_quantization_gives_the_same_bits(monkeypatch)
     assert torch.equal(OneDnnKernel(trits, w_scale, "int8").linear(x, bias), with_native)
 
 
+@pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN int8 linear")
+def test_onednn_kernel_deep_copies_and_pickles():
+    import copy
+    import io
+
+    x, trits, w_scale, bias = _case(5, 40, 12, seed=7)
+    kernel = OneDnnKernel(trits, w_scale, "int8")
+    buf = io.BytesIO()
+    torch.save(kernel, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(kernel), torch.load(buf, weights_only=False)):
+        assert torch.equal(other.trits(), trits) and torch.equal(other.linear(x, bias), kernel.linear(x, bias))
+
+
 def test_missing_onednn_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "onednn_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no oneDNN"):
