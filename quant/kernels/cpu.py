@@ -148,6 +148,11 @@ class FbgemmKernel(Kernel):
         return self.out_features * self.in_features + self.out_features * (4 + 8) + self._w_scale.nbytes
 
 
+MIN_ONEDNN_ROWS = 3  # oneDNN's int8 linear took 2-28 ms for 1-2 rows at N = 128 or K = 256 (60 us for 3)
+SMALL_LAYER_WEIGHTS = 2**18  # a layer this small keeps the quad-table codes too (2 bits a weight)
+SMALL_PRODUCT = 3 * 2**20  # M x K x N below which the quad-table kernel beat oneDNN (2 AMX cores)
+
+
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
@@ -189,9 +194,13 @@ class OneDnnKernel(Kernel):
 
     def int_matmul(self, codes: torch.Tensor, w_scale: torch.Tensor | None = None) -> torch.Tensor:
         """``float(codes @ trits.T) * w_scale`` (fp32) from int8 ``codes (M, K)``."""
-        return torch.ops.onednn.qlinear_pointwise(
+        m = codes.shape[0]
+        if m < MIN_ONEDNN_ROWS:  # zero rows pad it past oneDNN's slow path for 1-2 rows
+            codes = torch.cat([codes, codes.new_zeros(MIN_ONEDNN_ROWS - m, codes.shape[1])])
+        acc = torch.ops.onednn.qlinear_pointwise(
             codes, 1.0, 0, self._packed, self._w_scale if w_scale is None else w_scale, self._w_zero,
             None, 1.0, 0, torch.float32, "none", [], "")
+        return acc if m >= MIN_ONEDNN_ROWS else acc[:m]
 
     def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if x2d.shape[0] == 0 or QMAX * self.in_features >= 2**24:  # fp32 output no longer exact: the reference
@@ -218,7 +227,29 @@ class OneDnnKernel(Kernel):
 
 
 class OneDnnFastInt8Kernel(OneDnnKernel):
-    """The oneDNN kernel where the ``cpu`` backend prefers it: CPUs with a hardware int8 dot product."""
+    """The oneDNN kernel where the ``cpu`` backend prefers it: CPUs with a hardware int8 dot product.
+
+    oneDNN costs about 35-50 us a call whatever the size, more than a small product takes on the
+    quad-table kernel; so a small layer (at most ``SMALL_LAYER_WEIGHTS`` weights: none of a ViT-B or
+    larger CLIP's) also holds the quad-table kernel's 2-bit codes, and products under
+    ``SMALL_PRODUCT`` multiply-adds run there (the same bits: both kernels equal FBGEMM's)."""
+
+    def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        super().__init__(trits, w_scale, activations)
+        self._small = None
+        if self.out_features * self.in_features <= SMALL_LAYER_WEIGHTS:
+            from quant.kernels.cpu_quads import QuadTableKernel
+
+            if QuadTableKernel.unavailable_reason(trits.device, activations) is None:
+                self._small = QuadTableKernel(trits, w_scale, activations)
+
+    def linear(self, x2d: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self._small is not None and x2d.shape[0] * self.in_features * self.out_features < SMALL_PRODUCT:
+            return self._small.linear(x2d, bias)
+        return super().linear(x2d, bias)
+
+    def nbytes(self) -> int:
+        return super().nbytes() + (self._small.nbytes() if self._small is not None else 0)
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, activations: str) -> str | None:

@@ -198,6 +198,23 @@ def test_onednn_kernel_deep_copies_and_pickles():
         assert torch.equal(other.trits(), trits) and torch.equal(other.linear(x, bias), kernel.linear(x, bias))
 
 
+@pytest.mark.skipif(not onednn_available() or not fbgemm_available(), reason="needs oneDNN and FBGEMM")
+@pytest.mark.skipif(QuadTableKernel.unavailable_reason(CPU, "int8") is not None, reason="no quad-table kernel")
+def test_auto_onednn_runs_small_products_on_the_quad_table_kernel_with_the_same_bits():
+    from quant.kernels.cpu import SMALL_LAYER_WEIGHTS, SMALL_PRODUCT
+
+    x, trits, w_scale, bias = _case(200, 128, 512, seed=8)  # 64 Ki weights: a small layer
+    kernel = OneDnnFastInt8Kernel(trits, w_scale, "int8")
+    assert kernel._small is not None and kernel.nbytes() == OneDnnKernel(trits, w_scale, "int8").nbytes() + \
+        QuadTableKernel(trits, w_scale, "int8").nbytes()
+    fbgemm = FbgemmKernel(trits, w_scale, "int8")
+    for m in (1, 17, 200):  # 17 x 128 x 512 runs on the quad-table kernel, 200 x 128 x 512 on oneDNN
+        assert (m * 128 * 512 < SMALL_PRODUCT) == (m < 48)
+        assert torch.equal(kernel.linear(x[:m], bias), fbgemm.linear(x[:m], bias))
+    big = OneDnnFastInt8Kernel(torch.zeros(SMALL_LAYER_WEIGHTS // 64 + 1, 64, dtype=torch.int8), torch.ones(4097), "int8")
+    assert big._small is None
+
+
 def test_missing_onednn_falls_back_to_reference(monkeypatch):
     monkeypatch.setattr(cpu, "onednn_available", lambda: False)
     with pytest.warns(KernelUnavailableWarning, match="no oneDNN"):
