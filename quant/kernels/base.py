@@ -51,10 +51,15 @@ class Kernel:
     fuses: ClassVar[bool] = True
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        self._weight_facts(trits, w_scale, activations)
+        self._trits = trits.contiguous()
+
+    def _weight_facts(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str) -> None:
+        """What every kernel keeps of its weight, whatever its layout: the activation mode, the shape
+        ``(out_features, in_features)``, the device and the fp32 per-channel scale."""
         self.activations = activations
         self.out_features, self.in_features = trits.shape
         self.device = trits.device
-        self._trits = trits.contiguous()
         self._w_scale = w_scale.float().contiguous()
 
     @classmethod
@@ -157,11 +162,8 @@ class Packed2bitKernel(Kernel):
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
         from quant.packing import pack
 
-        self.activations = activations
-        self.out_features, self.in_features = trits.shape
-        self.device = trits.device
+        self._weight_facts(trits, w_scale, activations)
         self._packed = pack(trits, "2bit", name="ternary weight")
-        self._w_scale = w_scale.float().contiguous()
         self._tables: dict[torch.dtype, torch.Tensor] = {}  # byte -> its 4 trits, per dtype
 
     def _unpack(self, dtype: torch.dtype) -> torch.Tensor:

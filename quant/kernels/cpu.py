@@ -89,10 +89,8 @@ class FbgemmKernel(Kernel):
     fuses = False  # LayerNorm and GELU stay torch ops around the CPU kernels (fused GELU measured no gain)
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
+        self._weight_facts(trits, w_scale, activations)
         n, k = trits.shape
-        self.activations = activations
-        self.out_features, self.in_features = n, k
-        self.device = trits.device
         # An all-zero channel has scale 0; FBGEMM needs a positive scale (its trits are 0 anyway).
         scales = w_scale.double().clamp_min(1e-30).contiguous()
         with warnings.catch_warnings():
@@ -105,7 +103,6 @@ class FbgemmKernel(Kernel):
                 self._packed = torch.ops.quantized.linear_prepack(qw, None)
             finally:
                 torch.backends.quantized.engine = prev
-        self._w_scale = w_scale.float().contiguous()
         sentinel = torch.zeros(k)
         if k >= 2:  # (a 1-wide input goes to the reference, see linear)
             sentinel[0], sentinel[1] = -QMAX, QMAX + 1
@@ -175,11 +172,8 @@ class OneDnnKernel(Kernel):
     fuses = False
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
-        self.activations = activations
-        self.out_features, self.in_features = trits.shape
-        self.device = trits.device
+        self._weight_facts(trits, w_scale, activations)
         self._packed = torch.ops.onednn.qlinear_prepack(trits.to(torch.int8).contiguous(), None)
-        self._w_scale = w_scale.float().contiguous()
         self._w_zero = torch.zeros(self.out_features, dtype=torch.long)
 
     @classmethod

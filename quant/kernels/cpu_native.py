@@ -30,15 +30,12 @@ class NativeCpuKernel(Kernel):
     fuses: ClassVar[bool] = False
 
     def __init__(self, trits: torch.Tensor, w_scale: torch.Tensor, activations: str):
-        self.activations = activations
-        self.out_features, self.in_features = trits.shape
-        self.device = trits.device
+        self._weight_facts(trits, w_scale, activations)
         lib = self._lib()
         t = trits.to(torch.int8).contiguous()
         if t.numel() and int(t.abs().max()) > 1:  # the C encoders index tables by trit
             raise ValueError(f"trits must be -1, 0 or 1; got values up to {int(t.abs().max())}")
         self._encode(lib, t)
-        self._w_scale = w_scale.float().contiguous()
 
     def _encode(self, lib, trits: torch.Tensor) -> None:
         raise NotImplementedError
