@@ -21,6 +21,12 @@ static inline float row_scale(const float *r, int K, float eps) {
 
 #define ROUND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
+/* One input's code: round(v / s), half to even. */
+static inline int code_of(float v, float s) {
+  __m128 q = _mm_set_ss(v / s);
+  return _mm_cvtss_si32(_mm_round_ss(q, q, ROUND));
+}
+
 /* 16 floats -> their 16 int16 codes in order, i.e. 8 pairs as int32 (a | b << 16). */
 static inline __m256i pair_codes(const float *r, __m256 vs) {
   __m256i lo = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r), vs), ROUND));

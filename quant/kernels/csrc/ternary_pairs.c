@@ -99,13 +99,10 @@ static void quantize_pairs(const float *r, int K, float s, int j0, int j1, int M
   for (int j = j0; j < j1; j += 4) {
     int k = 2 * j;
     if (k + 8 <= K) {
-      __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r + k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(r + k), vs), ROUND);
       _mm256_storeu_si256((__m256i *)codes, _mm256_cvtps_epi32(q));
     } else {
-      for (int i = 0; i < 8; i++) {
-        __m128 q = _mm_set_ss(k + i < K ? r[k + i] / s : 0.f);
-        codes[i] = _mm_cvtss_si32(_mm_round_ss(q, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      }
+      for (int i = 0; i < 8; i++) codes[i] = code_of(k + i < K ? r[k + i] : 0.f, s);
     }
     for (int p = 0; p < 4 && j + p < j1; p++) {
       int16_t a = (int16_t)codes[2 * p], b = (int16_t)codes[2 * p + 1];

@@ -34,6 +34,14 @@
 #include <immintrin.h>
 
 #include "avx2_quantize.h"
+#else
+/* The plain-C forms of avx2_quantize.h's per-token scale and code (same roundings). */
+static inline float row_scale(const float *r, int K, float eps) {
+  float amax = 0.f;
+  for (int k = 0; k < K; k++) amax = fabsf(r[k]) > amax ? fabsf(r[k]) : amax;
+  return (amax > eps ? amax : eps) / 127.0f;
+}
+static inline int code_of(float v, float s) { return (int)lrintf(v / s); /* to nearest even */ }
 #endif
 
 typedef int16_t i16x16 __attribute__((vector_size(32)));  /* one table row: 16 tokens */
@@ -101,10 +109,7 @@ static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int 
   }
   memset(xt + (int64_t)kv * MB, 0, (size_t)(kpad - kv) * MB * sizeof(int16_t));
   for (int t = 0; t < mcount; t++)
-    for (int k = kv; k < K; k++) {
-      __m128 q = _mm_set_ss(x[(int64_t)(m0 + t) * ldx + k] / xs[t]);
-      xt[(int64_t)k * MB + t] = (int16_t)_mm_cvtss_si32(_mm_round_ss(q, q, ROUND));
-    }
+    for (int k = kv; k < K; k++) xt[(int64_t)k * MB + t] = (int16_t)code_of(x[(int64_t)(m0 + t) * ldx + k], xs[t]);
 }
 #else
 static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int K, int kpad, float eps,
@@ -114,10 +119,8 @@ static void quantize_block(const float *x, int64_t ldx, int m0, int mcount, int 
     xs[t] = 1.f;
     if (t >= mcount) continue;
     const float *r = x + (int64_t)(m0 + t) * ldx;
-    float amax = 0.f;
-    for (int k = 0; k < K; k++) amax = fabsf(r[k]) > amax ? fabsf(r[k]) : amax;
-    xs[t] = (amax > eps ? amax : eps) / 127.0f;
-    for (int k = 0; k < K; k++) xt[(int64_t)k * MB + t] = (int16_t)lrintf(r[k] / xs[t]);  /* to nearest even */
+    xs[t] = row_scale(r, K, eps);
+    for (int k = 0; k < K; k++) xt[(int64_t)k * MB + t] = (int16_t)code_of(r[k], xs[t]);
   }
 }
 #endif

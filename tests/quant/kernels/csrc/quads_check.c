@@ -1,8 +1,9 @@
 /* A stand-alone check of the quad-table kernel (csrc/ternary_quads.c) against a plain C reference,
  * for builds Python cannot load here: the portable form cross-compiled for ARM and run under qemu
  * (tests/quant/kernels/test_quads_c_check.py), and the forms of this machine. Exits 0 when every
- * output is bit-equal to fma(float(sum of codes x trits) * w_scale, x_scale, bias) and the codes
- * decode back to the trits; prints the first mismatch otherwise. */
+ * output is bit-equal to fma(float(sum of codes x trits) * w_scale, x_scale, bias), the codes
+ * decode back to the trits and tq_quantize's codes and scales are the reference's; prints the
+ * first mismatch otherwise. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,6 +35,17 @@ static int check(int M, int K, int N, int threads) {
     xs[m] = (amax > 1e-5f ? amax : 1e-5f) / 127.0f;
     for (int k = 0; k < K; k++) codes[m * K + k] = (int16_t)lrintf(x[m * K + k] / xs[m]);
   }
+  int8_t *q8 = malloc(M * K);
+  float *qs = malloc(sizeof(float) * M);
+  tq_quantize(x, K, M, K, 1e-5f, q8, qs, threads);
+  for (int m = 0; m < M; m++) {
+    if (qs[m] != xs[m]) { printf("tq_quantize %dx%d: scale[%d] = %.9g, want %.9g\n", M, K, m, qs[m], xs[m]); return 1; }
+    for (int k = 0; k < K; k++)
+      if (q8[m * K + k] != codes[m * K + k]) {
+        printf("tq_quantize %dx%d: code[%d][%d] = %d, want %d\n", M, K, m, k, q8[m * K + k], codes[m * K + k]);
+        return 1;
+      }
+  }
   for (int m = 0; m < M; m++)
     for (int n = 0; n < N; n++) {
       int64_t acc = 0;
@@ -44,7 +56,7 @@ static int check(int M, int K, int N, int threads) {
         return 1;
       }
     }
-  free(x), free(ws), free(bias), free(y), free(xs), free(w), free(back), free(codes), free(packed);
+  free(x), free(ws), free(bias), free(y), free(xs), free(w), free(back), free(codes), free(packed), free(q8), free(qs);
   return 0;
 }
 
