@@ -68,11 +68,17 @@ def format_table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]], device:
         [h for _, h in BYTE_COLUMNS] + ["note"]
     table = [header]
     baselines: dict[str, str] = {}
+    real: set[str] = set()  # baselines a real-kernel variant was paired with
     flags: list[str] = []
     for spec, m, d in rows:
         sb = d.get("speed_baseline") or {}
         base_spec = sb.get("spec")
-        if base_spec:
+        # The policy a real-kernel variant was paired under names the baseline; a simulated one's
+        # (its own precision's float kernels) only where no real-kernel variant used that baseline.
+        if base_spec and not d.get("simulated") and base_spec not in real:
+            baselines[base_spec] = sb.get("policy") or ""
+            real.add(base_spec)
+        elif base_spec:
             baselines.setdefault(base_spec, sb.get("policy") or "")
         base = by_spec.get(base_spec) if base_spec else None
         line = [spec] + [_latency(m, d, k, b) for k, b in LATENCY_COLUMNS]

@@ -21,15 +21,19 @@ PAIRED = {"spec": "m@fp32", "policy": "fp32: this CPU has no bf16 instructions"}
 
 
 def test_paired_ratios_with_intervals_against_the_named_baseline():
+    simulated = {"spec": "m@fp32", "policy": "fp32: the float kernels this simulated variant computes with"}
     rows = [("m@fp32", _metrics(1.0, 400e6), {"timing": {"image_b1": "eager"}, "speed_baseline": BASE}),
+            ("m@q-all", _metrics(1.0, 400e6, {"image_speedup_b1": (1.0, 0.9, 1.1)}),
+             {"speed_baseline": simulated, "simulated": True, "label": SIMULATED_LABEL}),
             ("m@q-all-a8", _metrics(0.5, 100e6, {"image_speedup_b1": (2.0, 1.8, 2.3),
                                                  "text_speedup_b1": (1.05, 0.9, 1.2)}),
-             {"timing": {"image_b1": "eager"}, "speed_baseline": PAIRED, "flags": ["image_b1: noisy: IQR 12%"]}),
-            ("m@q-all", _metrics(1.0, 400e6, {"image_speedup_b1": (1.0, 0.9, 1.1)}),
-             {"speed_baseline": PAIRED, "simulated": True, "label": SIMULATED_LABEL})]
+             {"timing": {"image_b1": "eager"}, "speed_baseline": PAIRED, "flags": ["image_b1: noisy: IQR 12%"]})]
     lines = format_table(rows, "cpu").splitlines()
     assert "timed as eager" in lines[0] and "~ = not significant" in lines[0]
+    # The baseline is named by the real-kernel variant's policy, whatever the rows' order.
     assert lines[1] == "speed baseline: m@fp32 (fp32: this CPU has no bf16 instructions)"
+    assert format_table(rows[::-1], "cpu").splitlines()[1] == lines[1]
+    assert format_table(rows[:2], "cpu").splitlines()[1] == f"speed baseline: m@fp32 ({simulated['policy']})"
     base = next(line for line in lines if line.startswith("m@fp32 "))
     fast = next(line for line in lines if line.startswith("m@q-all-a8"))
     sim = next(line for line in lines if line.startswith("m@q-all "))
