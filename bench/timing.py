@@ -38,6 +38,7 @@ SETTLE_POLL_S = 0.0005  # how often ``settle`` looks at the process's threads
 MIN_ROUNDS = 3  # a time budget never cuts the rounds below this (an interval needs a few)
 SPREAD_WARN = 0.10  # IQR / median above this: torch.utils.benchmark's own "noisy" warning
 SPREAD_BAD = 0.25  # above this: the latency is unreliable
+DRIFT_WARN = 0.10  # round medians' IQR / their median above this: the machine's speed moved during the cell
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -79,11 +80,31 @@ class Latency:
         t = self.times
         return percentile(t, 75) - percentile(t, 25)
 
+    @property
+    def round_spread(self) -> float | None:
+        """How noisy one measurement is, as torch.utils.benchmark judges its own ``Measurement``
+        (IQR / median of the blocks of one ``blocked_autorange`` call): the median of that over
+        the rounds with two blocks or more; None when every round is a single block."""
+        rel = [(percentile(r, 75) - percentile(r, 25)) / statistics.median(r)
+               for r in self.rounds if len(r) > 1 and statistics.median(r) > 0]
+        return statistics.median(rel) if rel else None
+
+    @property
+    def drift(self) -> float | None:
+        """How far the machine's speed moved between rounds: the IQR of the round medians over
+        their median (None below ``MIN_ROUNDS`` rounds). Paired ratios, timed in the same
+        rounds, cancel it; the absolute latency does not."""
+        m = self.round_medians
+        if len(m) < MIN_ROUNDS or statistics.median(m) <= 0:
+            return None
+        return (percentile(m, 75) - percentile(m, 25)) / statistics.median(m)
+
     def summary(self) -> dict[str, Any]:
         """What a record keeps of it (milliseconds); ``from_summary`` gives it back."""
         return {"median_ms": self.median * 1e3, "iqr_ms": self.iqr * 1e3, "runs": len(self.times),
                 "rounds": len(self.rounds), "number_per_run": self.number_per_run,
                 "round_medians_ms": [m * 1e3 for m in self.round_medians],
+                "round_spread": self.round_spread, "drift": self.drift,
                 "rounds_ms": [[t * 1e3 for t in r] for r in self.rounds], "timer": TIMER,
                 "settle_ms": statistics.median(self.settled) * 1e3 if self.settled else None,
                 "settled_ms": [w * 1e3 for w in self.settled], "settle_capped": self.settle_capped}
@@ -314,10 +335,24 @@ def paired_ratio(baseline: Sequence[float], candidate: Sequence[float], *, group
 
 
 def spread_flag(lat: Latency) -> str | None:
-    """'noisy' / 'unreliable' when IQR / median is above torch's 10% / 25% marks."""
-    rel = lat.iqr / lat.median if lat.median > 0 else 0.0
+    """'noisy' / 'unreliable' when a measurement's own spread is above torch's 10% / 25% marks:
+    the IQR / median of the blocks within a round (``Latency.round_spread``), or of every block
+    where each round is one block."""
+    within = lat.round_spread
+    rel = within if within is not None else (lat.iqr / lat.median if lat.median > 0 else 0.0)
+    what = "IQR of the blocks within a round" if within is not None else "IQR"
     if rel > SPREAD_BAD:
-        return f"unreliable: IQR {100 * rel:.0f}% of the median (> {100 * SPREAD_BAD:.0f}%)"
+        return f"unreliable: {what} {100 * rel:.0f}% of the median (> {100 * SPREAD_BAD:.0f}%)"
     if rel > SPREAD_WARN:
-        return f"noisy: IQR {100 * rel:.0f}% of the median (> {100 * SPREAD_WARN:.0f}%)"
+        return f"noisy: {what} {100 * rel:.0f}% of the median (> {100 * SPREAD_WARN:.0f}%)"
     return None
+
+
+def drift_flag(lat: Latency) -> str | None:
+    """'machine speed drifted' when the round medians spread more than ``DRIFT_WARN``
+    (``Latency.drift``): the absolute latency is uncertain by about that much."""
+    d = lat.drift
+    if d is None or d <= DRIFT_WARN:
+        return None
+    return (f"machine speed drifted: round medians' IQR {100 * d:.0f}% of their median (> {100 * DRIFT_WARN:.0f}%); "
+            f"the absolute latency is about that uncertain, the paired speed-ups (same rounds) are not")

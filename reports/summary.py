@@ -40,11 +40,12 @@ class Headline:
     speedup_hi: float
     memory_bytes: float
     flags: str = ""  # sanity flags of the efficiency cell, "; "-joined as the results table holds them
+    speedup_flags: str = ""  # those that bear on the paired speed-up (not the machine's drift between rounds)
 
     @property
     def flag_mark(self) -> str:
-        """`` ⚠`` when the efficiency cell raised sanity flags (its figures need a look)."""
-        return f" {FLAG_MARK}" if self.flags else ""
+        """`` ⚠`` when the efficiency cell raised flags that bear on its speed-up (it needs a look)."""
+        return f" {FLAG_MARK}" if self.speedup_flags else ""
 
     @property
     def mean_text(self) -> str:
@@ -124,6 +125,7 @@ def headlines(lb: Leaderboard) -> list[Headline]:
             speedup=_num(r, "speedup"), speedup_lo=_num(r, "speedup_lo"), speedup_hi=_num(r, "speedup_hi"),
             memory_bytes=_num(r, "peak_memory_bytes"),
             flags=str(r.get("efficiency_flags") or ""),
+            speedup_flags=str(r.get("speedup_flags") or ""),
         ))
     order = {b: i for i, b in enumerate(dict.fromkeys(h.baseline or h.model_id for h in out))}
     return sorted(out, key=lambda h: (order[h.baseline or h.model_id], not h.is_baseline,
@@ -166,8 +168,9 @@ def format_summary(lb: Leaderboard) -> str:
              "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    flagged = [h.name for h in heads if h.flags]
+    flagged = [h.name for h in heads if h.speedup_flags]
     if flagged:
-        lines.append(f"{FLAG_MARK} = the efficiency cell raised sanity flags (listed with the efficiency figures): "
+        lines.append(f"{FLAG_MARK} = the efficiency cell raised sanity flags that bear on the speed-up (listed with the "
+                     "efficiency figures): "
                      + ", ".join(flagged))
     return "\n".join(lines)

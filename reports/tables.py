@@ -257,7 +257,7 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     latest = latest_cells(df[(df["task"] == EFFICIENCY_TASK) & (df["status"] == "ok")], ["model_id"])
     latest = latest.set_index("model_id").reindex(table.index)
     for col, default in (("speed_baseline", ""), ("simulated", False), ("efficiency_label", ""),
-                         ("efficiency_flags", "")):
+                         ("efficiency_flags", ""), ("speedup_flags", "")):
         table[col] = latest[col].where(latest[col].notna(), default) if col in latest else default
     table["simulated"] = table["simulated"].astype(bool)
     for kind, out in (("image", "speedup"), ("text", "text_speedup")):

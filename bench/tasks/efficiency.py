@@ -700,6 +700,13 @@ def paired_how(processes: int) -> str:
     return f"timed {where} in interleaved rounds; median of per-round ratios, {interval}"
 
 
+def drift_flags(timed: dict[str, list[timing.Latency]]) -> list[str]:
+    """The latencies (the model's own) whose rounds drifted (``timing.drift_flag``): flags on the
+    absolute latencies that the paired speed-ups, timed in the same rounds, do not share."""
+    return [f"{key}: {flag}" for key, measured in timed.items()
+            if (flag := timing.drift_flag(measured[-1])) is not None]
+
+
 def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: dict[str, list[int]] | None = None
                     ) -> tuple[dict[str, float], dict[str, Any], dict[str, Any], dict[str, Any], list[str]]:
     """Metrics, latency summaries (model's, baseline's), paired speed-ups and spread flags from
@@ -737,7 +744,7 @@ def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: 
         metrics[f"{kind}s_per_s"] = batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
         if batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
             flags.append(f"{kind}: batch-1 latency above batch-{batch} latency (timing is suspect)")
-    return metrics, lat, base_lat, speedups, flags
+    return metrics, lat, base_lat, speedups, flags + drift_flags(timed)
 
 
 @torch.no_grad()
@@ -838,6 +845,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
         "flags": flags,
+        "drift_flags": drift_flags(timed),
         "load": {"start": load_start, "end": load_end, "during": during, "cores": cores, "flags": machine_flags},
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": list(_accelerated_kernels(model)),
@@ -893,7 +901,8 @@ def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
     peaks = [o["metrics"]["peak_memory_bytes"] for o in outs]
     metrics = dict(first["metrics"]) | lat_metrics | {"peak_memory_bytes": statistics.median(peaks)}
     load = _pooled_load([d["load"] for d in details], details[0]["threads"])
-    merged = dict(details[0]) | {"latency": lat, "flags": flags + load["flags"], "load": load}
+    merged = dict(details[0]) | {"latency": lat, "flags": flags + load["flags"], "drift_flags": drift_flags(timed),
+                                 "load": load}
     if details[0].get("speed_baseline") and details[0]["speed_baseline"].get("latency") is not None:
         merged["speed_baseline"] = dict(details[0]["speed_baseline"]) | {"latency": base_lat, "speedups": speedups}
     if details[0].get("rss_growth_bytes") is not None:

@@ -71,6 +71,7 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
     assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None
     assert set(details["load"]) == {"start", "end", "during", "cores", "flags"}
     assert set(details["load"]["during"]) == {"samples", "others_mean", "others_max", "busy_share"}
+    assert set(details["drift_flags"]) <= set(details["flags"])  # listed with the rest, told apart for the reports
 
 
 def test_the_kernels_that_ran_are_recorded_and_shown_in_the_provenance(tiny_model, tok):
@@ -273,12 +274,15 @@ def test_baseline_spec_is_the_same_architecture_in_the_baseline_variant(spec, va
 
 
 @pytest.mark.parametrize("variant, simulated", [("q-all", True), ("q-all-a8", False)])
-def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simulated):
-    # The sweep has chosen bf16 as the speed baseline; a fake-quant variant computes with fp32
-    # kernels, so it is paired with fp32 (its ratio is its overhead), a real-kernel one with bf16.
+def test_a_simulated_variant_is_paired_with_its_own_precision(tok, variant, simulated, monkeypatch):
+    # The sweep has chosen bf16 as the speed baseline (on a CPU with bf16 instructions; patched in,
+    # so the rule is checked on any CPU); a fake-quant variant computes with fp32 kernels, so it is
+    # paired with fp32 (its ratio is its overhead), a real-kernel one with bf16.
     from bench.models import build_model
-    from bench.tasks import TaskContext
+    from bench.tasks import TaskContext, efficiency
     from bench.tasks.efficiency import run
+
+    monkeypatch.setattr(efficiency, "_cpu_has_bf16", lambda: True)
 
     torch.manual_seed(0)
     built = build_model(f"ternbench-tiny@{variant}")
@@ -370,6 +374,10 @@ def test_merging_processes_pools_rounds_and_recomputes_every_figure(tok):
         assert m[f"{kind}_speedup_{b}"] == got["value"]
         assert [p["speedups"][key] for p in d["processes"]] == [
             o["details"]["speed_baseline"]["speedups"][key]["value"] for o in outs]
+        # the drift flag judges the pooled rounds of both workers
+        drifted = timing.Latency.from_summary(d["latency"][key]).drift > timing.DRIFT_WARN
+        assert any(f.startswith(f"{key}: machine speed drifted") for f in d["drift_flags"]) == drifted
+    assert set(d["drift_flags"]) <= set(d["flags"])
     assert m["peak_memory_bytes"] == outs[0]["metrics"]["peak_memory_bytes"] + 500  # the median of two
     assert m["weight_bytes"] == outs[0]["metrics"]["weight_bytes"]
     assert merged["timings"] == {"build_model_s": 2.0, "task_s": 5.0}

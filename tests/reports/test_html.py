@@ -265,3 +265,24 @@ def test_sanity_flags_of_an_efficiency_cell_reach_the_report_and_the_summary(tmp
     summary = format_summary(tables.leaderboard(load_results(root).df))
     assert f"{FLAG_MARK} = the efficiency cell raised sanity flags" in summary and "tiny@q-all-a8" in summary.splitlines()[-1]
     assert FLAG_MARK not in next(ln for ln in summary.splitlines() if ln.startswith("tiny@fp32"))
+
+
+def test_drift_between_rounds_is_listed_but_does_not_mark_the_paired_speed_up(tmp_path, cell_writer):
+    from reports import render_report, tables
+    from reports.loading import load_results
+    from reports.summary import FLAG_MARK, format_summary
+
+    root = tmp_path / "results"
+    drift = "image_b1: machine speed drifted: round medians' IQR 30% of their median (> 10%)"
+    cell_writer(root, "tiny@fp32", dataset="wds/mini/shapes", group="mini", value=0.5, n=400)
+    cell_writer(root, "tiny@q-all-a8", dataset="wds/mini/shapes", group="mini", value=0.5, n=400)
+    cell_writer(root, "tiny@q-all-a8", metrics={"image_latency_b1_ms": 2.0, "image_speedup_b1": 1.5,
+                                                "image_speedup_b1_lo": 1.4, "image_speedup_b1_hi": 1.6},
+                details={"flags": [drift], "drift_flags": [drift]})
+    page = Page(render_report(root, tmp_path / "r.html").read_text(encoding="utf-8"))
+    assert drift in _lb_cells(page)["tiny@q-all-a8"]["efficiency_flags"]["text"]
+    main = {r[0]["text"].split()[0]: {c["attrs"]["data-key"]: c for c in r} for r in page.tables["leaderboard"]["rows"]}
+    speed = main["tiny@q-all-a8"]["speedup"]
+    assert not speed["text"].strip().endswith(FLAG_MARK) and drift in speed["attrs"]["title"]
+    summary = format_summary(tables.leaderboard(load_results(root).df))
+    assert FLAG_MARK not in summary
