@@ -95,8 +95,10 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
                title="simulated: the ternary weights run on float kernels (fake quantization), so no speed "
                      "or memory gain is expected"),
         Column("efficiency_flags", "Flags", "text",
-               title="sanity flags of the efficiency cell: a latency whose spread is above 10% / 25% of its "
-                     "median, batch-1 above batch-N latency, a busy machine before, during or after the timing"),
+               title="sanity flags of the efficiency cell: a latency whose measurement spread (IQR within a "
+                     "round) is above 10% / 25% of its median, a machine whose speed drifted between rounds "
+                     "(absolute latencies only: the paired speed-ups cancel it), batch-1 above batch-N latency, "
+                     "a busy machine before, during or after the timing"),
     ]
     return cols
 
