@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                         "with every timed round) instead of a temporary one")
     p.add_argument("--save", default=None, metavar="PATH",
                    help="also write one row per run and model here, e.g. benchmarks/results/"
-                        "efficiency_stability_cpu_2core.json (then run benchmarks/results_tables.py)")
+                        "efficiency_stability_cpu_<machine>.json (then run benchmarks/results_tables.py)")
     args = p.parse_args(argv)
 
     models = tuple(args.models or default_grid().models)
