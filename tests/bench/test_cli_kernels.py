@@ -70,3 +70,5 @@ def test_the_verdict_names_the_backend_to_pick_when_auto_is_not_the_fastest():
     row = next(line for line in lines if line.strip().startswith("50x768x3072"))
     # every ratio with its interval; one whose interval contains 1 is marked not significant
     assert "2.000 4.00x [3.50-4.50]" in row and "1.000 8.00x [0.90-9.00]~" in row
+    # the baseline column is named, not shown as a ratio with itself
+    assert "8.000 baseline" in row and "1.00x [1.00-1.00]" not in "\n".join(lines)
