@@ -346,13 +346,3 @@ def spread_flag(lat: Latency) -> str | None:
     if rel > SPREAD_WARN:
         return f"noisy: {what} {100 * rel:.0f}% of the median (> {100 * SPREAD_WARN:.0f}%)"
     return None
-
-
-def drift_flag(lat: Latency) -> str | None:
-    """'machine speed drifted' when the round medians spread more than ``DRIFT_WARN``
-    (``Latency.drift``): the absolute latency is uncertain by about that much."""
-    d = lat.drift
-    if d is None or d <= DRIFT_WARN:
-        return None
-    return (f"machine speed drifted: round medians' IQR {100 * d:.0f}% of their median (> {100 * DRIFT_WARN:.0f}%); "
-            f"the absolute latency is about that uncertain, the paired speed-ups (same rounds) are not")

@@ -701,10 +701,17 @@ def paired_how(processes: int) -> str:
 
 
 def drift_flags(timed: dict[str, list[timing.Latency]]) -> list[str]:
-    """The latencies (the model's own) whose rounds drifted (``timing.drift_flag``): flags on the
-    absolute latencies that the paired speed-ups, timed in the same rounds, do not share."""
-    return [f"{key}: {flag}" for key, measured in timed.items()
-            if (flag := timing.drift_flag(measured[-1])) is not None]
+    """One flag naming the model's latencies whose round medians spread more than
+    ``timing.DRIFT_WARN`` (``Latency.drift``: the machine's speed moved between rounds), or
+    none: it bears on the absolute latencies, not on the paired speed-ups timed in the same rounds."""
+    drifted = {key: d for key, measured in timed.items()
+               if (d := measured[-1].drift) is not None and d > timing.DRIFT_WARN}
+    if not drifted:
+        return []
+    which = ", ".join(f"{key} {100 * d:.0f}%" for key, d in drifted.items())
+    return [f"machine speed drifted between rounds: round medians' IQR over their median {which} "
+            f"(> {100 * timing.DRIFT_WARN:.0f}%); those absolute latencies are about that uncertain, the paired "
+            f"speed-ups (timed in the same rounds) are not"]
 
 
 def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: dict[str, list[int]] | None = None

@@ -240,10 +240,10 @@ def test_drift_between_rounds_is_told_apart_from_a_noisy_measurement():
     tight = lambda level: [level * f for f in (0.99, 1.0, 1.0, 1.01, 1.0)]  # noqa: E731
     drifted = Latency(rounds=[tight(v) for v in (1.0, 1.5, 2.0, 1.0, 1.5, 2.0)])
     assert drifted.round_spread == pytest.approx(0.0, abs=1e-9) and drifted.drift == pytest.approx(0.5)
-    assert spread_flag(drifted) is None and timing.drift_flag(drifted).startswith("machine speed drifted: round medians' IQR 50%")
+    assert spread_flag(drifted) is None
     assert drifted.iqr / drifted.median > timing.SPREAD_BAD  # what pooling every block would have flagged
     steady = Latency(rounds=[[1.0, 1.3, 0.8, 1.1, 0.9]] * 4)
-    assert steady.drift == 0.0 and timing.drift_flag(steady) is None and spread_flag(steady).startswith("noisy")
+    assert steady.drift == 0.0 and spread_flag(steady).startswith("noisy")
     # One block a round: no within-round spread, so the pooled IQR decides; too few rounds: no drift.
     single = Latency(rounds=[[1.0], [2.0], [1.0], [2.0]])
     assert single.round_spread is None and spread_flag(single).startswith("unreliable: IQR 67%")
