@@ -288,6 +288,8 @@ def print_table(rows: list[dict], device: str) -> None:
 
     def cell(r, c):
         if c.startswith("speedup_vs_") and r.get(c) is not None:  # the ratio with its interval
+            if r["variant"] == c.removeprefix("speedup_vs_"):
+                return "baseline"
             lo, hi = r[f"{c}_lo"], r[f"{c}_hi"]
             return f"{r[c]:.2f}x [{lo:.2f}-{hi:.2f}]" + ("~" if lo <= 1 <= hi else "")
         return fmt(r.get(c))
