@@ -94,26 +94,24 @@ def run_kernels(args) -> int:
     return 1 if failed else 0
 
 
-BASELINE = "fp32"  # the column every ratio of the speed table is against
-
-
 def _ratio(v: float, lo: float, hi: float) -> str:
     return f"{v:.2f}x [{lo:.2f}-{hi:.2f}]" + ("" if not lo <= 1 <= hi else "~")
 
 
 def _timing_lines(t: dict) -> list[str]:
     names = list(t["ms"])
-    lines = [f"\nspeed on {t['device']} (median ms; fp32's time / this one's, paired over {t['rounds']} interleaved "
+    lines = [f"\nspeed on {t['device']} (median ms; {t['baseline']}'s time / this one's, paired over {t['rounds']} interleaved "
              "rounds, [95% interval], ~ = not significant):",
              f"  {'M x K x N':16s}" + "".join(f"{n:>34s}" for n in names)]
     for i, shape in enumerate(t["shapes"]):
-        cells = [f"{t['ms'][n][i]:9.3f} {'baseline' if n == BASELINE else _ratio(*t['ratios'][n][i])}" for n in names]
+        cells = [f"{t['ms'][n][i]:9.3f} {'baseline' if n == t['baseline'] else _ratio(*t['ratios'][n][i])}"
+                 for n in names]
         lines.append(f"  {shape:16s}" + "".join(f"{c:>34s}" for c in cells))
     lines.append(f"  {'geometric mean':16s}" + "".join(
-        f"{'baseline' if n == BASELINE else _ratio(t['speedup'][n], *t['interval'][n]):>34s}" for n in names))
+        f"{'baseline' if n == t['baseline'] else _ratio(t['speedup'][n], *t['interval'][n]):>34s}" for n in names))
     if t["fastest"]:
         f = t["fastest"]
-        verdict = f"fastest W1.58A8 kernel here: {f} ({_ratio(t['speedup'][f], *t['interval'][f])} fp32)"
+        verdict = f"fastest W1.58A8 kernel here: {f} ({_ratio(t['speedup'][f], *t['interval'][f])} {t['baseline']})"
         if t["auto"] and t["fastest"] != t["auto"]:
             backend = t["backends"].get(t["fastest"], t["fastest"])
             a = t["auto"]

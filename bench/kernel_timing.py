@@ -20,6 +20,7 @@ from quant.kernels.base import auto_backend
 
 # (M, K, N): ViT-B-32 MLP layers; image batch 1 (50 tokens) and 8 (400) on a CPU, batch 32 (1600)
 # and ViT-L-14's batch 32 (8224 tokens, width 1024) on a GPU.
+BASELINE = "fp32"  # every ratio of the speed table is against it
 SHAPES = {
     "cpu": ((50, 768, 3072), (50, 3072, 768), (400, 768, 3072), (400, 3072, 768)),
     "cuda": ((50, 768, 3072), (1600, 768, 3072), (1600, 3072, 768), (8224, 1024, 4096)),
@@ -67,7 +68,7 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 5,
     auto = next((r["kernel"] for r in rows if (r["device"], r["backend"], r["activations"]) == (device, "auto", "int8")),
                 None)
     g = torch.Generator().manual_seed(0)
-    baselines = {"fp32": torch.float32, **({"fp16": torch.float16} if device == "cuda" else {})}
+    baselines = {BASELINE: torch.float32, **({"fp16": torch.float16} if device == "cuda" else {})}
     names = (*baselines, *kernels)
     lats: dict[str, list[timing.Latency]] = {name: [] for name in names}
     act_dtype = torch.float16 if device == "cuda" else torch.float32
@@ -84,12 +85,12 @@ def time_kernels(rows: list[dict[str, Any]], device: str, repeats: int = 5,
             for name, lat in timed(fns, device, repeats).items():
                 lats[name].append(lat)
     ms = {name: [x.median * 1e3 for x in v] for name, v in lats.items()}
-    ratios = {name: [timing.paired_ratio(b.round_medians, x.round_medians) for b, x in zip(lats["fp32"], v)]
+    ratios = {name: [timing.paired_ratio(b.round_medians, x.round_medians) for b, x in zip(lats[BASELINE], v)]
               for name, v in lats.items()}
-    geo = {name: geomean_ratio(lats["fp32"], v) for name, v in lats.items()}
+    geo = {name: geomean_ratio(lats[BASELINE], v) for name, v in lats.items()}
     speedup = {name: r.value for name, r in geo.items()}
     fastest = max(kernels, key=speedup.get) if kernels else None
-    return {"device": device, "shapes": [f"{m}x{k}x{n}" for m, k, n in shapes], "ms": ms,
+    return {"device": device, "baseline": BASELINE, "shapes": [f"{m}x{k}x{n}" for m, k, n in shapes], "ms": ms,
             "ratios": {name: [[r.value, r.low, r.high] for r in rs] for name, rs in ratios.items()},
             "speedup": speedup, "interval": {name: [r.low, r.high] for name, r in geo.items()},
             "significant": {name: r.significant for name, r in geo.items()}, "rounds": repeats, "timer": timing.TIMER,

@@ -52,6 +52,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def relative_iqr(values: Sequence[float]) -> float:
+    """IQR / median of ``values`` (0 when the median is not positive)."""
+    med = statistics.median(values)
+    return (percentile(values, 75) - percentile(values, 25)) / med if med > 0 else 0.0
+
+
 @dataclass
 class Latency:
     """Every timed block of one function: per-call seconds of each block, grouped by round."""
@@ -85,8 +91,7 @@ class Latency:
         """How noisy one measurement is, as torch.utils.benchmark judges its own ``Measurement``
         (IQR / median of the blocks of one ``blocked_autorange`` call): the median of that over
         the rounds with two blocks or more; None when every round is a single block."""
-        rel = [(percentile(r, 75) - percentile(r, 25)) / statistics.median(r)
-               for r in self.rounds if len(r) > 1 and statistics.median(r) > 0]
+        rel = [relative_iqr(r) for r in self.rounds if len(r) > 1]
         return statistics.median(rel) if rel else None
 
     @property
@@ -95,9 +100,7 @@ class Latency:
         their median (None below ``MIN_ROUNDS`` rounds). Paired ratios, timed in the same
         rounds, cancel it; the absolute latency does not."""
         m = self.round_medians
-        if len(m) < MIN_ROUNDS or statistics.median(m) <= 0:
-            return None
-        return (percentile(m, 75) - percentile(m, 25)) / statistics.median(m)
+        return relative_iqr(m) if len(m) >= MIN_ROUNDS else None
 
     def summary(self) -> dict[str, Any]:
         """What a record keeps of it (milliseconds); ``from_summary`` gives it back."""
@@ -339,7 +342,7 @@ def spread_flag(lat: Latency) -> str | None:
     the IQR / median of the blocks within a round (``Latency.round_spread``), or of every block
     where each round is one block."""
     within = lat.round_spread
-    rel = within if within is not None else (lat.iqr / lat.median if lat.median > 0 else 0.0)
+    rel = within if within is not None else relative_iqr(lat.times)
     what = "IQR of the blocks within a round" if within is not None else "IQR"
     if rel > SPREAD_BAD:
         return f"unreliable: {what} {100 * rel:.0f}% of the median (> {100 * SPREAD_BAD:.0f}%)"

@@ -64,8 +64,9 @@ def load_results(results_dir: str | os.PathLike) -> ResultSet:
     df["efficiency_flags"] = ["; ".join(str(f) for f in d.get("flags") or []) for d in details]
     # Those that bear on the paired speed-ups: all but the machine's drift between rounds, which
     # moves the absolute latencies and cancels in the pairs.
-    df["speedup_flags"] = ["; ".join(str(f) for f in d.get("flags") or [] if f not in set(d.get("drift_flags") or []))
-                           for d in details]
+    drifts = [set(d.get("drift_flags") or []) for d in details]
+    df["speedup_flags"] = ["; ".join(str(f) for f in d.get("flags") or [] if f not in drift)
+                           for d, drift in zip(details, drifts)]
     return ResultSet(root, df, records)
 
 

@@ -751,7 +751,7 @@ def latency_figures(timed: dict[str, list[timing.Latency]], batch: int, groups: 
         metrics[f"{kind}s_per_s"] = batch / (metrics[f"{kind}_latency_bN_ms"] / 1e3)
         if batch > 1 and metrics[f"{kind}_latency_b1_ms"] > metrics[f"{kind}_latency_bN_ms"]:
             flags.append(f"{kind}: batch-1 latency above batch-{batch} latency (timing is suspect)")
-    return metrics, lat, base_lat, speedups, flags + drift_flags(timed)
+    return metrics, lat, base_lat, speedups, flags
 
 
 @torch.no_grad()
@@ -811,7 +811,8 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     cores = os.cpu_count() or 1
     during = sampler.summary(cores, cfg.threads)
     machine_flags = load_flags(load_start, load_end, cfg.threads, cores, during)
-    flags += machine_flags
+    drift = drift_flags(timed)
+    flags += drift + machine_flags
 
     sizes, storage = storage_stats(model, dtype)
     for k in ("compression_vs_fp32", "compression_vs_fp16", "share_ternary", "sparsity", "bits_per_weight"):
@@ -852,7 +853,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "simulated": simulated,
         "label": SIMULATED_LABEL if simulated else None,
         "flags": flags,
-        "drift_flags": drift_flags(timed),
+        "drift_flags": drift,
         "load": {"start": load_start, "end": load_end, "during": during, "cores": cores, "flags": machine_flags},
         # which kernels ran the ternary weights (latency depends on it: e.g. cpu-quads or fbgemm)
         "kernels": list(_accelerated_kernels(model)),
@@ -908,7 +909,8 @@ def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
     peaks = [o["metrics"]["peak_memory_bytes"] for o in outs]
     metrics = dict(first["metrics"]) | lat_metrics | {"peak_memory_bytes": statistics.median(peaks)}
     load = _pooled_load([d["load"] for d in details], details[0]["threads"])
-    merged = dict(details[0]) | {"latency": lat, "flags": flags + load["flags"], "drift_flags": drift_flags(timed),
+    drift = drift_flags(timed)
+    merged = dict(details[0]) | {"latency": lat, "flags": flags + drift + load["flags"], "drift_flags": drift,
                                  "load": load}
     if details[0].get("speed_baseline") and details[0]["speed_baseline"].get("latency") is not None:
         merged["speed_baseline"] = dict(details[0]["speed_baseline"]) | {"latency": base_lat, "speedups": speedups}

@@ -58,7 +58,7 @@ def test_cli_bench_names_the_fastest_kernel(capsys):
 def test_the_verdict_names_the_backend_to_pick_when_auto_is_not_the_fastest():
     from bench.cli_kernels import _timing_lines
 
-    t = {"device": "cpu", "shapes": ["50x768x3072"], "ms": {"fp32": [8.0], "cpu-quads": [2.0], "fbgemm": [1.0]},
+    t = {"device": "cpu", "baseline": "fp32", "shapes": ["50x768x3072"], "ms": {"fp32": [8.0], "cpu-quads": [2.0], "fbgemm": [1.0]},
          "ratios": {"fp32": [[1.0, 1.0, 1.0]], "cpu-quads": [[4.0, 3.5, 4.5]], "fbgemm": [[8.0, 0.9, 9.0]]},
          "speedup": {"fp32": 1.0, "cpu-quads": 4.0, "fbgemm": 8.0},
          "interval": {"fp32": [1.0, 1.0], "cpu-quads": [3.5, 4.5], "fbgemm": [7.0, 9.0]}, "rounds": 5,
