@@ -435,13 +435,16 @@ def _loadavg() -> tuple[float, int] | None:
 
 
 def load_snapshot() -> dict[str, Any]:
-    """Load average (1 min) and tasks runnable now besides this one (Linux /proc/loadavg)."""
+    """Load average (1 min) and tasks of other processes runnable now (Linux /proc/loadavg, less
+    this process's own running threads: an onnxruntime or OpenMP pool still spinning is not
+    another job)."""
     now = _loadavg()
     if now is None:
         load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         return {"load1": load1, "running_others": None}
     load1, running = now
-    return {"load1": load1, "running_others": max(0, running - 1)}  # the reading process itself runs
+    own = timing.own_running_threads()
+    return {"load1": load1, "running_others": max(0, running - (own or 1))}  # the reading thread runs
 
 
 class LoadSampler(_PeriodicSampler):

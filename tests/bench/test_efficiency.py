@@ -420,6 +420,21 @@ def test_load_sampler_sees_other_processes_that_want_the_cores():
     assert any(f.startswith("busy machine during the timing") for f in flags)
 
 
+def test_load_snapshot_does_not_count_this_process_threads_as_other_jobs(monkeypatch):
+    # An onnxruntime pool left spinning after the model was built is this process's, not a job
+    # competing for the cores: 3 runnable on the machine, all 3 ours, means nobody else.
+    from bench import timing
+    from bench.tasks import efficiency
+
+    monkeypatch.setattr(efficiency, "_loadavg", lambda: (0.5, 3))
+    monkeypatch.setattr(timing, "own_running_threads", lambda: 3)
+    assert efficiency.load_snapshot() == {"load1": 0.5, "running_others": 0}
+    monkeypatch.setattr(timing, "own_running_threads", lambda: 1)
+    assert efficiency.load_snapshot()["running_others"] == 2
+    monkeypatch.setattr(timing, "own_running_threads", lambda: None)  # no /proc/self/task
+    assert efficiency.load_snapshot()["running_others"] == 2
+
+
 def test_load_sampler_summary_counts_samples_that_left_too_few_cores():
     from bench.tasks.efficiency import LoadSampler, load_flags
 
