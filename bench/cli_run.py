@@ -64,12 +64,12 @@ def add_parser(sub) -> None:
                    help="batch size of the throughput measurement (default: 32)")
     g.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed calls of each function before timing (default: 1)")
-    g.add_argument("--repeats", type=int, default=32, metavar="N",
+    g.add_argument("--repeats", type=int, default=12, metavar="N",
                    help="interleaved timing rounds (speed baseline, model) per latency in each worker process; "
-                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 32)")
-    g.add_argument("--processes", type=int, default=2, metavar="N",
+                        "each round is one torch.utils.benchmark blocked_autorange per model (default: 12)")
+    g.add_argument("--processes", type=int, default=4, metavar="N",
                    help="fresh worker processes each efficiency cell is measured in, one after the other; their "
-                        "rounds are pooled, so intervals cover the process-to-process variation too (default: 2)")
+                        "rounds are pooled, so intervals cover the process-to-process variation too (default: 4)")
     g.add_argument("--min-run-time", type=float, default=0.05, metavar="S",
                    help="seconds of calls per model and round (blocked_autorange's min_run_time; default: 0.05)")
     g.add_argument("--time-budget", type=float, default=20.0, metavar="S",

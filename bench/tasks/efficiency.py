@@ -75,9 +75,11 @@ class EfficiencyConfig:
     one process to the next (memory layout, thread placement), not only from round to round.
     ``time_budget_s``: rounds after the first ``bench.timing.MIN_ROUNDS`` start only while the
     latency has taken less than this (0: none), so a slow model (bf16 on a CPU without bf16
-    hardware takes ~35 s an image batch of 32) gets 3 rounds of single calls; budget and minimum
-    are the cell's, shared out among its processes (with 2: half the budget and two rounds at
-    least each).
+    hardware takes ~35 s an image batch of 32) gets 3 rounds of single calls (one per process
+    where there are more processes); budget and minimum are the cell's, shared out among its
+    processes (with 4: a quarter of the budget and one round at least each). Several short processes rather than a few long ones: on a shared host a
+    speed-up moves more from one process to the next than from round to round within one, so
+    more processes pin it down better for the same time.
     ``settle_s``: the longest wait before each timed round for the threads the other model left
     spinning (OpenMP's for a few milliseconds, onnxruntime's pool for tens of milliseconds after
     each run) to go to sleep, so they do not slow the model timed next (``bench.timing.settle``:
@@ -90,8 +92,8 @@ class EfficiencyConfig:
 
     batch: int = 32
     warmup: int = 1
-    repeats: int = 32
-    processes: int = 2
+    repeats: int = 12
+    processes: int = 4
     min_run_time_s: float = 0.05
     time_budget_s: float = 20.0
     settle_s: float = 0.5

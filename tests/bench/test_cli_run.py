@@ -256,3 +256,16 @@ def test_run_help_lists_the_default_grid_the_run_uses(capsys):
     variants = " ".join(m.split("@")[1] for m in grid.models)
     assert f"{grid.models[0].split('@')[0]} in {variants}" in text
     assert f"(default: {' '.join(defaults.DATASETS)})" in text and f"(default: {defaults.OUT}/)" in text
+
+
+def test_run_without_efficiency_options_measures_with_the_config_defaults(monkeypatch):
+    # The option defaults are written out in the CLI (its --help needs no torch); they must be
+    # the EfficiencyConfig's own, or a run from the CLI and one from Python measure differently.
+    from bench import cli_run
+    from bench.cli import build_parser
+    from bench.tasks.efficiency import EfficiencyConfig
+
+    args = build_parser().parse_args(["run"])
+    args.invocation = "ternbench run"
+    cfg, _ = cli_run._config(args)
+    assert cfg.efficiency == EfficiencyConfig()
