@@ -128,7 +128,8 @@ def efficiency(rows: list[dict]) -> list[Table]:
 def efficiency_stability(rows: list[dict]) -> list[Table]:
     """benchmarks/efficiency_stability.py: per model, each paired speed-up, the peak memory and the
     model's own batch-N image latency (which moves with the machine) across every run and order
-    (median, range, spread = (max - min) / median)."""
+    (median, range, spread = (max - min) / median), and in how many runs a speed-up's 95% interval
+    held the median of all runs."""
     import statistics
 
     ratios = [f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN")]
@@ -143,14 +144,16 @@ def efficiency_stability(rows: list[dict]) -> list[Table]:
             med = statistics.median(vals)
             scale = 1e6 if metric == "peak_memory_bytes" else 1
             sig = sum(not (r[f"{metric}_lo"] <= 1 <= r[f"{metric}_hi"]) for r in ok if r.get(f"{metric}_lo") is not None)
+            held = sum(r[f"{metric}_lo"] <= med <= r[f"{metric}_hi"] for r in ok if r.get(f"{metric}_lo") is not None)
             table.append([model, "yes" if ok[0]["simulated"] else "", ", ".join(sorted({str(r["speed_baseline"])
                                                                                     for r in ok})),
                           metric.replace("_bytes", " (MB)").replace("_ms", " (ms)"), med / scale, min(vals) / scale, max(vals) / scale,
                           f"{100 * (max(vals) - min(vals)) / med:.1f}%" if med else "",
                           f"{sig}/{len(ok)}" if metric in ratios else "",
+                          f"{held}/{len(ok)}" if metric in ratios else "",
                           max((r.get("busy_share") or 0) for r in ok)])
     header = ("model", "simulated", "speed baseline", "figure", "median", "min", "max", "spread",
-              "significant", "busy share (max)")
+              "significant", "interval holds the median", "busy share (max)")
     runs = len({r["run"] for r in rows})
     return [(f"every figure across {runs} runs (forward and reversed model order)", header, table)]
 

@@ -27,6 +27,9 @@ def test_verdicts_on_synthetic_runs(script):
     assert "MISS m@q-all-a8 image_speedup_b1: spread 22.2% <= 10%" in text
     assert "the speed baseline differed between runs" in text
     assert "ok   m@q-all-a8 peak memory: spread 0.0% <= 5%" in text
+    # median of 2.0 and 2.5 is 2.25: outside run 1's [1.90-2.10] and run 2's [2.375-2.625]
+    assert "interval holds the median of all runs in 0/2" in text
+    assert "interval held the median of all runs in 0 of 8 real-kernel speed-ups (0%)" in text
     rows = script.result_rows(runs, models)
     assert [(r["run"], r["order"], r["model"]) for r in rows] == [
         (1, "forward", "m@q-all"), (1, "forward", "m@q-all-a8"), (2, "reversed", "m@q-all"), (2, "reversed", "m@q-all-a8")]
@@ -47,6 +50,7 @@ def test_the_machines_own_drift_is_shown_beside_the_ratios(script):
     assert "image latency bN   median    10.00 ms  range 8.00-12.00  spread  40.0%" in text
     assert "machine drift: a model's own batch-N image latency moved by 40-40%" in text
     assert "ok   m@q-all-a8 image_speedup_b1: spread 0.0% <= 10%" in text
+    assert "interval held the median of all runs in 12 of 12 real-kernel speed-ups (100%)" in text
 
 
 def test_keep_refuses_a_folder_with_results_in_it(script, tmp_path, capsys):
