@@ -77,9 +77,10 @@ class EfficiencyConfig:
     latency has taken less than this (0: none), so a slow model (bf16 on a CPU without bf16
     hardware takes ~35 s an image batch of 32) gets 3 rounds of single calls (one per process
     where there are more processes); budget and minimum are the cell's, shared out among its
-    processes (with 4: a quarter of the budget and one round at least each). Several short processes rather than a few long ones: on a shared host a
-    speed-up moves more from one process to the next than from round to round within one, so
-    more processes pin it down better for the same time.
+    processes (with 4: a quarter of the budget and one round at least each). Several short
+    processes rather than a few long ones: on a shared host a speed-up moves more from one
+    process to the next than from round to round within one, so more processes pin it down
+    better for the same time.
     ``settle_s``: the longest wait before each timed round for the threads the other model left
     spinning (OpenMP's for a few milliseconds, onnxruntime's pool for tens of milliseconds after
     each run) to go to sleep, so they do not slow the model timed next (``bench.timing.settle``:
