@@ -93,9 +93,6 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             held = sum(c["metrics"][f"{ratio}_lo"] <= med <= c["metrics"][f"{ratio}_hi"] for c in ok)
             lines.append(f"  {ratio:18s} median {med:6.2f}x  range {lo:.2f}-{hi:.2f}  spread {100 * rel:5.1f}%  "
                          f"significant in {sig}/{len(ok)}  interval holds the median of all runs in {held}/{len(ok)}")
-            if not sim:
-                coverage[0] += held
-                coverage[1] += len(ok)
             if sim:
                 good = all(SIM_BAND[0] <= c["metrics"][ratio] <= SIM_BAND[1]
                            or c["metrics"][f"{ratio}_lo"] <= 1 <= c["metrics"][f"{ratio}_hi"] for c in ok)
@@ -104,6 +101,8 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             else:
                 verdicts.append((rel <= RATIO_SPREAD, f"{spec} {ratio}: spread {100 * rel:.1f}% <= "
                                                       f"{100 * RATIO_SPREAD:.0f}%"))
+                coverage[0] += held
+                coverage[1] += len(ok)
         lat = [c["metrics"].get("image_latency_bN_ms") for c in ok if c["metrics"].get("image_latency_bN_ms")]
         if lat:  # how far the machine itself moved: what the pairing has to cancel
             med, lo, hi, rel = _spread(lat)
