@@ -13,7 +13,9 @@ and compiled kernels of earlier models cannot leak into its figures.
 - **Peak memory** during inference: CUDA ``max_memory_allocated`` after a reset; CPU: resident
   weight bytes + the worker's RSS high-water mark above its idle level after the build (Linux
   resets the mark through ``/proc/self/clear_refs``; elsewhere a 1 ms sampling thread), after the
-  C heap's free pages are returned to the OS, so what the build freed cannot hide the growth.
+  C heap's free pages are returned to the OS, so what the build freed cannot hide the growth, and
+  after torch's one-time runtime initialization (``warm_runtime``), so what the build happened to
+  initialize cannot either.
 - **Sizes**: weight bytes in memory (parameters + buffers + kernel buffers), and checkpoint
   bytes as the variant is stored: a quantized model in ternbench's packed format, a float model
   as its state dict at its own precision (safetensors).
@@ -139,7 +141,8 @@ class EfficiencyConfig:
         from bench.results import device_name
 
         s = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_IDENTITY}
-        return s | {"device": device_name(device), "timer": timing.TIMER, "int8_kernel": auto_kernel_name(device)}
+        return s | {"device": device_name(device), "timer": timing.TIMER, "memory": MEMORY_METHOD,
+                    "int8_kernel": auto_kernel_name(device)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +332,56 @@ def fix_mmap_threshold(threshold: int) -> bool:
     tensors come from fresh pages and which reuse the heap's free ones depends on what was freed
     before; a fixed threshold makes the allocator behave the same whatever ran before."""
     return _mallopt(_M_MMAP_THRESHOLD, threshold) and _mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+
+
+# Tags the memory method in a cell's settings: a cell measured another way is measured again.
+MEMORY_METHOD = "first calls above a warmed runtime"
+
+
+@torch.no_grad()
+def warm_runtime(dtype: torch.dtype) -> int | None:
+    """Do torch's one-time CPU initialization before the memory pass; returns the RSS it took
+    (bytes; None where unreadable).
+
+    The first use of the intra-op thread pool, of a GEMM, a convolution, the normalizations and
+    attention allocates memory that stays (13-15 MB of torch 2.14 on 2 cores, half of it the
+    first convolution's), the same for any model. Left to the memory pass it would be counted in
+    a model's peak only where the build had not already done it: a fake-quantized variant, whose
+    build runs such ops, read 6-9% below its own float model. A fixed set of small ops at the
+    model's precision, independent of the model, does it first, so every model starts from the
+    same runtime and its peak is what its own calls need (its shapes' GEMM buffers, its
+    kernels' workspaces, an ONNX Runtime arena included). An op the precision lacks is skipped.
+    """
+    gen = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    mha = torch.nn.MultiheadAttention(64, 4, batch_first=True).to(dtype).eval()
+    q = r(2, 9, 64)
+    ops = (
+        lambda: torch.ones(1 << 20, dtype=dtype).add_(1).sum(),  # the intra-op thread pool
+        lambda: torch.softmax(torch.nn.functional.layer_norm(torch.nn.functional.gelu(
+            torch.nn.functional.linear(r(64, 256), r(256, 256), r(256))), (256,)), -1) * torch.sigmoid(r(256)),
+        lambda: torch.nn.functional.conv2d(r(2, 3, 32, 32), r(16, 3, 8, 8), stride=8),  # a patch embedding
+        lambda: mha(q, q, q, need_weights=False),
+        lambda: mha(q, q, q, need_weights=False, attn_mask=torch.zeros(9, 9, dtype=dtype)),
+        lambda: torch.nn.functional.scaled_dot_product_attention(r(2, 4, 9, 16), r(2, 4, 9, 16), r(2, 4, 9, 16),
+                                                                 is_causal=True),
+        lambda: torch.nn.functional.embedding(torch.arange(8), r(16, 32)).argmax(-1),
+    )
+    gc.collect()
+    _trim_heap()
+    before = rss_bytes()
+    for op in ops:
+        try:
+            op()
+        except (RuntimeError, NotImplementedError):  # e.g. an op without a kernel at this precision
+            pass
+    gc.collect()
+    _trim_heap()
+    after = rss_bytes()
+    return None if before is None or after is None else max(0, after - before)
 
 
 class PeakRss:
@@ -772,7 +825,9 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
     is_cuda = str(device).startswith("cuda")
     load_start = load_snapshot()
 
-    # Memory first, before anything else is built: the first call of each function, from idle.
+    # Memory first, before anything else is built: the first call of each function, from idle
+    # (on the CPU, with torch's one-time initialization done beforehand: ``warm_runtime``).
+    runtime_init = None if is_cuda else warm_runtime(dtype)
     inputs = _inputs(model, tokenizer, dtype, device, cfg.batch)
     if is_cuda:
         torch.cuda.synchronize()
@@ -789,7 +844,8 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         memory_how = "CUDA max_memory_allocated after a reset, first call of each latency (weights included)"
     else:
         metrics["peak_memory_bytes"] = wbytes + rss.growth
-        memory_how = f"weight bytes in memory + peak RSS growth above idle in the first calls ({rss.how})"
+        memory_how = (f"weight bytes in memory + peak RSS growth above idle in the first calls, torch's "
+                      f"one-time runtime initialization done beforehand ({rss.how})")
 
     cand = _subject(model, tokenizer, dtype, device, cfg)
     base = base_built = None
@@ -866,6 +922,7 @@ def measure(model: torch.nn.Module, tokenizer, dtype: torch.dtype, device: str,
         "dtype": str(dtype).replace("torch.", ""),
         "image_size": list(_image_size(model)),
         "rss_growth_bytes": rss.growth if not is_cuda else None,
+        "runtime_init_bytes": runtime_init,
         "checkpoint": str(checkpoint_file(info)) if checkpoint_file(info) else None,
         "storage": storage,
         "bytes_packed": sizes.total.get("bytes_packed"),
@@ -920,8 +977,9 @@ def merge_processes(outs: list[dict[str, Any]]) -> dict[str, Any]:
                                  "load": load}
     if details[0].get("speed_baseline") and details[0]["speed_baseline"].get("latency") is not None:
         merged["speed_baseline"] = dict(details[0]["speed_baseline"]) | {"latency": base_lat, "speedups": speedups}
-    if details[0].get("rss_growth_bytes") is not None:
-        merged["rss_growth_bytes"] = statistics.median(d["rss_growth_bytes"] for d in details)
+    for k in ("rss_growth_bytes", "runtime_init_bytes"):
+        if all(d.get(k) is not None for d in details):
+            merged[k] = statistics.median(d[k] for d in details)
     merged["processes"] = [
         {"peak_memory_bytes": o["metrics"]["peak_memory_bytes"], "rss_growth_bytes": d.get("rss_growth_bytes"),
          "speedups": {k: v["value"] for k, v in ((d.get("speed_baseline") or {}).get("speedups") or {}).items()},

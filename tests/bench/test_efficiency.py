@@ -9,6 +9,7 @@ import torch
 
 from bench import results, timing
 from bench.tasks.efficiency import (
+    MEMORY_METHOD,
     SIMULATED_LABEL,
     EfficiencyConfig,
     PeakRss,
@@ -66,6 +67,8 @@ def test_metric_names_are_the_fixed_ones(tiny_model, tok):
         "batch": 3, "warmup": 1, "repeats": 2, "threads": 1, "cuda_graphs": True, "speed_baseline": "auto"}
     assert "timeout_s" not in settings and settings["device"] == results.device_name("cpu")
     assert settings["timer"] == timing.TIMER  # how it was timed is part of the cell's identity
+    assert settings["memory"] == MEMORY_METHOD  # and how its peak memory was taken
+    assert details["runtime_init_bytes"] >= 0 and details["rss_growth_bytes"] >= 0
     assert details["threads"] == 1 and details["image_size"] == [32, 32]
     assert details["timing"] == {f"{k}_{b}": "eager" for k in ("image", "text") for b in ("b1", "bN")}
     assert details["kernels"] == [] and details["simulated"] is False and details["label"] is None

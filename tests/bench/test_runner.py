@@ -306,6 +306,12 @@ def test_changed_measurement_settings_invalidate_an_efficiency_cell(tmp_path, mi
         (key,) = change
         assert [c.split()[0] for c in results.changed_settings(path, other.settings)] == [key]
         assert not runner.will_run(other, "never", tmp_path)  # never: the file is left alone
+    # a cell whose peak memory was taken another way (an older ternbench) is measured again too
+    older = json.loads(cell.settings) | {"memory": "first calls above the build's idle level"}
+    results.write(tmp_path, cell, record | {"details": {"settings": older}})
+    assert runner.will_run(cell, "missing", tmp_path)
+    assert [c.split()[0] for c in results.changed_settings(path, cell.settings)] == ["memory"]
+    results.write(tmp_path, cell, record)
     assert main(["run", "-m", "ternbench-tiny", "-t", "efficiency", "--out", str(tmp_path), "--dry-run",
                  "--throughput-batch", "8", "--warmup", "1", "--repeats", "2", "--min-run-time", "0.005",
                  "--threads", "1", "--speed-baseline", "fp32", "--time-budget", "20"]) == 0
