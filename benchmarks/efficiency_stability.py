@@ -10,6 +10,7 @@ variation hold it far less often), and the median and spread of peak memory; the
 - a simulated variant (float kernels) is within 0.9-1.1x of its baseline, or not significant, in every run;
 - every real-kernel speed-up varies by at most 10% across runs and orders;
 - each model's peak memory varies by at most 5% across runs and orders;
+- a simulated variant's peak memory is at least 0.97x its float model's (no memory gain);
 
 and every sanity flag the runs raised (spread, batch-1 above batch-N, a busy machine). Writes every
 run's figures as JSON.
@@ -37,6 +38,7 @@ RATIOS = tuple(f"{k}_speedup_{b}" for k in ("image", "text") for b in ("b1", "bN
 SIM_BAND = (0.9, 1.1)
 RATIO_SPREAD = 0.10
 MEMORY_SPREAD = 0.05
+SIM_MEMORY = 0.97  # a simulated variant's peak memory over its float model's, at least
 
 
 def one_run(models: tuple[str, ...], eff, out: Path, device: str) -> dict:
@@ -116,6 +118,13 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
                          f"spread {100 * rel:5.1f}%")
             verdicts.append((rel <= MEMORY_SPREAD, f"{spec} peak memory: spread {100 * rel:.1f}% <= "
                                                    f"{100 * MEMORY_SPREAD:.0f}%"))
+            base_mem = [r["cells"][vs]["metrics"].get("peak_memory_bytes") for r in runs
+                        if (r["cells"].get(vs) or {}).get("status") == "ok"]
+            if sim and len(bases) == 1 and base_mem and all(base_mem):
+                # the same float kernels on weights of the same size: no memory gain either
+                share = med / statistics.median(base_mem)
+                verdicts.append((share >= SIM_MEMORY, f"{spec} peak memory: {share:.3f}x of {vs}'s, "
+                                                      f">= {SIM_MEMORY} (simulated: no memory gain)"))
         flags = sorted({f for c in ok for f in c["flags"]})
         if flags:
             lines.append(f"  flags ({sum(len(c['flags']) for c in ok)} in {len(ok)} runs): " + "; ".join(flags[:6])
