@@ -103,6 +103,16 @@ def leaderboard_columns(groups: list[str], n_common: int, group_counts: dict[str
     return cols
 
 
+# Columns that only accuracy cells fill (the per-group averages too, which exist only with them).
+ACCURACY_COLUMNS = frozenset({"n_ok", "avg", "delta_pts"})
+
+
+def shown_columns(cols: list[Column], has_accuracy: bool) -> list[Column]:
+    """The columns a readable report shows: without the accuracy ones where there is no accuracy
+    cell at all (the CSV keeps every column, so its layout does not depend on the sweep)."""
+    return cols if has_accuracy else [c for c in cols if c.key not in ACCURACY_COLUMNS]
+
+
 def best_mask(values: list, better: str | None) -> list[bool]:
     """True where a value is the best of its column (ties all marked; absent values never)."""
     present = [float(v) for v in values if finite(v)]

@@ -57,27 +57,13 @@ def _lb_cell(data: ReportData, mid: str, col: C.Column, best: bool) -> str:
     return f"**{text}**" if best else text
 
 
-def render_markdown(data: ReportData) -> str:
-    lb = data.leaderboard
-    t = lb.table
-    cols = data.columns
-    best = {c.key: C.best_mask([t.at[m, c.key] for m in t.index], c.better) for c in cols}
-    out = ["# ternbench leaderboard", ""]
-    out += [f"> {md_escape(n)}" for n in lb.notes] + ([""] if lb.notes else [])
-    out.append(f"Averages over the {len(lb.common_datasets)} datasets every variant has; accuracies in %, "
-               "± binomial standard error; Δ in points against the fp16 baseline of the same weights "
-               "(fp32 when no fp16 run exists); \\* = larger than noise (z-test, 5%); **bold** = best.")
-    out.append("")
-    rows = [[_lb_cell(data, m, c, best[c.key][i]) for c in cols] for i, m in enumerate(t.index)]
-    out += _md_table([md_escape(c.label) for c in cols], rows, ["l" if c.unit == "text" else "r" for c in cols])
-    out += ["", "## Per dataset", ""]
-    models = list(t.index)
-    names = {m: (t.at[m, "spec"] or m) for m in models}
+def _per_dataset_md(data: ReportData, names: dict[str, str]) -> list[str]:
+    out = ["", "## Per dataset", ""]
     prow = []
     for (ds, _task), g in data.cells.groupby(["dataset", "task"], sort=False):
         g = g.set_index("model_id")
         row = [md_escape(ds), md_escape(g.iloc[0]["group"])]
-        for m in models:
+        for m in names:
             c = g.loc[m]
             if c["status"] != "ok":
                 row.append(md_escape(c["status"]))
@@ -88,8 +74,30 @@ def render_markdown(data: ReportData) -> str:
                 text += f" ({C.fmt(c['delta_pts'], 'pts')}{star})"
             row.append(text)
         prow.append(row)
-    out += _md_table(["Dataset", "Group", *(md_escape(names[m]) for m in models)], prow,
-                     ["l", "l"] + ["r"] * len(models))
+    return out + _md_table(["Dataset", "Group", *(md_escape(names[m]) for m in names)], prow,
+                           ["l", "l"] + ["r"] * len(names))
+
+
+def render_markdown(data: ReportData) -> str:
+    lb = data.leaderboard
+    t = lb.table
+    cols = C.shown_columns(data.columns, lb.has_accuracy)
+    best = {c.key: C.best_mask([t.at[m, c.key] for m in t.index], c.better) for c in cols}
+    out = ["# ternbench leaderboard", ""]
+    out += [f"> {md_escape(n)}" for n in lb.notes] + ([""] if lb.notes else [])
+    if lb.has_accuracy:
+        out.append(f"Averages over the {len(lb.common_datasets)} datasets every variant has; accuracies in %, "
+                   "± binomial standard error; Δ in points against the fp16 baseline of the same weights "
+                   "(fp32 when no fp16 run exists); \\* = larger than noise (z-test, 5%); **bold** = best.")
+    else:
+        out.append("Efficiency cells only, no accuracy: sizes, speed-ups and memory; \\* = significant speed-up; "
+                   "**bold** = best.")
+    out.append("")
+    rows = [[_lb_cell(data, m, c, best[c.key][i]) for c in cols] for i, m in enumerate(t.index)]
+    out += _md_table([md_escape(c.label) for c in cols], rows, ["l" if c.unit == "text" else "r" for c in cols])
+    names = {m: (t.at[m, "spec"] or m) for m in t.index}
+    if lb.has_accuracy:
+        out += _per_dataset_md(data, names)
     if not data.problems.empty:
         out += ["", "## Failed and missing cells", ""]
         out += _md_table(["Model", "Dataset", "Status", "Error"],

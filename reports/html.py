@@ -68,12 +68,14 @@ MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = (
                             "where measured; simulated = fake quantization on float kernels (no speed gain)"),
     ("memory", "Peak memory", "peak memory while encoding, above the idle process"),
 )
+MAIN_ACCURACY = frozenset({"avg", "delta_pts"})  # left out where the results hold no accuracy cell
 
 
 def main_view(data: ReportData) -> dict:
     """The main table's rows, from the same headlines the terminal summary prints."""
     lb = data.leaderboard
     best = best_ternary(lb)
+    columns = [c for c in MAIN_COLUMNS if lb.has_accuracy or c[0] not in MAIN_ACCURACY]
     rows = []
     for h in headlines(lb):
         raw = {"name": h.name, "avg": _raw(h.mean), "delta_pts": _raw(h.delta_pts), "size": _raw(h.size_bytes),
@@ -84,14 +86,14 @@ def main_view(data: ReportData) -> dict:
         rows.append({"model_id": h.model_id, "name": h.name, "pinned": h.is_baseline, "best": h.model_id == best,
                      "random": h.random_weights, "simulated": bool(h.simulated),
                      "cells": [{"key": k, "text": text[k], "value": raw[k], "numeric": k != "name",
-                                "title": title.get(k, "")} for k, _, _ in MAIN_COLUMNS]})
+                                "title": title.get(k, "")} for k, _, _ in columns]})
     return {"columns": [{"key": k, "label": label, "title": title, "numeric": k != "name"}
-                        for k, label, title in MAIN_COLUMNS], "rows": rows}
+                        for k, label, title in columns], "rows": rows}
 
 
 def leaderboard_view(data: ReportData) -> dict:
     t = data.leaderboard.table
-    cols = data.columns
+    cols = C.shown_columns(data.columns, data.leaderboard.has_accuracy)
     best = {c.key: C.best_mask([t.at[m, c.key] for m in t.index], c.better) for c in cols}
     rows = []
     for i, mid in enumerate(t.index):
@@ -180,6 +182,7 @@ def render_html(data: ReportData) -> str:
         names=display_names(data),
         leaderboard=leaderboard_view(data),
         common=lb.common_datasets,
+        has_accuracy=lb.has_accuracy,
         excluded=lb.excluded,
         notes=lb.notes,
         baselines=[lb.baselines[m] for m in lb.table.index],

@@ -163,9 +163,14 @@ def format_summary(lb: Leaderboard) -> str:
     for h in heads:
         rows.append((h.name + (" (random weights)" if h.random_weights else ""), h.mean_text, h.delta_text,
                      h.size_text, h.speedup_text))
+    if lb.has_accuracy:
+        lines = [f"accuracy: mean main metric over the {n} dataset{'' if n == 1 else 's'} every variant has, "
+                 "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
+    else:  # an efficiency-only sweep: no accuracy columns to leave empty
+        rows = [(r[0], r[3], r[4]) for r in rows]
+        lines = ["no accuracy cells in these results: size (times smaller than the baseline's) and speed-up per "
+                 "variant. " + baseline_line(lb).replace("Differences are", "Sizes are compared")]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"accuracy: mean main metric over the {n} dataset{'' if n == 1 else 's'} every variant has, "
-             "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     flagged = [h.name for h in heads if h.speedup_flags]

@@ -53,6 +53,9 @@ class Leaderboard:
     groups: list[str]  # groups with a per-group average column
     baselines: dict[str, BaselineMatch]
     notes: list[str] = field(default_factory=list)
+    # False for results without a single accuracy cell (an efficiency-only sweep): the readable
+    # reports then leave the accuracy columns and sections out instead of showing them empty
+    has_accuracy: bool = True
 
 
 def _text(x) -> str:
@@ -290,4 +293,4 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     if table["random_weights"].any():
         rw = ", ".join(table.index[table["random_weights"]])
         notes.append(f"Random (untrained) weights: {rw}. Their accuracies are chance level and mean nothing.")
-    return Leaderboard(table, common, excluded, groups, baselines, notes)
+    return Leaderboard(table, common, excluded, groups, baselines, notes, has_accuracy=not ct.empty)

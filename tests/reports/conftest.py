@@ -93,6 +93,14 @@ def synthetic_results(tmp_path) -> Path:
     return build_synthetic(tmp_path / "results")
 
 
+@pytest.fixture
+def efficiency_only_results(tmp_path) -> Path:
+    """The synthetic sweep's efficiency cells alone (``ternbench run --tasks efficiency``)."""
+    for spec, metrics in SYNTHETIC_EFF.items():
+        write_cell(tmp_path / "efficiency-only", spec, metrics=metrics)
+    return tmp_path / "efficiency-only"
+
+
 # --- the real tiny pipeline -------------------------------------------------------------------
 
 PIPELINE_MODELS = ("ternbench-tiny@fp32", "ternbench-tiny@q-all")

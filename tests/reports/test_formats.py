@@ -41,3 +41,21 @@ def test_clip_benchmark_csv_has_builds_columns_and_rows(synthetic_results, tmp_p
     # The command line writes it as benchmark.csv inside RESULTS by default.
     assert cli(["report", str(synthetic_results), "--format", "clip_benchmark"]) == 0
     assert (synthetic_results / "benchmark.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_efficiency_only_results_leave_the_accuracy_columns_out_of_the_readable_reports(
+        efficiency_only_results, synthetic_results, tmp_path):
+    roots = {"only": efficiency_only_results, "full": synthetic_results}
+    md = {n: render_report(r, tmp_path / f"{n}.md", "md").read_text() for n, r in roots.items()}
+    html = {n: render_report(r, tmp_path / f"{n}.html", "html").read_text() for n, r in roots.items()}
+    for accuracy in ("Average (", "Datasets ok", "Δ vs baseline", "## Per dataset"):
+        assert accuracy in md["full"] and accuracy not in md["only"], accuracy
+    assert "Efficiency cells only, no accuracy" in md["only"]
+    assert "Peak memory" in md["only"] and "Speed-up" in md["only"]
+    for accuracy in ('data-key="avg"', 'data-key="delta_pts"', 'data-key="n_ok"', "<h2>Per dataset</h2>"):
+        assert accuracy in html["full"] and accuracy not in html["only"], accuracy
+    assert 'id="efficiency-only"' in html["only"] and 'id="efficiency-only"' not in html["full"]
+    # the CSV's layout does not depend on the sweep: it keeps every column
+    header = {n: next(csv.reader(io.StringIO(render_report(r, tmp_path / f"{n}.csv", "csv").read_text())))
+              for n, r in roots.items()}
+    assert "avg_pct" in header["only"] and set(header["only"]) <= set(header["full"])

@@ -60,3 +60,17 @@ def test_format_summary_lists_every_variant_once(lb):
         line = next(ln for ln in lines if ln.startswith(h.name))
         assert h.mean_text in line and h.delta_text in line and h.speedup_text in line
     assert not math.isnan(lb.table.at["tiny@q-all", "avg"])
+
+
+def test_an_efficiency_only_summary_shows_size_and_speed_up_only(efficiency_only_results):
+    lb = tables.leaderboard(load_results(efficiency_only_results).df)
+    assert not lb.has_accuracy
+    head, columns, *rows = format_summary(lb).splitlines()
+    assert head.startswith("no accuracy cells in these results") and "tiny@fp16" in head
+    assert columns.split() == ["variant", "size", "speed-up"]
+    assert len(rows) == 4
+    assert any("2.00×" in r for r in rows if r.startswith("tiny@q-all"))  # its recorded paired speed-up
+
+
+def test_a_sweep_with_accuracy_cells_has_accuracy(lb):
+    assert lb.has_accuracy
