@@ -4,6 +4,7 @@ one computes what the reference does on this machine, and (``--bench``) how fast
 from __future__ import annotations
 
 import json
+import sys
 
 from quant.errors import QuantConfigError
 
@@ -65,8 +66,11 @@ def run_kernels(args) -> int:
 
         if args.repeats < 1:
             raise QuantConfigError(f"--repeats must be at least 1, got {args.repeats}")
+        from bench.isolation import host_lock
+
         devices = ["cpu"] + (["cuda"] if info["machine"]["cuda"] else [])
-        timings = [time_kernels(rows, device, args.repeats) for device in devices]
+        with host_lock(lambda s: print(s, file=sys.stderr)):  # never beside another ternbench run's work
+            timings = [time_kernels(rows, device, args.repeats) for device in devices]
     if args.json:
         print(json.dumps({**info, "kernels": [{k: v for k, v in r.items() if k != "_cls"} for r in rows],
                           "checks": checks, "timings": timings}, indent=2))

@@ -6,7 +6,8 @@
   compiled kernels) is in that process. A worker that crashes, is killed (out of memory) or
   runs past its timeout fails only its cell, with a message saying which.
 - ``host_lock``: a host-wide ``flock`` on a file in the system temporary directory, held
-  while a worker runs, so two sweeps (or shards) on one machine never time each other.
+  exclusively while a worker runs and shared by a sweep's other cells, so two sweeps (or
+  shards) on one machine never time each other, nor time beside each other's accuracy work.
 - ``claim`` / ``release``: a claim file next to a cell's result (``.<result>.claim``: host,
   pid, process start, time) so a cell being computed by one run is not started by another
   run into the same directory; a claim whose process is gone (same host) is taken over.
@@ -50,26 +51,56 @@ def lock_path() -> Path:
     return Path(tempfile.gettempdir()) / LOCK_NAME
 
 
-@contextmanager
-def host_lock(echo: Callable[[str], None] = lambda s: None) -> Iterator[None]:
-    """Hold the host-wide lock of isolated measurements (waits, saying so, while another holds it)."""
-    path = lock_path()
+def _flock(fd: int, mode: int, waiting: Callable[[], None]) -> None:
+    """``flock(fd, mode)``, calling ``waiting`` first when it has to wait."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        waiting()
+        fcntl.flock(fd, mode)
+
+
+@contextmanager
+def host_lock(echo: Callable[[str], None] = lambda s: None, shared: bool = False) -> Iterator[None]:
+    """Hold the host-wide lock of ternbench's work (waits, saying so, while it is taken).
+
+    Exclusive (an isolated measurement): alone on the host, so no other ternbench run's work
+    slows what it times. Shared (``shared=True``: a run's other work, accuracy cells and the
+    builds they need): beside each other, never beside a measurement. A gate file taken first by
+    both (and held by a measurement until it has the lock) queues work that arrives after a
+    waiting measurement behind it, so a stream of shared work cannot keep a measurement waiting.
+    """
+    path = lock_path()
+    fds = []
+    try:
+        for p in (path, path.with_name(path.name + ".gate")):
+            fds.append(os.open(p, os.O_RDWR | os.O_CREAT, 0o666))
     except OSError as e:
-        echo(f"warning: cannot open the host lock {path} ({e.strerror}); measuring without it")
+        for fd in fds:
+            os.close(fd)
+        echo(f"warning: cannot open the host lock {path} ({e.strerror}); running without it")
         yield
         return
+    lock, gate = fds
+    said: list[bool] = []
+
+    def waiting() -> None:
+        if not said:
+            said.append(True)
+            echo(f"waiting for {'a measurement of another ternbench run' if shared else 'other ternbench work'} "
+                 f"on this host to finish (lock {path})")
+
     try:
+        _flock(gate, fcntl.LOCK_EX, waiting)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            echo(f"waiting for another ternbench measurement on this host to finish (lock {path})")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, waiting)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        for fd in fds:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

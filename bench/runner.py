@@ -516,14 +516,15 @@ def run_sweep(cfg: SweepConfig | Plan, echo: Callable[[str], None] | None = None
                     continue
                 if get_task(cell.task).isolated:
                     record = runner.run_isolated(cell)
-                else:
-                    if built is None and built_err is None:
-                        built, built_err, build_s = runner.build(model_id, summary)
-                    if built is None:
-                        record = runner.record_error(cell, runner.model_stub(model_id), *built_err)
-                    else:
-                        record = runner.run_cell(cell, built)
-                        record["timings"]["build_model_s"] = round(build_s, 4)
+                else:  # never beside a measurement of another run on this host (it waits for this cell)
+                    with isolation.host_lock(echo, shared=True):
+                        if built is None and built_err is None:
+                            built, built_err, build_s = runner.build(model_id, summary)
+                        if built is None:
+                            record = runner.record_error(cell, runner.model_stub(model_id), *built_err)
+                        else:
+                            record = runner.run_cell(cell, built)
+                            record["timings"]["build_model_s"] = round(build_s, 4)
                 if ((record.get("model") or {}).get("random_weights")
                         and record["model"]["spec"] not in summary.random_weights):
                     summary.random_weights.append(record["model"]["spec"])

@@ -212,3 +212,41 @@ def test_the_host_lock_serializes_measurements():
     for t in ts:
         t.join()
     assert not overlap
+
+
+def test_shared_work_runs_side_by_side_but_never_beside_a_measurement(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a lock of this test's own
+    entered, release = [], {name: threading.Event() for name in ("a", "b", "measure", "late")}
+    said = []
+
+    def work(name, shared):
+        with isolation.host_lock(said.append, shared=shared):
+            entered.append(name)
+            release[name].wait(10)
+
+    def start(name, shared):
+        t = threading.Thread(target=work, args=(name, shared))
+        t.start()
+        time.sleep(0.3)
+        return t
+
+    threads = [start("a", True), start("b", True)]
+    assert entered == ["a", "b"]  # two runs' accuracy cells: side by side
+    threads.append(start("measure", False))
+    assert "measure" not in entered  # waits for the work in progress
+    threads.append(start("late", True))
+    assert "late" not in entered  # work that came after a waiting measurement queues behind it
+    release["a"].set()
+    release["b"].set()
+    time.sleep(0.3)
+    assert entered == ["a", "b", "measure"]  # alone
+    release["measure"].set()
+    time.sleep(0.3)
+    assert entered[-1] == "late"
+    release["late"].set()
+    for t in threads:
+        t.join(10)
+    assert any("waiting for other ternbench work" in s for s in said)
+    assert any("waiting for a measurement of another ternbench run" in s for s in said)
