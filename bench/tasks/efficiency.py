@@ -344,7 +344,7 @@ def warm_runtime(dtype: torch.dtype) -> int | None:
     (bytes; None where unreadable).
 
     The first use of the intra-op thread pool, of a GEMM, a convolution, the normalizations and
-    attention allocates memory that stays (13-15 MB of torch 2.14 on 2 cores, half of it the
+    attention allocates memory that stays (15 MB at fp32 with torch 2.14 on 2 cores, half of it the
     first convolution's), the same for any model. Left to the memory pass it would be counted in
     a model's peak only where the build had not already done it: a fake-quantized variant, whose
     build runs such ops, read 6-9% below its own float model. A fixed set of small ops at the
