@@ -168,8 +168,11 @@ def format_summary(lb: Leaderboard) -> str:
                  "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
     else:  # an efficiency-only sweep: no accuracy columns to leave empty
         rows = [(r[0], r[3], r[4]) for r in rows]
+        bases = [b for b in dict.fromkeys(lb.table["baseline"]) if b]
+        sizes = (baseline_line(lb).replace("Differences are", "Sizes are compared") if bases
+                 else "No fp16 or fp32 run in these results to compare sizes against.")
         lines = ["no accuracy cells in these results: size (times smaller than the baseline's) and speed-up per "
-                 "variant. " + baseline_line(lb).replace("Differences are", "Sizes are compared")]
+                 "variant. " + sizes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
