@@ -176,7 +176,7 @@ def format_summary(lb: Leaderboard) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    flagged = [h.name for h in heads if h.speedup_flags]
+    flagged = [h.name for h in heads if h.speedup_text.endswith(FLAG_MARK)]  # rows with a speed-up shown
     if flagged:
         lines.append(f"{FLAG_MARK} = the efficiency cell raised sanity flags that bear on the speed-up (listed with the "
                      "efficiency figures): "

@@ -286,3 +286,21 @@ def test_drift_between_rounds_is_listed_but_does_not_mark_the_paired_speed_up(tm
     assert not speed["text"].strip().endswith(FLAG_MARK) and drift in speed["attrs"]["title"]
     summary = format_summary(tables.leaderboard(load_results(root).df))
     assert FLAG_MARK not in summary
+
+
+def test_flags_of_a_cell_without_a_speed_up_do_not_name_it_under_the_speed_ups(tmp_path, cell_writer):
+    from reports import tables
+    from reports.loading import load_results
+    from reports.summary import FLAG_MARK, format_summary
+
+    root = tmp_path / "results"
+    noisy = "image_b1: noisy: IQR 12% of the median (> 10%)"
+    # the speed baseline (no speed-up of its own) and a simulated variant (none shown) raised flags
+    cell_writer(root, "tiny@fp32", metrics={"image_latency_b1_ms": 2.0}, details={"flags": [noisy]})
+    cell_writer(root, "tiny@q-all", metrics={"image_latency_b1_ms": 2.0, "image_speedup_b1": 1.0},
+                details={"flags": [noisy], "simulated": True, "label": "simulated"})
+    cell_writer(root, "tiny@q-all-a8", metrics={"image_latency_b1_ms": 1.0, "image_speedup_b1": 2.0,
+                                                "image_speedup_b1_lo": 1.9, "image_speedup_b1_hi": 2.1})
+    summary = format_summary(tables.leaderboard(load_results(root).df))
+    assert "simulated" in next(ln for ln in summary.splitlines() if ln.startswith("tiny@q-all "))
+    assert FLAG_MARK not in summary  # no speed-up shown carries flags: no footnote naming rows without one
