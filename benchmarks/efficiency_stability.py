@@ -119,8 +119,8 @@ def summarize(runs: list[dict], models: tuple[str, ...]) -> list[str]:
             verdicts.append((rel <= MEMORY_SPREAD, f"{spec} peak memory: spread {100 * rel:.1f}% <= "
                                                    f"{100 * MEMORY_SPREAD:.0f}%"))
             base_mem = [r["cells"][vs]["metrics"].get("peak_memory_bytes") for r in runs
-                        if (r["cells"].get(vs) or {}).get("status") == "ok"]
-            if sim and len(bases) == 1 and base_mem and all(base_mem):
+                        if (r["cells"].get(vs) or {}).get("status") == "ok"] if sim and len(bases) == 1 else []
+            if base_mem and all(base_mem):
                 # the same float kernels on weights of the same size: no memory gain either
                 share = med / statistics.median(base_mem)
                 verdicts.append((share >= SIM_MEMORY, f"{spec} peak memory: {share:.3f}x of {vs}'s, "

@@ -68,14 +68,13 @@ MAIN_COLUMNS: tuple[tuple[str, str, str], ...] = (
                             "where measured; simulated = fake quantization on float kernels (no speed gain)"),
     ("memory", "Peak memory", "peak memory while encoding, above the idle process"),
 )
-MAIN_ACCURACY = frozenset({"avg", "delta_pts"})  # left out where the results hold no accuracy cell
 
 
 def main_view(data: ReportData) -> dict:
     """The main table's rows, from the same headlines the terminal summary prints."""
     lb = data.leaderboard
     best = best_ternary(lb)
-    columns = [c for c in MAIN_COLUMNS if lb.has_accuracy or c[0] not in MAIN_ACCURACY]
+    columns = [c for c in MAIN_COLUMNS if lb.has_accuracy or c[0] not in C.ACCURACY_COLUMNS]
     rows = []
     for h in headlines(lb):
         raw = {"name": h.name, "avg": _raw(h.mean), "delta_pts": _raw(h.delta_pts), "size": _raw(h.size_bytes),

@@ -139,18 +139,20 @@ def best_ternary(lb: Leaderboard) -> str | None:
     return str(ternary["avg"].astype(float).idxmax()) if not ternary.empty else None
 
 
-def baseline_line(lb: Leaderboard) -> str:
-    """One sentence naming the baseline(s) every difference is taken against."""
+def baseline_line(lb: Leaderboard, sizes_only: bool = False) -> str:
+    """One sentence naming the baseline(s) every difference is taken against (``sizes_only``:
+    results without accuracy, where only sizes are compared against them)."""
     t = lb.table
     bases = list(dict.fromkeys(b for b in t["baseline"] if b))
     if not bases:
-        return "No fp16 or fp32 run in these results: no difference against a baseline can be computed."
+        return ("No fp16 or fp32 run in these results to compare sizes against." if sizes_only else
+                "No fp16 or fp32 run in these results: no difference against a baseline can be computed.")
     parts = []
     for b in bases:
         kind = t.at[b, "baseline_kind"]
         why = "" if kind == "fp16" else " (no fp16 run, so fp32)"
         parts.append(f"{t.at[b, 'spec'] or b}{why}")
-    return "Differences are against " + "; ".join(parts) + "."
+    return ("Sizes are compared against " if sizes_only else "Differences are against ") + "; ".join(parts) + "."
 
 
 def format_summary(lb: Leaderboard) -> str:
@@ -168,11 +170,8 @@ def format_summary(lb: Leaderboard) -> str:
                  "± standard error; * = larger than noise (z-test, 5%). " + baseline_line(lb)]
     else:  # an efficiency-only sweep: no accuracy columns to leave empty
         rows = [(r[0], r[3], r[4]) for r in rows]
-        bases = [b for b in dict.fromkeys(lb.table["baseline"]) if b]
-        sizes = (baseline_line(lb).replace("Differences are", "Sizes are compared") if bases
-                 else "No fp16 or fp32 run in these results to compare sizes against.")
         lines = ["no accuracy cells in these results: size (times smaller than the baseline's) and speed-up per "
-                 "variant. " + sizes]
+                 "variant. " + baseline_line(lb, sizes_only=True)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

@@ -346,8 +346,8 @@ def warm_runtime(dtype: torch.dtype) -> int | None:
     The first use of the intra-op thread pool, of a GEMM, a convolution, the normalizations and
     attention allocates memory that stays (15 MB at fp32 with torch 2.14 on 2 cores, half of it the
     first convolution's), the same for any model. Left to the memory pass it would be counted in
-    a model's peak only where the build had not already done it: a fake-quantized variant, whose
-    build runs such ops, read 6-9% below its own float model. A fixed set of small ops at the
+    a model's peak only where the build had not already done it, so a fake-quantized variant,
+    whose build runs such ops, would read below its own float model. A fixed set of small ops at the
     model's precision, independent of the model, does it first, so every model starts from the
     same runtime and its peak is what its own calls need (its shapes' GEMM buffers, its
     kernels' workspaces, an ONNX Runtime arena included). An op the precision lacks is skipped.
